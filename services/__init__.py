@@ -1,0 +1,1 @@
+"""Berth: a container image registry as small services."""

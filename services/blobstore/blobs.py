@@ -1,0 +1,98 @@
+"""Blobs as a repository sees them: content-addressed data shared by all repositories, readable
+by a repository only through a link that a push or a mount put there."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from services.blobstore import layout
+from services.blobstore.drivers import InvalidOffset, PathNotFound, StorageDriver
+from services.common.errors import BLOB_UNKNOWN, RANGE_INVALID, RegistryError
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+class Blobs:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    def stat(self, repository: str, digest: str) -> BlobInfo:
+        """The blob's size, if the repository may read it."""
+        link = layout.layer_link(repository, digest)
+        try:
+            self.driver.stat(link)
+            return BlobInfo(digest, self.driver.stat(layout.blob_data(digest)).size)
+        except PathNotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None
+
+    def stat_global(self, digest: str) -> BlobInfo | None:
+        try:
+            return BlobInfo(digest, self.driver.stat(layout.blob_data(digest)).size)
+        except PathNotFound:
+            return None
+
+    def read(self, repository: str, digest: str, offset: int, length: int, chunk_size: int) -> tuple[int, Iterator[bytes]]:
+        """Total size and a stream of ``length`` bytes from ``offset`` (0 = to the end).
+
+        Fails before the first chunk if the blob is unknown or the range cannot be satisfied, so
+        the caller can still answer with an error status.
+        """
+        size = self.stat(repository, digest).size
+        if offset < 0 or length < 0 or (offset >= size and not (offset == 0 and size == 0)):
+            raise RegistryError(RANGE_INVALID, {"size": size})
+        end = size if length == 0 else min(size, offset + length)
+        try:
+            reader = self.driver.reader(layout.blob_data(digest), offset)
+        except (PathNotFound, InvalidOffset):
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None
+        return size, _stream(reader, end - offset, chunk_size)
+
+    def link(self, repository: str, digest: str) -> None:
+        self.driver.put_content(layout.layer_link(repository, digest), digest.encode())
+
+    def mount(self, repository: str, digest: str, from_repository: str) -> BlobInfo:
+        """Links a blob from another repository (or, without one, from anywhere in the store)."""
+        if from_repository:
+            info = self.stat(from_repository, digest)
+        else:
+            found = self.stat_global(digest)
+            if found is None:
+                raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
+            info = found
+        self.link(repository, digest)
+        return info
+
+    def redirect_url(self, repository: str, digest: str, method: str) -> str | None:
+        self.stat(repository, digest)
+        return self.driver.redirect_url(layout.blob_data(digest), method)
+
+    def delete(self, repository: str, digest: str) -> None:
+        """Unlinks the blob from the repository; the bytes stay for other repositories (and GC)."""
+        try:
+            self.driver.delete(layout.layer_link_dir(repository, digest))
+        except PathNotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None
+
+    def missing(self, repository: str, wanted: list[str]) -> list[str]:
+        """Those of ``wanted`` that the repository cannot read."""
+        absent = []
+        for digest in dict.fromkeys(wanted):
+            try:
+                self.driver.stat(layout.layer_link(repository, digest))
+            except PathNotFound:
+                absent.append(digest)
+        return absent
+
+
+def _stream(reader, remaining: int, chunk_size: int) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    with reader:
+        while remaining > 0:
+            chunk = reader.read(min(chunk_size, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk

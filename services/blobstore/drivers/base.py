@@ -1,0 +1,157 @@
+"""The storage driver interface: the whole of what the blobstore asks of a backend.
+
+Modelled on the reference registry's driver: small enough that a new backend is one module.
+Paths are driver paths, always absolute with ``/``-separated components of ``[A-Za-z0-9._-]``
+(never ``.`` or ``..``): ``check_path`` enforces that before any driver sees a path, which is what
+keeps every driver inside its root.
+
+A ``writer()`` appends to a path (and can be reopened to append more, across restarts);
+``commit()`` makes what it wrote durable, ``cancel()`` discards it. Content is therefore never
+promised to be whole while it is being written: the blobstore writes only under upload paths and
+``move()``s verified content into place, atomically where the backend allows.
+"""
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+
+
+class StorageError(Exception):
+    """Base of every driver failure."""
+
+
+class PathNotFound(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPath(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"invalid path: {path[:200]!r}")
+        self.path = path
+
+
+class InvalidOffset(StorageError):
+    def __init__(self, path: str, offset: int) -> None:
+        super().__init__(f"invalid offset {offset} for {path}")
+        self.path = path
+        self.offset = offset
+
+
+def check_path(path: str, *, allow_root: bool = False) -> str:
+    """Returns ``path`` if it is a valid driver path, raises InvalidPath otherwise."""
+    if allow_root and path == "/":
+        return path
+    if not _PATH_RE.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise InvalidPath(path)
+    return path
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    modified: float  # seconds since the epoch
+    is_dir: bool
+
+
+class FileWriter(abc.ABC):
+    """Appends to one path."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file so far, including what an appending writer found there."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Makes the content durable; the writer is closed after."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Discards everything this writer and its predecessors wrote."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Releases resources, keeping what was written for a later appending writer."""
+
+    def __enter__(self) -> "FileWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StorageDriver(abc.ABC):
+    """One storage backend. Implementations call ``check_path`` on every path they accept."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def put_content(self, path: str, data: bytes) -> None:
+        """Replaces the content at path atomically."""
+
+    @abc.abstractmethod
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        """A file object positioned at ``offset``; the caller closes it."""
+
+    @abc.abstractmethod
+    def writer(self, path: str, append: bool = False) -> FileWriter: ...
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    def list(self, path: str) -> list[str]:
+        """Full paths of the direct children of a directory."""
+
+    @abc.abstractmethod
+    def move(self, source: str, dest: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Deletes a file, or a directory with everything under it."""
+
+    def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL a client may fetch the content from directly, or None."""
+        check_path(path)
+        return None
+
+    def walk(self, path: str) -> Iterator[FileInfo]:
+        """Every file and directory below ``path``, parents before children, in sorted order."""
+        for child in sorted(self.list(path)):
+            info = self.stat(child)
+            yield info
+            if info.is_dir:
+                yield from self.walk(child)
+
+
+_FACTORIES: dict[str, Callable[[dict[str, Any]], StorageDriver]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[dict[str, Any]], StorageDriver]], Callable[[dict[str, Any]], StorageDriver]]:
+    """Class or function decorator: makes a driver constructible by name from config parameters."""
+
+    def wrap(factory: Callable[[dict[str, Any]], StorageDriver]) -> Callable[[dict[str, Any]], StorageDriver]:
+        _FACTORIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def create(name: str, parameters: dict[str, Any]) -> StorageDriver:
+    if name not in _FACTORIES:
+        raise StorageError(f"storage.driver: no driver named {name!r} (have: {', '.join(sorted(_FACTORIES))})")
+    return _FACTORIES[name](parameters)

@@ -1,0 +1,159 @@
+"""Filesystem driver: one directory tree under ``rootdirectory``."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from services.blobstore.drivers.base import (
+    FileInfo,
+    FileWriter,
+    InvalidOffset,
+    InvalidPath,
+    PathNotFound,
+    StorageDriver,
+    check_path,
+    register,
+)
+
+# Temporary files of put_content; never listed. The "~" makes them impossible driver paths, so no
+# real entry can be mistaken for one.
+_TMP_PREFIX = ".berth-tmp~"
+
+
+class _FileWriter(FileWriter):
+    def __init__(self, full: Path, append: bool) -> None:
+        full.parent.mkdir(parents=True, exist_ok=True)
+        self._full = full
+        self._file = open(full, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
+        self._size = self._file.tell()
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._size += len(data)
+        return len(data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def cancel(self) -> None:
+        self._file.close()
+        self._full.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+class FilesystemDriver(StorageDriver):
+    name = "filesystem"
+
+    def __init__(self, rootdirectory: str | os.PathLike[str]) -> None:
+        self.root = Path(rootdirectory).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _full(self, path: str, *, allow_root: bool = False) -> Path:
+        check_path(path, allow_root=allow_root)
+        full = self.root / path.lstrip("/")
+        # Components are already safe; this also refuses a symlink planted inside the root.
+        resolved = full.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise InvalidPath(path)
+        return full
+
+    def get_content(self, path: str) -> bytes:
+        full = self._full(path)
+        try:
+            return full.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    def put_content(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        full = self._full(path)
+        try:
+            f = open(full, "rb")  # noqa: SIM115 - the caller closes it
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        size = os.fstat(f.fileno()).st_size
+        if offset < 0 or offset > size:
+            f.close()
+            raise InvalidOffset(path, offset)
+        f.seek(offset)
+        return f
+
+    def writer(self, path: str, append: bool = False) -> FileWriter:
+        return _FileWriter(self._full(path), append)
+
+    def stat(self, path: str) -> FileInfo:
+        full = self._full(path, allow_root=True)
+        try:
+            st = full.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        is_dir = full.is_dir()
+        return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
+
+    def list(self, path: str) -> list[str]:
+        full = self._full(path, allow_root=True)
+        base = "" if path == "/" else path
+        try:
+            with os.scandir(full) as entries:
+                return sorted(f"{base}/{e.name}" for e in entries if not e.name.startswith(_TMP_PREFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    def move(self, source: str, dest: str) -> None:
+        src, dst = self._full(source), self._full(dest)
+        if not os.path.lexists(src):
+            raise PathNotFound(source)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            raise PathNotFound(source) from None
+        _fsync_dir(dst.parent)
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            if full.is_dir() and not full.is_symlink():
+                shutil.rmtree(full)
+            else:
+                full.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@register("filesystem")
+def _create(parameters: dict[str, Any]) -> StorageDriver:
+    return FilesystemDriver(parameters.get("rootdirectory", "./data/registry"))

@@ -1,0 +1,128 @@
+"""In-memory driver: for tests and throwaway registries; everything is gone on exit."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Any, BinaryIO
+
+from services.blobstore.drivers.base import (
+    FileInfo,
+    FileWriter,
+    InvalidOffset,
+    PathNotFound,
+    StorageDriver,
+    check_path,
+    register,
+)
+
+
+class _Writer(FileWriter):
+    def __init__(self, driver: "InMemoryDriver", path: str, append: bool) -> None:
+        self._driver = driver
+        self._path = path
+        with driver._lock:
+            existing = driver._files.get(path) if append else None
+            self._buffer = bytearray(existing[0] if existing else b"")
+            driver._files[path] = (bytes(self._buffer), time.time())
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        return len(data)
+
+    @property
+    def size(self) -> int:
+        return len(self._buffer)
+
+    def commit(self) -> None:
+        self.close()
+
+    def cancel(self) -> None:
+        self._closed = True
+        with self._driver._lock:
+            self._driver._files.pop(self._path, None)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with self._driver._lock:
+                self._driver._files[self._path] = (bytes(self._buffer), time.time())
+
+
+class InMemoryDriver(StorageDriver):
+    name = "inmemory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[bytes, float]] = {}
+
+    def _is_dir(self, path: str) -> bool:
+        prefix = "/" if path == "/" else path + "/"
+        return any(p.startswith(prefix) for p in self._files)
+
+    def get_content(self, path: str) -> bytes:
+        check_path(path)
+        with self._lock:
+            if path not in self._files:
+                raise PathNotFound(path)
+            return self._files[path][0]
+
+    def put_content(self, path: str, data: bytes) -> None:
+        check_path(path)
+        with self._lock:
+            self._files[path] = (bytes(data), time.time())
+
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        data = self.get_content(path)
+        if offset < 0 or offset > len(data):
+            raise InvalidOffset(path, offset)
+        stream = io.BytesIO(data)
+        stream.seek(offset)
+        return stream
+
+    def writer(self, path: str, append: bool = False) -> FileWriter:
+        check_path(path)
+        return _Writer(self, path, append)
+
+    def stat(self, path: str) -> FileInfo:
+        check_path(path, allow_root=True)
+        with self._lock:
+            if path in self._files:
+                data, modified = self._files[path]
+                return FileInfo(path, len(data), modified, False)
+            if path == "/" or self._is_dir(path):
+                return FileInfo(path, 0, time.time(), True)
+        raise PathNotFound(path)
+
+    def list(self, path: str) -> list[str]:
+        check_path(path, allow_root=True)
+        prefix = "/" if path == "/" else path + "/"
+        with self._lock:
+            children = {prefix + p[len(prefix) :].split("/", 1)[0] for p in self._files if p.startswith(prefix)}
+        if not children and path != "/":
+            raise PathNotFound(path)
+        return sorted(children)
+
+    def move(self, source: str, dest: str) -> None:
+        check_path(source)
+        check_path(dest)
+        with self._lock:
+            if source not in self._files:
+                raise PathNotFound(source)
+            self._files[dest] = self._files.pop(source)
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        prefix = path + "/"
+        with self._lock:
+            doomed = [p for p in self._files if p == path or p.startswith(prefix)]
+            if not doomed:
+                raise PathNotFound(path)
+            for p in doomed:
+                del self._files[p]
+
+
+@register("inmemory")
+def _create(parameters: dict[str, Any]) -> StorageDriver:
+    return InMemoryDriver()

@@ -1,0 +1,181 @@
+"""Manifests, tags and referrer entries of a repository.
+
+Manifests are stored as blobs (content-addressed, exact bytes) with a revision link in the
+repository; a tag is a link to a revision. The gateway has already validated the manifest and
+tells us what it references, so this module only checks presence and writes records.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from services.blobstore import layout
+from services.blobstore.blobs import Blobs
+from services.blobstore.drivers import PathNotFound, StorageDriver
+from services.common import digests
+from services.common.errors import (
+    MANIFEST_BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
+    RegistryError,
+)
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    digest: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class NamePage:
+    names: list[str]
+    more: bool
+
+
+def paginate(names: list[str], last: str, limit: int) -> NamePage:
+    """Names after ``last`` in lexical order, at most ``limit`` of them (0 = all)."""
+    ordered = sorted(n for n in names if n > last) if last else sorted(names)
+    if limit and len(ordered) > limit:
+        return NamePage(ordered[:limit], True)
+    return NamePage(ordered, False)
+
+
+class Manifests:
+    def __init__(self, driver: StorageDriver, blobs: Blobs) -> None:
+        self.driver = driver
+        self.blobs = blobs
+
+    def put(
+        self,
+        repository: str,
+        digest: str,
+        payload: bytes,
+        *,
+        tag: str = "",
+        required_blobs: Sequence[str] = (),
+        required_manifests: Sequence[str] = (),
+        subject: str = "",
+        referrer_descriptor: bytes = b"",
+    ) -> None:
+        missing = self.blobs.missing(repository, list(required_blobs))
+        missing += [d for d in dict.fromkeys(required_manifests) if not self._has_revision(repository, d)]
+        if missing:
+            raise RegistryError(MANIFEST_BLOB_UNKNOWN, {"digests": missing})
+        if self.blobs.stat_global(digest) is None:
+            self.driver.put_content(layout.blob_data(digest), payload)
+        self.driver.put_content(layout.revision_link(repository, digest), digest.encode())
+        if subject:
+            self.driver.put_content(layout.referrer_entry(repository, subject, digest), referrer_descriptor)
+        if tag:
+            self.driver.put_content(layout.tag_index_link(repository, tag, digest), digest.encode())
+            self.driver.put_content(layout.tag_current_link(repository, tag), digest.encode())
+
+    def get(self, repository: str, reference: str) -> StoredManifest:
+        digest = reference if digests.is_digest(reference) else self.resolve_tag(repository, reference)
+        if not self._has_revision(repository, digest):
+            raise self._unknown(repository, reference)
+        try:
+            return StoredManifest(digest, self.driver.get_content(layout.blob_data(digest)))
+        except PathNotFound:
+            raise self._unknown(repository, reference) from None
+
+    def resolve_tag(self, repository: str, tag: str) -> str:
+        try:
+            return self.driver.get_content(layout.tag_current_link(repository, tag)).decode()
+        except PathNotFound:
+            raise self._unknown(repository, tag) from None
+
+    def delete(self, repository: str, digest: str, subject: str = "") -> None:
+        """Deletes a revision, every tag that points at it, and its referrer entry."""
+        digests.parse(digest)
+        try:
+            self.driver.delete(layout.revision_dir(repository, digest))
+        except PathNotFound:
+            raise self._unknown(repository, digest) from None
+        for tag in self.tags(repository):
+            try:
+                current = self.driver.get_content(layout.tag_current_link(repository, tag)).decode()
+            except PathNotFound:
+                continue
+            if current == digest:
+                self._delete_quietly(layout.tag_dir(repository, tag))
+        if subject:
+            self._delete_quietly(layout.referrer_entry(repository, subject, digest))
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        try:
+            self.driver.delete(layout.tag_dir(repository, tag))
+        except PathNotFound:
+            raise self._unknown(repository, tag) from None
+
+    def tags(self, repository: str) -> list[str]:
+        try:
+            return [p.rsplit("/", 1)[1] for p in self.driver.list(layout.tags_dir(repository))]
+        except PathNotFound:
+            if not self._repository_exists(repository):
+                raise RegistryError(NAME_UNKNOWN, {"name": repository}) from None
+            return []
+
+    def list_tags(self, repository: str, last: str, limit: int) -> NamePage:
+        return paginate(self.tags(repository), last, limit)
+
+    def referrers(self, repository: str, subject: str) -> list[bytes]:
+        try:
+            entries = self.driver.list(layout.referrers_dir(repository, subject))
+        except PathNotFound:
+            return []
+        found = []
+        for path in entries:
+            try:
+                found.append(self.driver.get_content(path))
+            except PathNotFound:
+                continue  # deleted while we listed
+        return found
+
+    def _has_revision(self, repository: str, digest: str) -> bool:
+        try:
+            self.driver.stat(layout.revision_link(repository, digest))
+            return True
+        except PathNotFound:
+            return False
+
+    def _repository_exists(self, repository: str) -> bool:
+        try:
+            self.driver.stat(layout.repository(repository))
+            return True
+        except PathNotFound:
+            return False
+
+    def _unknown(self, repository: str, reference: str) -> RegistryError:
+        if not self._repository_exists(repository):
+            return RegistryError(NAME_UNKNOWN, {"name": repository})
+        return RegistryError(MANIFEST_UNKNOWN, {"reference": reference})
+
+    def _delete_quietly(self, path: str) -> None:
+        try:
+            self.driver.delete(path)
+        except PathNotFound:
+            pass
+
+
+class Catalog:
+    """Repository names, found by walking the repositories folder."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    def list(self, last: str, limit: int) -> NamePage:
+        return paginate(list(self._names(layout.REPOSITORIES, "")), last, limit)
+
+    def _names(self, path: str, prefix: str) -> Iterator[str]:
+        try:
+            children = self.driver.list(path)
+        except PathNotFound:
+            return
+        leaves = [c.rsplit("/", 1)[1] for c in children]
+        if any(leaf in ("_manifests", "_layers") for leaf in leaves):
+            yield prefix.rstrip("/")
+        for child, leaf in zip(children, leaves):
+            if not leaf.startswith("_"):
+                yield from self._names(child, f"{prefix}{leaf}/")

@@ -1,0 +1,216 @@
+"""The blobstore's gRPC server: each call maps onto blobs, uploads or manifests.
+
+A thread pool serves calls (drivers do blocking I/O); streams are read and written chunk by chunk,
+so memory per call stays near one chunk whatever the blob size.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+
+from services.blobstore.blobs import Blobs
+from services.blobstore.drivers import InvalidPath, StorageDriver, create
+from services.blobstore.manifests import Catalog, Manifests
+from services.blobstore.uploads import Uploads
+from services.common.config import Settings
+from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
+from services.common.rpc import blobstore_pb2 as pb
+from services.common.rpc import blobstore_pb2_grpc as pb_grpc
+from services.common.rpc.status import abort
+
+log = logging.getLogger("berth.blobstore")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_to_status(method: F) -> F:
+    """Turns RegistryError (and driver path errors) into a gRPC status the gateway understands."""
+
+    @functools.wraps(method)
+    def unary(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except RegistryError as exc:
+            abort(context, exc)
+        except InvalidPath as exc:
+            abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+
+    return unary  # type: ignore[return-value]
+
+
+def _stream_errors_to_status(method: F) -> F:
+    @functools.wraps(method)
+    def streaming(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except RegistryError as exc:
+            abort(context, exc)
+        except InvalidPath as exc:
+            abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
+        except Exception as exc:
+            log.exception("%s failed", method.__name__)
+            abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+
+    return streaming  # type: ignore[return-value]
+
+
+class BlobstoreService(pb_grpc.BlobstoreServicer):
+    def __init__(self, driver: StorageDriver, chunk_size: int) -> None:
+        self.chunk_size = chunk_size
+        self.blobs = Blobs(driver)
+        self.uploads = Uploads(driver, self.blobs)
+        self.manifests = Manifests(driver, self.blobs)
+        self.catalog = Catalog(driver)
+
+    # Blobs
+
+    @_errors_to_status
+    def StatBlob(self, request: pb.BlobRef, context: grpc.ServicerContext) -> pb.BlobInfo:
+        info = self.blobs.stat(request.repository, request.digest)
+        return pb.BlobInfo(digest=info.digest, size=info.size)
+
+    @_stream_errors_to_status
+    def ReadBlob(self, request: pb.ReadBlobRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        size, chunks = self.blobs.read(request.repository, request.digest, request.offset, request.length, self.chunk_size)
+        context.send_initial_metadata((("berth-size", str(size)),))
+        for data in chunks:
+            yield pb.Chunk(data=data)
+
+    @_errors_to_status
+    def DeleteBlob(self, request: pb.BlobRef, context: grpc.ServicerContext) -> pb.Empty:
+        self.blobs.delete(request.repository, request.digest)
+        return pb.Empty()
+
+    @_errors_to_status
+    def MountBlob(self, request: pb.MountRequest, context: grpc.ServicerContext) -> pb.BlobInfo:
+        info = self.blobs.mount(request.repository, request.digest, request.from_repository)
+        return pb.BlobInfo(digest=info.digest, size=info.size)
+
+    @_errors_to_status
+    def BlobURL(self, request: pb.BlobURLRequest, context: grpc.ServicerContext) -> pb.BlobURLResponse:
+        url = self.blobs.redirect_url(request.repository, request.digest, request.method or "GET")
+        return pb.BlobURLResponse(url=url or "")
+
+    # Uploads
+
+    @_errors_to_status
+    def StartUpload(self, request: pb.StartUploadRequest, context: grpc.ServicerContext) -> pb.UploadInfo:
+        info = self.uploads.start(request.repository)
+        return pb.UploadInfo(upload_id=info.upload_id, size=0, started_at=info.started_at)
+
+    @_errors_to_status
+    def WriteUpload(self, request_iterator: Iterator[pb.WriteUploadRequest], context: grpc.ServicerContext) -> pb.UploadInfo:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise RegistryError(UNKNOWN, {"reason": "WriteUpload must start with a header"})
+        head = first.header
+        upload_id = head.upload_id
+        if not upload_id:
+            upload_id = self.uploads.start(head.repository).upload_id
+        data = (message.data for message in request_iterator)
+        info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
+        if head.commit_digest:
+            blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
+            return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
+        return pb.UploadInfo(upload_id=upload_id, size=info.size, started_at=info.started_at)
+
+    @_errors_to_status
+    def UploadStatus(self, request: pb.UploadRef, context: grpc.ServicerContext) -> pb.UploadInfo:
+        info = self.uploads.status(request.repository, request.upload_id)
+        return pb.UploadInfo(upload_id=info.upload_id, size=info.size, started_at=info.started_at)
+
+    @_errors_to_status
+    def CancelUpload(self, request: pb.UploadRef, context: grpc.ServicerContext) -> pb.Empty:
+        self.uploads.cancel(request.repository, request.upload_id)
+        return pb.Empty()
+
+    @_errors_to_status
+    def CommitUpload(self, request: pb.CommitUploadRequest, context: grpc.ServicerContext) -> pb.BlobInfo:
+        info = self.uploads.commit(request.repository, request.upload_id, request.digest)
+        return pb.BlobInfo(digest=info.digest, size=info.size)
+
+    # Manifests, tags, repositories
+
+    @_errors_to_status
+    def PutManifest(self, request: pb.PutManifestRequest, context: grpc.ServicerContext) -> pb.ManifestInfo:
+        self.manifests.put(
+            request.repository,
+            request.digest,
+            request.payload,
+            tag=request.tag,
+            required_blobs=list(request.required_blobs),
+            required_manifests=list(request.required_manifests),
+            subject=request.subject,
+            referrer_descriptor=request.referrer_descriptor,
+        )
+        return pb.ManifestInfo(digest=request.digest, size=len(request.payload))
+
+    @_errors_to_status
+    def GetManifest(self, request: pb.ManifestRef, context: grpc.ServicerContext) -> pb.Manifest:
+        found = self.manifests.get(request.repository, request.reference)
+        return pb.Manifest(digest=found.digest, payload=found.payload)
+
+    @_errors_to_status
+    def DeleteManifest(self, request: pb.DeleteManifestRequest, context: grpc.ServicerContext) -> pb.Empty:
+        self.manifests.delete(request.repository, request.digest, request.subject)
+        return pb.Empty()
+
+    @_errors_to_status
+    def DeleteTag(self, request: pb.TagRef, context: grpc.ServicerContext) -> pb.Empty:
+        self.manifests.delete_tag(request.repository, request.tag)
+        return pb.Empty()
+
+    @_errors_to_status
+    def ListTags(self, request: pb.ListTagsRequest, context: grpc.ServicerContext) -> pb.NameList:
+        page = self.manifests.list_tags(request.repository, request.last, request.limit)
+        return pb.NameList(names=page.names, more=page.more)
+
+    @_errors_to_status
+    def ListRepositories(self, request: pb.ListRepositoriesRequest, context: grpc.ServicerContext) -> pb.NameList:
+        page = self.catalog.list(request.last, request.limit)
+        return pb.NameList(names=page.names, more=page.more)
+
+    @_errors_to_status
+    def ListReferrers(self, request: pb.ReferrersRequest, context: grpc.ServicerContext) -> pb.ReferrerList:
+        return pb.ReferrerList(descriptors=self.manifests.referrers(request.repository, request.subject))
+
+
+# Messages may carry a whole manifest (4 MiB by default) plus framing.
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def build_server(settings: Settings) -> grpc.Server:
+    driver = create(settings.storage.driver, settings.storage.driver_parameters)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.blobstore.workers, thread_name_prefix="blobstore"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_BlobstoreServicer_to_server(BlobstoreService(driver, settings.blobstore.chunk_size), server)
+    server.add_insecure_port(settings.blobstore.addr)
+    return server
+
+
+def serve(settings: Settings) -> None:
+    """Runs the blobstore until SIGINT/SIGTERM, then lets calls in flight finish (up to 10 s)."""
+    server = build_server(settings)
+    server.start()
+    log.info("blobstore listening on %s (storage: %s)", settings.blobstore.addr, settings.storage.driver)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("blobstore stopping")
+    server.stop(grace=10).wait()

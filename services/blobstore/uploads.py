@@ -1,0 +1,159 @@
+"""Upload sessions: where uploads are written, verified and moved into place.
+
+An upload's bytes live under the repository's ``_uploads/<id>/data`` until the client names the
+digest. Then the content is hashed and compared, and only verified content is moved to its
+content-addressed path, atomically; a mismatch removes the session and stores nothing. A reader
+can therefore never see a partial or unverified blob.
+
+Hashing happens while bytes stream in (sha256, the digest nearly every client uses). The running
+hash lives in this process; when a session moved here from another replica or survived a restart,
+the hash is rebuilt from the stored bytes at commit, so correctness never depends on which
+blobstore received which chunk.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.blobstore import layout
+from services.blobstore.blobs import BlobInfo, Blobs
+from services.blobstore.drivers import PathNotFound, StorageDriver
+from services.common import digests
+from services.common.errors import (
+    BLOB_UPLOAD_UNKNOWN,
+    DIGEST_INVALID,
+    RANGE_INVALID,
+    SIZE_INVALID,
+    RegistryError,
+)
+
+_STREAMING_ALGORITHM = "sha256"
+_MAX_SESSIONS = 4096
+_REHASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    upload_id: str
+    size: int
+    started_at: int
+    digest: str = ""
+
+
+@dataclass
+class _Session:
+    """Per-process state of one upload: a lock and the running hash, if it covers every byte."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    hasher: Any = None
+    hashed: int = 0
+
+
+class Uploads:
+    def __init__(self, driver: StorageDriver, blobs: Blobs) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions_lock = threading.Lock()
+
+    def _session(self, upload_id: str) -> _Session:
+        with self._sessions_lock:
+            session = self._sessions.get(upload_id)
+            if session is None:
+                session = self._sessions[upload_id] = _Session()
+                if len(self._sessions) > _MAX_SESSIONS:
+                    self._sessions.popitem(last=False)
+            else:
+                self._sessions.move_to_end(upload_id)
+            return session
+
+    def _forget(self, upload_id: str) -> None:
+        with self._sessions_lock:
+            self._sessions.pop(upload_id, None)
+
+    def start(self, repository: str) -> UploadInfo:
+        upload_id = str(uuid.uuid4())
+        started = int(time.time())
+        self.driver.put_content(layout.upload_started_at(repository, upload_id), str(started).encode())
+        self.driver.writer(layout.upload_data(repository, upload_id)).commit()
+        session = self._session(upload_id)
+        session.hasher = digests.hasher(_STREAMING_ALGORITHM)
+        return UploadInfo(upload_id, 0, started)
+
+    def status(self, repository: str, upload_id: str) -> UploadInfo:
+        try:
+            started = int(self.driver.get_content(layout.upload_started_at(repository, upload_id)) or 0)
+            size = self.driver.stat(layout.upload_data(repository, upload_id)).size
+        except (PathNotFound, ValueError):
+            raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}) from None
+        return UploadInfo(upload_id, size, started)
+
+    def write(self, repository: str, upload_id: str, offset: int, data: Iterable[bytes], expected_length: int = -1) -> UploadInfo:
+        """Appends ``data`` at ``offset``, which must be where the upload ends now (negative: anywhere)."""
+        session = self._session(upload_id)
+        with session.lock:
+            current = self.status(repository, upload_id)
+            if offset >= 0 and offset != current.size:
+                raise RegistryError(RANGE_INVALID, {"size": current.size, "offset": offset})
+            if session.hasher is None or session.hashed != current.size:
+                # The bytes so far were hashed elsewhere (or not at all): hash at commit instead.
+                session.hasher = digests.hasher(_STREAMING_ALGORITHM) if current.size == 0 else None
+                session.hashed = 0
+            received = 0
+            writer = self.driver.writer(layout.upload_data(repository, upload_id), append=True)
+            try:
+                for chunk in data:
+                    writer.write(chunk)
+                    received += len(chunk)
+                    if session.hasher is not None:
+                        session.hasher.update(chunk)
+            finally:
+                writer.commit()
+                if session.hasher is not None:
+                    session.hashed = current.size + received
+            if expected_length >= 0 and received != expected_length:
+                raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
+            return UploadInfo(upload_id, current.size + received, current.started_at)
+
+    def commit(self, repository: str, upload_id: str, digest: str) -> BlobInfo:
+        """Verifies the upload against ``digest`` and moves it into place; DIGEST_INVALID otherwise."""
+        wanted = digests.parse(digest)
+        session = self._session(upload_id)
+        with session.lock:
+            size = self.status(repository, upload_id).size
+            data_path = layout.upload_data(repository, upload_id)
+            if wanted.algorithm == _STREAMING_ALGORITHM and session.hasher is not None and session.hashed == size:
+                actual = session.hasher.hexdigest()
+            else:
+                actual = self._rehash(data_path, wanted.algorithm)
+            if actual != wanted.hex:
+                self._remove(repository, upload_id)
+                raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
+            if self.blobs.stat_global(digest) is None:
+                self.driver.move(data_path, layout.blob_data(digest))
+            self.blobs.link(repository, digest)
+            self._remove(repository, upload_id)
+            return BlobInfo(digest, size)
+
+    def cancel(self, repository: str, upload_id: str) -> None:
+        self.status(repository, upload_id)
+        self._remove(repository, upload_id)
+
+    def _remove(self, repository: str, upload_id: str) -> None:
+        try:
+            self.driver.delete(layout.upload_dir(repository, upload_id))
+        except PathNotFound:
+            pass
+        self._forget(upload_id)
+
+    def _rehash(self, path: str, algorithm: str) -> str:
+        hasher = digests.hasher(algorithm)
+        with self.driver.reader(path) as reader:
+            while chunk := reader.read(_REHASH_CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()

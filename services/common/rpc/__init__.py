@@ -1,0 +1,1 @@
+"""Generated gRPC code (from protos/ by `make proto`) and the error mapping across it."""

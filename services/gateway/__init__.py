@@ -1,0 +1,1 @@
+"""The registry HTTP API (FastAPI): routing, validation, negotiation, errors."""

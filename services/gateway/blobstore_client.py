@@ -1,0 +1,155 @@
+"""The gateway's side of the blobstore contract: one long-lived gRPC channel per process, and
+calls that raise RegistryError exactly as the blobstore raised it."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from services.common.errors import RegistryError
+from services.common.rpc import blobstore_pb2 as pb
+from services.common.rpc import blobstore_pb2_grpc as pb_grpc
+from services.common.rpc.status import from_rpc_error
+
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def _convert(exc: grpc.aio.AioRpcError) -> RegistryError:
+    return from_rpc_error(exc.code(), exc.trailing_metadata(), exc.details() or "")
+
+
+@dataclass(frozen=True)
+class BlobStream:
+    """An open read: the blob's total size, and its bytes from the requested offset."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
+class BlobstoreClient:
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.stub = pb_grpc.BlobstoreStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self.stub, method)(request)
+        except grpc.aio.AioRpcError as exc:
+            raise _convert(exc) from None
+
+    # Blobs
+
+    async def stat_blob(self, repository: str, digest: str) -> pb.BlobInfo:
+        return await self._unary("StatBlob", pb.BlobRef(repository=repository, digest=digest))
+
+    async def read_blob(self, repository: str, digest: str, offset: int = 0, length: int = 0) -> BlobStream:
+        """Opens a read; raises before returning if the blob cannot be read."""
+        call = self.stub.ReadBlob(pb.ReadBlobRequest(repository=repository, digest=digest, offset=offset, length=length))
+        try:
+            first = await call.read()
+            metadata = await call.initial_metadata()
+        except grpc.aio.AioRpcError as exc:
+            raise _convert(exc) from None
+        size = int(dict(metadata or ()).get("berth-size", 0))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            message = first
+            try:
+                while message is not grpc.aio.EOF:
+                    yield message.data
+                    message = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise _convert(exc) from None
+            finally:
+                call.cancel()
+
+        return BlobStream(size, chunks())
+
+    async def delete_blob(self, repository: str, digest: str) -> None:
+        await self._unary("DeleteBlob", pb.BlobRef(repository=repository, digest=digest))
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo:
+        return await self._unary("MountBlob", pb.MountRequest(repository=repository, digest=digest, from_repository=from_repository))
+
+    async def blob_url(self, repository: str, digest: str, method: str) -> str:
+        reply = await self._unary("BlobURL", pb.BlobURLRequest(repository=repository, digest=digest, method=method))
+        return reply.url
+
+    # Uploads
+
+    async def start_upload(self, repository: str) -> pb.UploadInfo:
+        return await self._unary("StartUpload", pb.StartUploadRequest(repository=repository))
+
+    async def write_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        offset: int,
+        data: AsyncIterator[bytes],
+        *,
+        commit_digest: str = "",
+        expected_length: int = -1,
+    ) -> pb.UploadInfo:
+        """Streams ``data`` into an upload (a new one when ``upload_id`` is empty)."""
+        header = pb.WriteUploadHeader(
+            repository=repository,
+            upload_id=upload_id,
+            offset=offset,
+            commit_digest=commit_digest,
+            expected_length=expected_length,
+        )
+
+        async def messages() -> AsyncIterator[pb.WriteUploadRequest]:
+            yield pb.WriteUploadRequest(header=header)
+            async for chunk in data:
+                yield pb.WriteUploadRequest(data=chunk)
+
+        try:
+            return await self.stub.WriteUpload(messages())
+        except grpc.aio.AioRpcError as exc:
+            raise _convert(exc) from None
+
+    async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:
+        return await self._unary("UploadStatus", pb.UploadRef(repository=repository, upload_id=upload_id))
+
+    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+        await self._unary("CancelUpload", pb.UploadRef(repository=repository, upload_id=upload_id))
+
+    async def commit_upload(self, repository: str, upload_id: str, digest: str) -> pb.BlobInfo:
+        return await self._unary("CommitUpload", pb.CommitUploadRequest(repository=repository, upload_id=upload_id, digest=digest))
+
+    # Manifests, tags, repositories, referrers
+
+    async def put_manifest(self, request: pb.PutManifestRequest) -> pb.ManifestInfo:
+        return await self._unary("PutManifest", request)
+
+    async def get_manifest(self, repository: str, reference: str) -> pb.Manifest:
+        return await self._unary("GetManifest", pb.ManifestRef(repository=repository, reference=reference))
+
+    async def delete_manifest(self, repository: str, digest: str, subject: str) -> None:
+        await self._unary("DeleteManifest", pb.DeleteManifestRequest(repository=repository, digest=digest, subject=subject))
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        await self._unary("DeleteTag", pb.TagRef(repository=repository, tag=tag))
+
+    async def list_tags(self, repository: str, last: str, limit: int) -> pb.NameList:
+        return await self._unary("ListTags", pb.ListTagsRequest(repository=repository, last=last, limit=limit))
+
+    async def list_repositories(self, last: str, limit: int) -> pb.NameList:
+        return await self._unary("ListRepositories", pb.ListRepositoriesRequest(last=last, limit=limit))
+
+    async def list_referrers(self, repository: str, subject: str) -> list[bytes]:
+        reply = await self._unary("ListReferrers", pb.ReferrersRequest(repository=repository, subject=subject))
+        return list(reply.descriptors)

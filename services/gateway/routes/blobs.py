@@ -1,0 +1,61 @@
+"""Blob reads and deletes: ``/v2/<name>/blobs/<digest>``."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from services.common import digests, names
+from services.common.errors import UNSUPPORTED, RegistryError
+from services.gateway import state
+from services.gateway.ranges import parse_range
+
+router = APIRouter()
+
+
+def _blob_headers(digest: str, length: int) -> dict[str, str]:
+    return {
+        "Content-Length": str(length),
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+@router.head("/v2/{name:path}/blobs/{digest}")
+async def head_blob(request: Request, name: str, digest: str) -> Response:
+    names.check_name(name)
+    digests.parse(digest)
+    info = await state.of(request).blobstore.stat_blob(name, digest)
+    return Response(status_code=200, headers=_blob_headers(digest, info.size))
+
+
+@router.get("/v2/{name:path}/blobs/{digest}")
+async def get_blob(request: Request, name: str, digest: str) -> Response:
+    names.check_name(name)
+    digests.parse(digest)
+    client = state.of(request).blobstore
+    wanted = None
+    if "range" in request.headers:
+        size = (await client.stat_blob(name, digest)).size
+        wanted = parse_range(request.headers["range"], size)
+    if wanted is None:
+        stream = await client.read_blob(name, digest)
+        return StreamingResponse(stream.chunks, status_code=200, headers=_blob_headers(digest, stream.size))
+    offset, length = wanted
+    stream = await client.read_blob(name, digest, offset, length)
+    headers = _blob_headers(digest, length)
+    headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{stream.size}"
+    return StreamingResponse(stream.chunks, status_code=206, headers=headers)
+
+
+@router.delete("/v2/{name:path}/blobs/{digest}")
+async def delete_blob(request: Request, name: str, digest: str) -> Response:
+    names.check_name(name)
+    digests.parse(digest)
+    gw = state.of(request)
+    if not gw.deletes_enabled:
+        raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
+    await gw.blobstore.delete_blob(name, digest)
+    return Response(status_code=202, headers={"Content-Length": "0"})

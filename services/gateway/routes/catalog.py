@@ -1,0 +1,40 @@
+"""Listings: tags of a repository and the catalog of repositories, paginated."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from services.common import names
+from services.gateway import state
+from services.gateway.pagination import link_header, page_request
+
+router = APIRouter()
+
+# The catalog answers in pages of this size unless the client asks for another.
+CATALOG_DEFAULT_PAGE = 100
+
+
+@router.get("/v2/{name:path}/tags/list")
+async def list_tags(request: Request, name: str) -> Response:
+    names.check_name(name)
+    gw = state.of(request)
+    page = page_request(request, None)
+    if page.n == 0:
+        return JSONResponse({"name": name, "tags": []})
+    found = await gw.blobstore.list_tags(name, page.last, page.limit)
+    tags = list(found.names)
+    headers = link_header(gw.urls.path(name, "tags", "list"), tags, page) if found.more and tags else {}
+    return JSONResponse({"name": name, "tags": tags}, headers=headers)
+
+
+@router.get("/v2/_catalog")
+async def catalog(request: Request) -> Response:
+    gw = state.of(request)
+    page = page_request(request, CATALOG_DEFAULT_PAGE)
+    if page.n == 0:
+        return JSONResponse({"repositories": []})
+    found = await gw.blobstore.list_repositories(page.last, page.limit)
+    repositories = list(found.names)
+    headers = link_header(gw.urls.path("_catalog"), repositories, page) if found.more and repositories else {}
+    return JSONResponse({"repositories": repositories}, headers=headers)
+

@@ -1,0 +1,137 @@
+"""Manifests by tag or digest: ``/v2/<name>/manifests/<reference>``."""
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from services.common import digests, names
+from services.common.errors import (
+    DIGEST_INVALID,
+    MANIFEST_INVALID,
+    MANIFEST_UNKNOWN,
+    UNSUPPORTED,
+    RegistryError,
+)
+from services.common.rpc import blobstore_pb2 as pb
+from services.gateway import manifest_validation as mv
+from services.gateway import state
+
+router = APIRouter()
+
+
+def _check_reference(reference: str) -> None:
+    if digests.is_digest(reference):
+        digests.parse(reference)
+    else:
+        names.check_tag(reference)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _too_big(limit)
+    return bytes(body)
+
+
+def _too_big(limit: int) -> RegistryError:
+    return RegistryError(MANIFEST_INVALID, {"reason": f"manifest larger than {limit} bytes"}, status=413)
+
+
+def _acceptable(accept: str, media_type: str) -> bool:
+    """True unless the client listed concrete types and ours is not among them."""
+    offered = [mv.media_type_of(part) for part in accept.split(",") if part.strip()]
+    if not offered:
+        return True
+    return any(t in (media_type, "*/*", "application/*") for t in offered)
+
+
+async def _serve(request: Request, name: str, reference: str, *, with_body: bool) -> Response:
+    names.check_name(name)
+    _check_reference(reference)
+    found = await state.of(request).blobstore.get_manifest(name, reference)
+    media_type = mv.stored_media_type(found.payload)
+    accept = ",".join(request.headers.getlist("accept"))
+    if not _acceptable(accept, media_type):
+        raise RegistryError(MANIFEST_UNKNOWN, {"reason": f"the manifest is {media_type}, which the Accept header excludes"})
+    headers = {
+        "Content-Type": media_type,
+        "Content-Length": str(len(found.payload)),
+        "Docker-Content-Digest": found.digest,
+        "ETag": f'"{found.digest}"',
+    }
+    return Response(found.payload if with_body else b"", status_code=200, headers=headers)
+
+
+@router.get("/v2/{name:path}/manifests/{reference}")
+async def get_manifest(request: Request, name: str, reference: str) -> Response:
+    return await _serve(request, name, reference, with_body=True)
+
+
+@router.head("/v2/{name:path}/manifests/{reference}")
+async def head_manifest(request: Request, name: str, reference: str) -> Response:
+    return await _serve(request, name, reference, with_body=False)
+
+
+@router.put("/v2/{name:path}/manifests/{reference}")
+async def put_manifest(request: Request, name: str, reference: str) -> Response:
+    names.check_name(name)
+    _check_reference(reference)
+    gw = state.of(request)
+    payload = await _read_limited(request, gw.settings.limits.manifest_size)
+    parsed = mv.parse(payload, request.headers.get("content-type"))
+
+    if digests.is_digest(reference):
+        algorithm = digests.parse(reference).algorithm
+        digest = digests.of(payload, algorithm)
+        if digest != reference:
+            raise RegistryError(DIGEST_INVALID, {"reason": "the manifest does not hash to the digest in the URL", "digest": digest})
+        tag = ""
+    else:
+        digest, tag = digests.of(payload), reference
+
+    await gw.blobstore.put_manifest(
+        pb.PutManifestRequest(
+            repository=name,
+            digest=digest,
+            payload=payload,
+            tag=tag,
+            required_blobs=parsed.blobs,
+            required_manifests=parsed.manifests,
+            subject=parsed.subject,
+            referrer_descriptor=json.dumps(parsed.referrer_descriptor(digest, len(payload))).encode() if parsed.subject else b"",
+        )
+    )
+    headers = {
+        "Location": gw.urls.manifest(request, name, digest),
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    }
+    if parsed.subject:
+        headers["OCI-Subject"] = parsed.subject
+    return Response(status_code=201, headers=headers)
+
+
+@router.delete("/v2/{name:path}/manifests/{reference}")
+async def delete_manifest(request: Request, name: str, reference: str) -> Response:
+    names.check_name(name)
+    _check_reference(reference)
+    gw = state.of(request)
+    if not gw.deletes_enabled:
+        raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
+    if not digests.is_digest(reference):
+        await gw.blobstore.delete_tag(name, reference)
+    else:
+        found = await gw.blobstore.get_manifest(name, reference)
+        try:
+            subject = mv.parse(found.payload, None).subject
+        except RegistryError:
+            subject = ""
+        await gw.blobstore.delete_manifest(name, reference, subject)
+    return Response(status_code=202, headers={"Content-Length": "0"})

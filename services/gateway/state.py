@@ -1,0 +1,27 @@
+"""What every route needs, built once per process at startup and kept on ``app.state``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from services.common.config import Settings
+from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.upload_state import UploadStateSigner
+from services.gateway.urls import URLBuilder
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    blobstore: BlobstoreClient
+    urls: URLBuilder
+    signer: UploadStateSigner
+
+    @property
+    def deletes_enabled(self) -> bool:
+        return self.settings.storage.delete.enabled
+
+
+def of(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]

@@ -1,0 +1,38 @@
+"""Upload state in ``Location`` URLs, signed so a client cannot point an upload at another
+repository or forge a session; any gateway replica with the same ``http.secret`` can check it."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+
+from services.common.errors import BLOB_UPLOAD_INVALID, RegistryError
+
+
+class UploadStateSigner:
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode() if secret else secrets.token_bytes(32)
+
+    def pack(self, name: str, upload_id: str, offset: int) -> str:
+        body = base64.urlsafe_b64encode(json.dumps({"n": name, "u": upload_id, "o": offset}, separators=(",", ":")).encode())
+        return f"{body.decode()}.{self._sign(body)}"
+
+    def check(self, token: str | None, name: str, upload_id: str) -> int:
+        """Returns the offset recorded in a genuine token for this upload; BLOB_UPLOAD_INVALID otherwise."""
+        if not token or "." not in token or len(token) > 4096:
+            raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "missing or malformed upload state"})
+        body, _, signature = token.rpartition(".")
+        if not hmac.compare_digest(signature, self._sign(body.encode())):
+            raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "upload state signature mismatch"})
+        try:
+            state = json.loads(base64.urlsafe_b64decode(body.encode()))
+            if state["n"] != name or state["u"] != upload_id:
+                raise ValueError
+            return int(state["o"])
+        except (ValueError, KeyError, TypeError):
+            raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "upload state does not match this upload"}) from None
+
+    def _sign(self, body: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self._key, body, hashlib.sha256).digest()).decode().rstrip("=")
