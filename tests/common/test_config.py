@@ -1,0 +1,126 @@
+"""Configuration: flavors, _env values, REGISTRY_* overrides, and errors that name the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.common import config
+from tests.support.processes import ROOT
+
+SAMPLE = ROOT / "config" / "config_sample.yml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    settings = config.load(environ={})
+    assert settings.storage.driver == "filesystem"
+    assert settings.storage.filesystem.rootdirectory == "./data/registry"
+    assert settings.http.addr == "127.0.0.1:5000"
+    assert settings.auth.type == "none"
+
+
+@pytest.mark.parametrize("flavor", ["dev", "test", "prod"])
+def test_sample_config_loads_in_every_flavor(flavor: str) -> None:
+    settings = config.load(SAMPLE, environ={"SETTINGS_FLAVOR": flavor})
+    assert settings.limits.manifest_size == 4 << 20
+    assert settings.storage.driver == ("inmemory" if flavor == "test" else "filesystem")
+
+
+def test_flavor_is_merged_over_common(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+common:
+  http: {addr: "127.0.0.1:6000", prefix: /reg}
+  storage: {filesystem: {rootdirectory: /common}}
+prod:
+  storage: {filesystem: {rootdirectory: /prod}}
+""")
+    prod = config.load(path, environ={"SETTINGS_FLAVOR": "prod"})
+    assert prod.storage.filesystem.rootdirectory == "/prod"
+    assert prod.http.addr == "127.0.0.1:6000"  # kept from common
+    assert prod.http.prefix == "/reg"
+    dev = config.load(path, environ={})
+    assert dev.storage.filesystem.rootdirectory == "/common"
+
+
+def test_unknown_flavor_named_in_the_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "common: {}\nprod: {}\n")
+    with pytest.raises(config.ConfigError, match="SETTINGS_FLAVOR.*'staging'"):
+        config.load(path, environ={"SETTINGS_FLAVOR": "staging"})
+
+
+def test_flat_registry2_style_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage:\n  delete: {enabled: false}\n")
+    assert config.load(path, environ={}).storage.delete.enabled is False
+
+
+def test_env_values_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+common:
+  storage: {filesystem: {rootdirectory: "_env:STORE:/default"}}
+  blobstore: {workers: "_env:WORKERS:8"}
+""")
+    assert config.load(path, environ={}).storage.filesystem.rootdirectory == "/default"
+    loaded = config.load(path, environ={"STORE": "/from-env", "WORKERS": "3"})
+    assert loaded.storage.filesystem.rootdirectory == "/from-env"
+    assert loaded.blobstore.workers == 3
+
+
+def test_registry_overrides_map_onto_nested_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "common:\n  storage: {filesystem: {rootdirectory: /file}}\n")
+    loaded = config.load(path, environ={
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/override",
+        "REGISTRY_HTTP_SECRET": "s3cret",
+        "REGISTRY_BLOBSTORE_CHUNK_SIZE": "65536",
+        "REGISTRY_STORAGE_DELETE_ENABLED": "false",
+        "REGISTRY_NOT_A_KEY": "ignored",
+    })
+    assert loaded.storage.filesystem.rootdirectory == "/override"
+    assert loaded.http.secret == "s3cret"
+    assert loaded.blobstore.chunk_size == 65536  # chunk_size has an underscore: longest key wins
+    assert loaded.storage.delete.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("storage: {driver: nfs}", "storage.driver"),
+        ("storage: {filesystem: {rootdir: /x}}", "storage.filesystem.rootdir"),
+        ("http: {addr: nowhere}", "http.addr"),
+        ("blobstore: {workers: 0}", "blobstore.workers"),
+        ("limits: {manifest_size: lots}", "limits.manifest_size"),
+        ("colour: blue", "colour"),
+    ],
+)
+def test_errors_name_the_offending_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(config.ConfigError, match=f"'{key}'"):
+        config.load(write(tmp_path, text), environ={})
+
+
+def test_missing_file_and_bad_yaml_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="DOCKER_REGISTRY_CONFIG"):
+        config.load(tmp_path / "absent.yml", environ={})
+    with pytest.raises(config.ConfigError, match="not valid YAML"):
+        config.load(write(tmp_path, "storage: [unclosed"), environ={})
+
+
+def test_config_check_command_masks_secrets_and_fails_on_errors(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--config", str(SAMPLE), "config", "check"],
+        capture_output=True, text=True, cwd=ROOT, env={"REGISTRY_HTTP_SECRET": "hunter2", "PATH": "/usr/bin:/bin"},
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "hunter2" not in ok.stdout and "********" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--config", str(write(tmp_path, "storage: {driver: nfs}")), "config", "check"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert bad.returncode == 2
+    assert "storage.driver" in bad.stderr
