@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Benchmark Berth against the reference Go registry (distribution).
+
+Why a runner: the comparison is only meaningful if the reference registry
+is started the same way every time (fresh storage, default registry:2 style
+config, loopback only) and always torn down, so this script owns its
+lifetime; Berth's lifetime belongs to whoever calls this (`make bench`),
+which passes its URL with --berth.
+
+What it does:
+  * if `docker-registry` (Debian's build of distribution) is on PATH, or
+    --registry-bin names one, start it with a generated config in a temp dir
+    on a free 127.0.0.1 port, wait until GET /v2/ answers, and kill it by PID
+    at the end;
+  * run bench/registry_bench.py with Berth first ("berth") and the Go
+    registry ("registry2") as the reference, so every ratio reads
+    "berth relative to registry2, >1.00x = Berth faster";
+  * without the Go registry, measure Berth alone and say so; without
+    --berth, measure the Go registry alone.
+
+Sizes: flag > environment (BENCH_LARGE_MB, BENCH_SMALL_COUNT, BENCH_DURATION,
+BENCH_CONCURRENCY, BENCH_ROUNDS) > --quick preset (32 MiB, 50 images, 2 s)
+> full defaults (256 MiB, 200 images, 5 s); both presets run 3 rounds,
+because on a small shared machine one round of the same registry against
+itself scatters by tens of percent.  Anything not known here (e.g. --processes,
+--chunk-mb, --workloads, --no-cleanup) is passed to registry_bench as is.
+
+    python bench/run.py --quick                          # Go registry only
+    python bench/run.py --berth http://127.0.0.1:8080    # full comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+try:  # `python -m bench.run` from the repo root
+    from bench import registry_bench
+except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
+    import registry_bench  # type: ignore[no-redef]
+
+FULL = {"large_mb": 256.0, "small_count": 200, "duration": 5.0, "concurrency": 16, "rounds": 3}
+QUICK = {"large_mb": 32.0, "small_count": 50, "duration": 2.0, "concurrency": 16, "rounds": 3}
+ENV = {"large_mb": "BENCH_LARGE_MB", "small_count": "BENCH_SMALL_COUNT", "duration": "BENCH_DURATION",
+       "concurrency": "BENCH_CONCURRENCY", "rounds": "BENCH_ROUNDS"}
+CASTS = {"large_mb": float, "small_count": int, "duration": float, "concurrency": int, "rounds": int}
+
+REFERENCE_LABEL = "registry2"
+BERTH_LABEL = "berth"
+
+# Mirrors the config shipped in the registry:2 image (in-memory blob
+# descriptor cache), plus delete so the benchmark can clean up, and with the
+# access log off so terminal/log I/O is not what gets measured.
+CONFIG_TEMPLATE = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+
+@dataclass
+class Reference:
+    """A Go registry this runner started and therefore must stop."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    tmp: Path
+    log_path: Path
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on loopback (tiny reuse race,
+    acceptable for a local benchmark)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(tmp: Path, port: int) -> Path:
+    """Config file plus empty storage dir, both inside `tmp`."""
+    root = tmp / "storage"
+    root.mkdir()
+    config = tmp / "config.yml"
+    config.write_text(CONFIG_TEMPLATE.format(root=root, port=port), encoding="utf-8")
+    return config
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Poll GET /v2/ until it answers 200, failing fast if the process died."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"registry exited with status {proc.returncode}")
+            try:
+                if client.get(f"{url}/v2/").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"registry did not answer GET {url}/v2/ within {timeout:.0f}s")
+
+
+def start_reference(binary: str) -> Reference:
+    """Start `binary serve CONFIG` on a free loopback port, wait for it."""
+    tmp = Path(tempfile.mkdtemp(prefix="berth-bench-registry2-"))
+    port = free_port()
+    config = write_config(tmp, port)
+    log_path = tmp / "registry.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    ref = Reference(proc=proc, url=f"http://127.0.0.1:{port}", tmp=tmp, log_path=log_path)
+    try:
+        wait_ready(ref.url, proc)
+    except RuntimeError:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        stop_reference(ref, keep_tmp=False)
+        raise RuntimeError(f"could not start {binary}; its log ends with:\n{tail}") from None
+    return ref
+
+
+def stop_reference(ref: Reference, keep_tmp: bool) -> None:
+    """SIGTERM to exactly that PID, SIGKILL if it lingers; then drop its
+    storage, which may hold hundreds of MiB of benchmark blobs."""
+    if ref.proc.poll() is None:
+        ref.proc.terminate()
+        try:
+            ref.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            ref.proc.kill()
+            ref.proc.wait()
+    if keep_tmp:
+        print(f"kept reference registry files in {ref.tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(ref.tmp, ignore_errors=True)
+
+
+@dataclass
+class LocalBerth:
+    procs: list[subprocess.Popen[bytes]]
+    url: str
+    tmp: Path
+
+
+def start_berth() -> LocalBerth:
+    """Berth's blobstore and gateway as `berth run` starts them, on free ports and a temp store."""
+    tmp = Path(tempfile.mkdtemp(prefix="berth-bench-berth-"))
+    http_port, grpc_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(
+        REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp / "data"),
+        REGISTRY_LOGLEVEL="warning",
+    )
+    berth = LocalBerth([], f"http://127.0.0.1:{http_port}", tmp)
+    with open(tmp / "berth.log", "wb") as log_file:
+        for service in ("blobstore", "gateway"):
+            berth.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", service], env=env,
+                                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            if service == "blobstore":
+                time.sleep(0.5)
+    wait_ready(berth.url, berth.procs[-1])
+    return berth
+
+
+def stop_berth(berth: LocalBerth) -> None:
+    for proc in reversed(berth.procs):
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(berth.tmp, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Benchmark Berth (--berth URL) against the Go reference registry; "
+                    "ratios are berth/registry2, >1.00x = Berth faster. "
+                    "Unknown options are passed to registry_bench.py.",
+    )
+    p.add_argument("--berth", metavar="URL", default=os.environ.get("BERTH_URL"),
+                   help="base URL of a running Berth (env BERTH_URL); omitted = reference only")
+    p.add_argument("--registry-bin", default=os.environ.get("REGISTRY_BIN") or shutil.which("docker-registry"),
+                   help="Go registry binary (env REGISTRY_BIN; default: docker-registry on PATH)")
+    p.add_argument("--start-berth", action="store_true",
+                   help="start Berth's services here (temp storage) and measure them")
+    p.add_argument("--no-reference", action="store_true", help="do not start the Go registry")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
+    p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
+    p.add_argument("--small-count", type=int, help="small images (env BENCH_SMALL_COUNT)")
+    p.add_argument("--duration", type=float, help="seconds per rate run (env BENCH_DURATION)")
+    p.add_argument("--concurrency", type=int, help="rate-run connections (env BENCH_CONCURRENCY)")
+    p.add_argument("--rounds", type=int, help="rounds, targets interleaved, medians reported (env BENCH_ROUNDS)")
+    p.add_argument("--json", metavar="PATH", help="also write results as JSON")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the Go registry's temp dir (config, log, storage)")
+    return p
+
+
+def sizes(args: argparse.Namespace) -> dict[str, float | int]:
+    """Flag, else environment, else the --quick or full preset."""
+    preset = QUICK if args.quick else FULL
+    out: dict[str, float | int] = {}
+    for key, default in preset.items():
+        flag = getattr(args, key)
+        env = os.environ.get(ENV[key])
+        out[key] = flag if flag is not None else CASTS[key](env) if env else default
+    return out
+
+
+def bench_argv(args: argparse.Namespace, targets: list[str], reference: str, extra: Sequence[str]) -> list[str]:
+    """Command line for registry_bench.main."""
+    argv: list[str] = []
+    for target in targets:
+        argv += ["--target", target]
+    argv += ["--reference", reference]
+    for key, value in sizes(args).items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    if args.json:
+        argv += ["--json", args.json]
+    return argv + list(extra)
+
+
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM (e.g. make being stopped) into SystemExit so the
+    `finally` that kills the Go registry still runs."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
+    local: LocalBerth | None = start_berth() if args.start_berth else None
+    if local is not None:
+        args.berth = local.url
+        print(f"berth: started at {local.url}", file=sys.stderr)
+    try:
+        return _compare(args, extra)
+    finally:
+        if local is not None:
+            stop_berth(local)
+
+
+def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    use_reference = bool(args.registry_bin) and not args.no_reference
+    if not use_reference and not args.berth:
+        print("nothing to measure: no --berth URL, and no Go registry (docker-registry not on PATH "
+              "or --no-reference)", file=sys.stderr)
+        return 2
+    if not use_reference and not args.no_reference:
+        print("docker-registry not found on PATH: measuring Berth alone, no ratios.", file=sys.stderr)
+    if use_reference and not args.berth:
+        print("no --berth URL given: measuring the Go reference registry alone.", file=sys.stderr)
+    terminate_on_sigterm()
+    ref: Reference | None = None
+    try:
+        targets = [f"{BERTH_LABEL}={args.berth.rstrip('/')}"] if args.berth else []
+        if use_reference:
+            ref = start_reference(args.registry_bin)
+            print(f"reference registry: {args.registry_bin} pid {ref.proc.pid} at {ref.url}", file=sys.stderr)
+            targets.append(f"{REFERENCE_LABEL}={ref.url}")
+        reference = REFERENCE_LABEL if use_reference else BERTH_LABEL
+        return registry_bench.main(bench_argv(args, targets, reference, extra))
+    finally:
+        if ref is not None:
+            stop_reference(ref, keep_tmp=args.keep_tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
