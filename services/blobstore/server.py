@@ -41,6 +41,11 @@ def _errors_to_status(method: F) -> F:
             abort(context, exc)
         except InvalidPath as exc:
             abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
+        except grpc.RpcError:
+            # Only a request stream raises this: the caller cancelled (its HTTP client went away).
+            # Nobody is waiting for an answer, and it is not a blobstore failure.
+            log.info("%s cancelled by the caller", method.__name__)
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
         except Exception as exc:
             log.exception("%s failed", method.__name__)
             abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
@@ -62,6 +67,20 @@ def _stream_errors_to_status(method: F) -> F:
             abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
 
     return streaming  # type: ignore[return-value]
+
+
+def _drain(request_iterator: Iterator[Any]) -> None:
+    """Reads what is left of a request stream before the call fails.
+
+    A call that ends while its (asyncio) client is still writing loses its status there: grpc-aio
+    reports INTERNAL "Internal error from Core" instead (grpc/grpc#36066), so a 416 or 404 would
+    reach HTTP clients as a 500. Ending only after the client has sent everything avoids that.
+    """
+    try:
+        for _ in request_iterator:
+            pass
+    except grpc.RpcError:
+        pass  # the caller cancelled meanwhile
 
 
 class BlobstoreService(pb_grpc.BlobstoreServicer):
@@ -115,13 +134,23 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
             raise RegistryError(UNKNOWN, {"reason": "WriteUpload must start with a header"})
         head = first.header
         upload_id = head.upload_id
-        if not upload_id:
+        created = not upload_id
+        if created:
             upload_id = self.uploads.start(head.repository).upload_id
         data = (message.data for message in request_iterator)
-        info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
-        if head.commit_digest:
-            blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
-            return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
+        try:
+            info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
+            if head.commit_digest:
+                blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
+                return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
+        except BaseException as exc:
+            if created:
+                # A session made for this call (a single-POST upload) has no URL anyone could
+                # resume it by: whatever went wrong, it must not stay behind.
+                self.uploads.discard(head.repository, upload_id)
+            if not isinstance(exc, grpc.RpcError):
+                _drain(request_iterator)
+            raise
         return pb.UploadInfo(upload_id=upload_id, size=info.size, started_at=info.started_at)
 
     @_errors_to_status

@@ -144,6 +144,11 @@ class Uploads:
         self.status(repository, upload_id)
         self._remove(repository, upload_id)
 
+    def discard(self, repository: str, upload_id: str) -> None:
+        """Removes an upload whether or not it (still) exists."""
+        with self._session(upload_id).lock:
+            self._remove(repository, upload_id)
+
     def _remove(self, repository: str, upload_id: str) -> None:
         try:
             self.driver.delete(layout.upload_dir(repository, upload_id))

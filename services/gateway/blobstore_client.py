@@ -2,6 +2,7 @@
 calls that raise RegistryError exactly as the blobstore raised it."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,15 +112,27 @@ class BlobstoreClient:
             expected_length=expected_length,
         )
 
+        source_failure: list[Exception] = []
+
         async def messages() -> AsyncIterator[pb.WriteUploadRequest]:
             yield pb.WriteUploadRequest(header=header)
-            async for chunk in data:
-                yield pb.WriteUploadRequest(data=chunk)
+            try:
+                async for chunk in data:
+                    yield pb.WriteUploadRequest(data=chunk)
+            except Exception as exc:
+                source_failure.append(exc)
+                raise
 
         try:
             return await self.stub.WriteUpload(messages())
-        except grpc.aio.AioRpcError as exc:
-            raise _convert(exc) from None
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            # When ``data`` fails (the HTTP client went away), gRPC cancels the call and reports
+            # only a CancelledError; raise what really happened instead.
+            if source_failure:
+                raise source_failure[0] from None
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise _convert(exc) from None
+            raise
 
     async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:
         return await self._unary("UploadStatus", pb.UploadRef(repository=repository, upload_id=upload_id))

@@ -14,20 +14,21 @@ router = APIRouter()
 CATALOG_DEFAULT_PAGE = 100
 
 
-@router.get("/v2/{name:path}/tags/list")
+@router.api_route("/v2/{name:path}/tags/list", methods=["GET", "HEAD"])
 async def list_tags(request: Request, name: str) -> Response:
     names.check_name(name)
     gw = state.of(request)
     page = page_request(request, None)
+    # n=0 still answers NAME_UNKNOWN for a repository that does not exist (the blobstore raises it).
+    found = await gw.blobstore.list_tags(name, page.last, page.limit if page.n != 0 else 1)
     if page.n == 0:
         return JSONResponse({"name": name, "tags": []})
-    found = await gw.blobstore.list_tags(name, page.last, page.limit)
     tags = list(found.names)
     headers = link_header(gw.urls.path(name, "tags", "list"), tags, page) if found.more and tags else {}
     return JSONResponse({"name": name, "tags": tags}, headers=headers)
 
 
-@router.get("/v2/_catalog")
+@router.api_route("/v2/_catalog", methods=["GET", "HEAD"])
 async def catalog(request: Request) -> Response:
     gw = state.of(request)
     page = page_request(request, CATALOG_DEFAULT_PAGE)

@@ -13,7 +13,7 @@ from services.gateway.manifest_validation import OCI_INDEX
 router = APIRouter()
 
 
-@router.get("/v2/{name:path}/referrers/{digest}")
+@router.api_route("/v2/{name:path}/referrers/{digest}", methods=["GET", "HEAD"])
 async def list_referrers(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
+from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import state
 from services.gateway.ranges import parse_content_range
 from services.gateway.state import GatewayState
@@ -50,11 +51,12 @@ async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
 
 
 def _progress_headers(gw: GatewayState, request: Request, name: str, upload_id: str, size: int) -> dict[str, str]:
+    """Where an upload stands. No Content-Length: these headers also go on 204s (which must not
+    carry one) and on 416 errors (whose JSON body has its own)."""
     return {
         "Location": gw.urls.upload(request, name, upload_id, gw.signer.pack(name, upload_id, size)),
         "Range": f"0-{max(size - 1, 0)}",
         "Docker-Upload-UUID": upload_id,
-        "Content-Length": "0",
     }
 
 
@@ -124,25 +126,36 @@ async def upload_status(request: Request, name: str, upload_id: str) -> Response
     return Response(status_code=204, headers=_progress_headers(gw, request, name, upload_id, info.size))
 
 
-@router.patch("/v2/{name:path}/blobs/uploads/{upload_id}")
-async def upload_chunk(request: Request, name: str, upload_id: str) -> Response:
-    gw = await _checked_upload(request, name, upload_id)
+def _chunk_bounds(request: Request) -> tuple[int, int]:
+    """(offset, length) of the chunk in the body: -1 where the client did not say."""
     length = _content_length(request)
     span = parse_content_range(request.headers.get("content-range"))
-    offset, expected = -1, -1 if length is None else length
-    if span is not None:
-        offset = span[0]
-        expected = span[1] - span[0] + 1
-        if length is not None and length != expected:
-            raise RegistryError(RANGE_INVALID, {"reason": "Content-Range and Content-Length disagree"})
+    if span is None:
+        return -1, -1 if length is None else length
+    expected = span[1] - span[0] + 1
+    if length is not None and length != expected:
+        raise RegistryError(RANGE_INVALID, {"reason": "Content-Range and Content-Length disagree"})
+    return span[0], expected
+
+
+async def _write_chunk(gw: GatewayState, request: Request, name: str, upload_id: str, commit_digest: str = "") -> pb.UploadInfo:
+    """Streams the body into the upload; a chunk at the wrong offset (416) says where to resume."""
+    offset, expected = _chunk_bounds(request)
     try:
-        info = await gw.blobstore.write_upload(
-            name, upload_id, offset, _chunks(request, gw.settings.blobstore.chunk_size), expected_length=expected
+        return await gw.blobstore.write_upload(
+            name, upload_id, offset, _chunks(request, gw.settings.blobstore.chunk_size),
+            commit_digest=commit_digest, expected_length=expected,
         )
     except RegistryError as exc:
         if exc.code is RANGE_INVALID and isinstance(exc.detail, dict) and "size" in exc.detail:
             exc.headers.update(_progress_headers(gw, request, name, upload_id, int(exc.detail["size"])))
         raise
+
+
+@router.patch("/v2/{name:path}/blobs/uploads/{upload_id}")
+async def upload_chunk(request: Request, name: str, upload_id: str) -> Response:
+    gw = await _checked_upload(request, name, upload_id)
+    info = await _write_chunk(gw, request, name, upload_id)
     return Response(status_code=202, headers=_progress_headers(gw, request, name, upload_id, info.size))
 
 
@@ -150,13 +163,8 @@ async def upload_chunk(request: Request, name: str, upload_id: str) -> Response:
 async def finish_upload(request: Request, name: str, upload_id: str) -> Response:
     gw = await _checked_upload(request, name, upload_id)
     digest = _digest_param(request)
-    length = _content_length(request)
-    if _has_body(request, length):
-        span = parse_content_range(request.headers.get("content-range"))
-        info = await gw.blobstore.write_upload(
-            name, upload_id, span[0] if span else -1, _chunks(request, gw.settings.blobstore.chunk_size),
-            commit_digest=digest, expected_length=-1 if length is None else length,
-        )
+    if _has_body(request, _content_length(request)):
+        info = await _write_chunk(gw, request, name, upload_id, commit_digest=digest)
         return _created(gw, request, name, info.digest)
     blob = await gw.blobstore.commit_upload(name, upload_id, digest)
     return _created(gw, request, name, blob.digest)
@@ -166,4 +174,4 @@ async def finish_upload(request: Request, name: str, upload_id: str) -> Response
 async def cancel_upload(request: Request, name: str, upload_id: str) -> Response:
     gw = await _checked_upload(request, name, upload_id)
     await gw.blobstore.cancel_upload(name, upload_id)
-    return Response(status_code=204, headers={"Content-Length": "0"})
+    return Response(status_code=204)
