@@ -46,6 +46,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from services.gateway.app import create_app
+    from services.gateway.http_protocol import protocol_class
 
     host, _, port = settings.http.addr.rpartition(":")
     server = uvicorn.Server(
@@ -53,6 +54,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             create_app(settings),
             host=host.strip("[]"),
             port=int(port),
+            http=protocol_class(),
             log_config=None,
             access_log=settings.loglevel == "debug",
             proxy_headers=False,  # X-Forwarded-* are honoured by the URL builder, for trusted proxies only

@@ -110,13 +110,11 @@ def parse(payload: bytes, content_type: str | None) -> ParsedManifest:
 
 
 def guess_media_type(doc: dict[str, Any]) -> str:
-    """For manifests without a mediaType field: an index lists manifests, an image has a config."""
+    """For manifests without a mediaType field, which only OCI allows (Docker's types require it):
+    an index lists manifests, an image has a config."""
     if "manifests" in doc:
         return OCI_INDEX
     if "config" in doc or "layers" in doc:
-        config = doc.get("config")
-        if isinstance(config, dict) and config.get("mediaType") == "application/vnd.docker.container.image.v1+json":
-            return DOCKER_MANIFEST
         return OCI_MANIFEST
     return ""
 

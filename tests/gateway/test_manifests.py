@@ -493,3 +493,18 @@ def test_artifact_with_empty_config_needs_the_empty_blob(client, repo):
         "layers": [],
     }
     assert_error(put_manifest(client, repo, "sbom", json.dumps(doc).encode()), 400, "MANIFEST_BLOB_UNKNOWN")
+
+
+def test_manifest_without_media_type_is_served_as_oci(client, repo):
+    """Only OCI lets mediaType be absent, so such a manifest is OCI whatever its config's type."""
+    config, layer = _blobs(client, repo, "no-media-type")
+    payload = json.dumps({
+        "schemaVersion": 2,
+        "config": descriptor(DOCKER_CONFIG, config),
+        "layers": [descriptor(OCI_LAYER, layer)],
+    }).encode()
+    assert put_manifest(client, repo, "bare", payload, OCI_MANIFEST).status_code == 201
+    r = client.get(f"/v2/{repo}/manifests/bare")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == OCI_MANIFEST
+    assert r.content == payload
