@@ -103,8 +103,110 @@ class LimitsSettings(_Section):
     manifest_size: int = Field(default=4 << 20, ge=1024)
 
 
+class HtpasswdAuthSettings(_Section):
+    realm: str = "berth"
+    # An htpasswd file with bcrypt hashes (``htpasswd -B``).
+    path: str = "./data/auth/htpasswd"
+
+
+class TokenAuthSettings(_Section):
+    # Where clients get tokens (the token service's /token, as clients can reach it).
+    realm: str = "http://127.0.0.1:5002/token"
+    # The audience: tokens must name this service in ``aud``.
+    service: str = "berth"
+    # Tokens must name this issuer in ``iss``.
+    issuer: str = "berth-auth"
+    # Public keys: a JWKS URL (cached; refetched when an unknown ``kid`` shows up) ...
+    jwks: str = "http://127.0.0.1:5002/.well-known/jwks.json"
+    # ... and/or a PEM bundle of certificates or public keys (registry:2's ``rootcertbundle``).
+    rootcertbundle: str = ""
+    # Seconds a fetched JWKS is trusted before it is fetched again.
+    jwks_ttl: int = Field(default=300, ge=1)
+    # Tolerated clock difference for exp/nbf/iat, in seconds.
+    leeway: int = Field(default=30, ge=0, le=600)
+
+
 class AuthSettings(_Section):
-    type: Literal["none"] = "none"
+    # none: anyone may push and pull. htpasswd: Basic auth at the gateway. token: Docker token auth.
+    type: Literal["none", "htpasswd", "token"] = "none"
+    htpasswd: HtpasswdAuthSettings = Field(default_factory=HtpasswdAuthSettings)
+    token: TokenAuthSettings = Field(default_factory=TokenAuthSettings)
+
+
+class RateLimitSettings(_Section):
+    # Failed logins allowed per account and per source address within ``window`` seconds.
+    attempts: int = Field(default=10, ge=1)
+    window: int = Field(default=60, ge=1)
+
+
+class TokenServiceSettings(_Section):
+    """The token service (``berth auth``)."""
+
+    addr: str = "127.0.0.1:5002"
+    issuer: str = "berth-auth"
+    # Audiences this service issues tokens for (``service=`` of a token request).
+    services: list[str] = Field(default_factory=lambda: ["berth"])
+    # The signing key (PEM, private); generated on first start when absent.
+    key: str = "./data/auth/signing-key.pem"
+    algorithm: Literal["RS256", "ES256"] = "ES256"
+    # Older public keys still published in the JWKS, so tokens they signed stay valid while keys
+    # rotate (PEM files).
+    previous_keys: list[str] = Field(default_factory=list)
+    # Seconds an access token lives.
+    token_ttl: int = Field(default=300, ge=10, le=86400)
+    # Seconds a refresh token lives.
+    refresh_ttl: int = Field(default=30 * 86400, ge=60)
+    # Users: an htpasswd file (bcrypt) and/or the SQL user table.
+    htpasswd: str = ""
+    database: str = "sqlite:///./data/auth/users.db"
+    # Access rules (YAML, ordered, first match wins).
+    rules: str = ""
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+    _addr = field_validator("addr")(_check_addr)
+
+
+class EndpointIgnoreSettings(_Section):
+    mediatypes: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+
+
+class NotificationEndpoint(_Section):
+    """A webhook that receives events in the reference registry's envelope."""
+
+    name: str
+    url: str
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    # Seconds per delivery attempt.
+    timeout: float = Field(default=5.0, gt=0)
+    # Failures in a row before the endpoint counts as down (and backs off).
+    threshold: int = Field(default=5, ge=1)
+    # Seconds to wait between retries while down (doubles up to 60 s).
+    backoff: float = Field(default=1.0, gt=0)
+    # Events kept while the endpoint is slow or down; beyond it the oldest are dropped (counted).
+    queue_size: int = Field(default=10_000, ge=1)
+    ignoredmediatypes: list[str] = Field(default_factory=list)
+    ignore: EndpointIgnoreSettings = Field(default_factory=EndpointIgnoreSettings)
+    disabled: bool = False
+
+
+class NotificationSettings(_Section):
+    endpoints: list[NotificationEndpoint] = Field(default_factory=list)
+
+
+class SearchSettings(_Section):
+    """The search service (``berth search``) and the gateway's /v1/search."""
+
+    addr: str = "127.0.0.1:5003"
+    # Where the gateway forwards /v1/search; empty: http://<addr>.
+    url: str = ""
+    database: str = "sqlite:///./data/search/index.db"
+
+    _addr = field_validator("addr")(_check_addr)
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/") or f"http://{self.addr}"
 
 
 class Settings(_Section):
@@ -115,6 +217,11 @@ class Settings(_Section):
     blobstore: BlobstoreSettings = Field(default_factory=BlobstoreSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    token_service: TokenServiceSettings = Field(default_factory=TokenServiceSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    # Empty: no index, /v1/search answers no results. "sqlalchemy": the search service.
+    search_backend: Literal["", "sqlalchemy"] = ""
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
 
 def load(
