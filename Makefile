@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard protos/*.proto)
 GEN    := services/common/rpc/blobstore_pb2.py
 # Debian packages the tests drive as real peers and clients.
-APT_TOOLS := skopeo docker-registry
+APT_TOOLS := skopeo docker-registry wrk
 
 .PHONY: install proto run test bench tools clean
 
@@ -30,7 +30,7 @@ run: install
 	$(VENV)/bin/berth run
 
 tools:
-	@missing=""; for t in skopeo docker-registry; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in skopeo docker-registry wrk; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
