@@ -18,6 +18,9 @@ from services.blobstore.drivers.base import (
     register,
 )
 
+# Directories known to resolve inside the root; cleared wholesale when full.
+_CLEAN_DIRS_MAX = 65536
+
 # Temporary files of put_content; never listed. The "~" makes them impossible driver paths, so no
 # real entry can be mistaken for one.
 _TMP_PREFIX = ".berth-tmp~"
@@ -59,16 +62,34 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, rootdirectory: str | os.PathLike[str]) -> None:
         self.root = Path(rootdirectory).resolve()
+        self._clean_dirs: set[str] = set()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _full(self, path: str, *, allow_root: bool = False) -> Path:
         check_path(path, allow_root=allow_root)
+        if path == "/":
+            return self.root
         full = self.root / path.lstrip("/")
-        # Components are already safe; this also refuses a symlink planted inside the root.
+        # The grammar already rules out "..": what is left to refuse is a symlink planted inside
+        # the root. Resolving every path costs a syscall per component (most of a manifest GET),
+        # so directories found clean are remembered and only the last component is checked.
+        parent = os.path.dirname(full)
+        if parent not in self._clean_dirs:
+            self._check_inside(Path(parent), path)
+            self._remember(parent)
+        if os.path.islink(full):
+            self._check_inside(full, path)
+        return full
+
+    def _check_inside(self, full: Path, path: str) -> None:
         resolved = full.resolve()
         if resolved != self.root and self.root not in resolved.parents:
             raise InvalidPath(path)
-        return full
+
+    def _remember(self, directory: str) -> None:
+        if len(self._clean_dirs) >= _CLEAN_DIRS_MAX:
+            self._clean_dirs.clear()
+        self._clean_dirs.add(directory)
 
     def get_content(self, path: str) -> bytes:
         full = self._full(path)
