@@ -1,0 +1,21 @@
+"""The token service (``berth auth``): Docker token authentication for the registry.
+
+Clients that get a ``401`` with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` from the
+gateway ask this service for a token (``GET /token`` with Basic credentials, or the OAuth2
+``POST /token``). It authenticates them against the user stores, grants the intersection of what
+they asked for and what the access rules allow, and signs a short-lived JWT the gateway (or the
+reference Go registry) verifies with the published keys.
+
+Modules, one job each:
+
+- ``keys``: the signing key (generated on first start), its certificate, key IDs, the JWKS.
+- ``scopes``: the scope grammar of the token spec.
+- ``rules``: the ordered access rules (YAML) and what they grant.
+- ``passwords``: bcrypt hashing and the constant-cost check; ``users`` is the store interface,
+  ``htpasswd`` and ``user_table`` its two implementations; ``database`` the SQL tables.
+- ``tokens``: signing and verifying access tokens; ``refresh_tokens``: the opaque, revocable ones.
+- ``ratelimit``: failed logins per account and per address.
+- ``credentials``: reading the ``Authorization`` header without trusting it.
+- ``errors``: the error codes and the bodies they answer with.
+- ``service``: the decisions (who is asking, what they get); ``app``: HTTP around them.
+"""
