@@ -1,0 +1,214 @@
+"""Docker token auth: Bearer JWTs from the token service, checked against trusted public keys.
+
+A token is accepted when its signature verifies with a trusted key (``kid`` names it; a token
+without ``kid`` must verify with exactly one bundle key), ``iss`` is the configured issuer, ``aud``
+names this service, and ``exp``/``nbf`` hold within ``leeway``. Verified tokens are cached by their
+raw text until they expire, so the signature is checked once per token, not once per request.
+
+Refusals follow registry:2: no Bearer token is 401 UNAUTHORIZED with a challenge naming the scope
+the request needs; a bad token adds ``error="invalid_token"``; a good token that lacks an action is
+also 401 (so clients fetch a new token) with ``error="insufficient_scope"``, under the code DENIED.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from starlette.requests import Request
+
+from services.common.config import TokenAuthSettings
+from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
+from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle
+from services.gateway.access.model import Access, Challenge, Grant, Identity, quote, scope_param
+
+log = logging.getLogger("berth.gateway.access")
+
+MAX_TOKEN_LENGTH = 16 * 1024
+CACHE_SIZE = 10_000
+_JWS = jwt.api_jws.PyJWS(algorithms=list(ALGORITHMS))
+
+
+class InvalidToken(Exception):
+    """A token that is malformed, badly signed, or not valid here and now (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    subject: str | None
+    grants: tuple[Grant, ...]
+    valid_until: float  # exp + leeway
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        settings: TokenAuthSettings,
+        bundle: dict[str, TrustedKey],
+        jwks: JWKSKeys | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.jwks = jwks
+        self.clock = clock
+        self._cache: OrderedDict[str, Claims] = OrderedDict()
+
+    async def verify(self, raw: str) -> Claims:
+        """The token's claims; InvalidToken if it is not acceptable, KeysUnavailable if unknowable."""
+        cached = self._cache.get(raw)
+        if cached is not None:
+            if self.clock() <= cached.valid_until:
+                return cached
+            del self._cache[raw]
+        claims = self._claims(await self._verified_payload(raw))
+        self._remember(raw, claims)
+        return claims
+
+    def _remember(self, raw: str, claims: Claims) -> None:
+        if len(self._cache) >= CACHE_SIZE:
+            now = self.clock()
+            for stale in [t for t, c in self._cache.items() if c.valid_until < now]:
+                del self._cache[stale]
+            while len(self._cache) >= CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._cache[raw] = claims
+
+    async def _verified_payload(self, raw: str) -> bytes:
+        if len(raw) > MAX_TOKEN_LENGTH or raw.count(".") != 2:
+            raise InvalidToken("malformed token")
+        try:
+            header = _JWS.get_unverified_header(raw)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS:
+            raise InvalidToken(f"algorithm {alg!r} is not accepted")
+        if "crit" in header or "b64" in header:
+            raise InvalidToken("critical header extensions are not supported")
+        if kid is None:
+            payloads = [p for key in self.bundle.values() if (p := self._signed(raw, alg, key)) is not None]
+            if len(payloads) != 1:
+                raise InvalidToken(f"no kid, and {len(payloads)} trusted bundle keys verify the token")
+            return payloads[0]
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("malformed kid")
+        key = self.bundle.get(kid)
+        if key is None and self.jwks is not None:
+            key = await self.jwks.get(kid)
+        if key is None:
+            raise InvalidToken(f"signed by an unknown key {kid[:100]!r}")
+        payload = self._signed(raw, alg, key)
+        if payload is None:
+            raise InvalidToken(f"bad signature (key {kid!r}, {alg})")
+        return payload
+
+    @staticmethod
+    def _signed(raw: str, alg: str, key: TrustedKey) -> bytes | None:
+        """The payload if ``key`` verifies the signature, else None."""
+        if not key.fits(alg):
+            return None
+        try:
+            return _JWS.decode_complete(raw, key.key, algorithms=[alg])["payload"]  # type: ignore[no-any-return]
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return None
+
+    def _claims(self, payload: bytes) -> Claims:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise InvalidToken("payload is not JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidToken("payload is not a JSON object")
+        now, leeway = self.clock(), self.settings.leeway
+        exp, nbf, iat = data.get("exp"), data.get("nbf"), data.get("iat")
+        if not _is_time(exp):
+            raise InvalidToken("exp is missing or not a number")
+        if now > exp + leeway:
+            raise InvalidToken("expired")
+        if nbf is not None and (not _is_time(nbf) or now + leeway < nbf):
+            raise InvalidToken("not valid yet (nbf)")
+        if iat is not None and not _is_time(iat):
+            raise InvalidToken("iat is not a number")
+        if data.get("iss") != self.settings.issuer:
+            raise InvalidToken(f"issuer {str(data.get('iss'))[:100]!r} is not {self.settings.issuer!r}")
+        aud = data.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self.settings.service not in audiences:
+            raise InvalidToken(f"audience does not include {self.settings.service!r}")
+        subject = data.get("sub")
+        if subject is not None and not isinstance(subject, str):
+            raise InvalidToken("sub is not a string")
+        return Claims(subject or None, _grants(data.get("access", [])), exp + leeway)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _grants(access: Any) -> tuple[Grant, ...]:
+    if access is None:
+        return ()
+    if not isinstance(access, list):
+        raise InvalidToken("access is not a list")
+    grants = []
+    for entry in access:
+        if not isinstance(entry, dict):
+            raise InvalidToken("access entry is not an object")
+        type_, name, actions = entry.get("type"), entry.get("name"), entry.get("actions") or []
+        if not isinstance(type_, str) or not isinstance(name, str) or not isinstance(actions, list):
+            raise InvalidToken("access entry lacks type, name or actions")
+        if not all(isinstance(a, str) for a in actions):
+            raise InvalidToken("access actions are not strings")
+        grants.append(Grant(type_, name, frozenset(actions)))
+    return tuple(grants)
+
+
+class TokenAccessController:
+    """registry:2's token access controller: a grant, or a Bearer challenge for what is missing."""
+
+    def __init__(self, settings: TokenAuthSettings, verifier: TokenVerifier | None = None) -> None:
+        self.settings = settings
+        if verifier is None:
+            bundle = load_bundle(settings.rootcertbundle) if settings.rootcertbundle else {}
+            jwks = JWKSKeys(settings.jwks, settings.jwks_ttl, settings.jwks_refresh_interval) if settings.jwks else None
+            if not bundle and jwks is None:
+                raise ValueError("auth.token: set jwks and/or rootcertbundle, or no token can be verified")
+            verifier = TokenVerifier(settings, bundle, jwks)
+        self.verifier = verifier
+
+    async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
+        scheme, _, raw = request.headers.get("authorization", "").strip().partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw:
+            raise self._challenge(UNAUTHORIZED, needed)
+        try:
+            claims = await self.verifier.verify(raw)
+        except InvalidToken as exc:
+            log.info("%s %s: token refused: %s", request.method, request.url.path, exc)
+            raise self._challenge(UNAUTHORIZED, needed, "invalid_token") from None
+        except KeysUnavailable as exc:
+            raise RegistryError(UNAVAILABLE, {"reason": str(exc)}) from None
+        identity = Identity(account=claims.subject, token=raw, grants=claims.grants)
+        if not all(identity.allows(access) for access in needed):
+            raise self._challenge(DENIED, needed, "insufficient_scope")
+        return identity
+
+    def _challenge(self, code: ErrorCode, needed: Sequence[Access], error: str = "") -> Challenge:
+        value = f"Bearer realm={quote(self.settings.realm)},service={quote(self.settings.service)}"
+        scope = scope_param(needed)
+        if scope:
+            value += f",scope={quote(scope)}"
+        if error:
+            value += f",error={quote(error)}"
+        return Challenge(code, value, needed)
+
+    async def aclose(self) -> None:
+        if self.verifier.jwks is not None:
+            await self.verifier.jwks.aclose()
