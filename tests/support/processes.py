@@ -36,13 +36,18 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
 
 @dataclass
 class Berth:
-    """One blobstore and one gateway sharing an environment (config via REGISTRY_* variables)."""
+    """One blobstore and one gateway sharing an environment (config via REGISTRY_* variables), and
+    the token service when started as "auth" (its key and database under the data directory)."""
 
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    auth_port: int = field(default_factory=free_port)
+    # The search service ("search"); off unless the test sets REGISTRY_SEARCH_BACKEND=sqlalchemy,
+    # so gateways of other tests send no events to a search service that is not there.
+    search_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
@@ -51,6 +56,14 @@ class Berth:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"http://127.0.0.1:{self.auth_port}"
+
+    @property
+    def search_url(self) -> str:
+        return f"http://127.0.0.1:{self.search_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -63,7 +76,13 @@ class Berth:
             REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{self.grpc_port}",
             REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(self.data_dir),
             REGISTRY_HTTP_SECRET="test-secret",
+            REGISTRY_TOKEN_SERVICE_ADDR=f"127.0.0.1:{self.auth_port}",
+            REGISTRY_TOKEN_SERVICE_KEY=str(self.data_dir / "auth" / "signing-key.pem"),
+            REGISTRY_TOKEN_SERVICE_DATABASE=f"sqlite:///{self.data_dir / 'auth' / 'users.db'}",
             REGISTRY_LOGLEVEL="warning",
+            REGISTRY_SEARCH_BACKEND="",
+            REGISTRY_SEARCH_ADDR=f"127.0.0.1:{self.search_port}",
+            REGISTRY_SEARCH_DATABASE=f"sqlite:///{self.data_dir / 'search' / 'index.db'}",
         )
         env.update(self.env)
         return env
@@ -76,7 +95,8 @@ class Berth:
                 cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
             )
             self.procs[service] = proc
-            wait_for_port(self.grpc_port if service == "blobstore" else self.http_port, proc)
+            ports = {"blobstore": self.grpc_port, "auth": self.auth_port, "search": self.search_port}
+            wait_for_port(ports.get(service, self.http_port), proc)
         return self
 
     def stop(self, *services: str) -> None:
@@ -100,6 +120,11 @@ class Berth:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
+
+    def auth_client(self, local_address: str | None = None) -> httpx.Client:
+        """A client of the token service; ``local_address`` (127.0.0.x) picks the source address."""
+        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+        return httpx.Client(base_url=self.auth_url, timeout=60, transport=transport)
 
     def log(self, service: str) -> str:
         return (self.workdir / f"{service}.log").read_text(errors="replace")

@@ -1,0 +1,139 @@
+"""The search service's HTTP API.
+
+    POST /events      notification envelopes from the registry (Berth's gateway or registry:2)
+    GET  /v1/search   Docker Hub's v1 search over the index
+    GET  /_ping       liveness
+
+Event envelopes are stored in one transaction before the answer, so an acknowledged event is
+never lost; descriptions, which need the registry, are read afterwards by background tasks (a few
+at a time) and land a moment later. A description read that fails leaves the old one: ``berth
+search reindex`` repairs what was missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from services.common import search_query
+from services.common.config import Settings
+from services.common.errors import SIZE_INVALID, UNSUPPORTED, RegistryError
+from services.search.describe import Describer, FetchError, base_of
+from services.search.events import DescribeJob, EventApplier
+from services.search.index import Index
+
+log = logging.getLogger("berth.search")
+
+# Largest envelope accepted (the gateway sends at most 50 events in one).
+MAX_ENVELOPE = 16 << 20
+# Description reads running at once.
+DESCRIBERS = 4
+FETCH_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+@dataclass
+class SearchState:
+    index: Index
+    applier: EventApplier
+    describer: Describer
+    # The configured registry base URL; empty: the one in each event's target.url.
+    registry: str
+    limiter: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DESCRIBERS))
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def schedule(self, job: DescribeJob) -> None:
+        task = asyncio.create_task(self.describe(job))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def describe(self, job: DescribeJob) -> None:
+        base = self.registry or base_of(job.url, job.repository)
+        if not base:
+            log.info("no registry URL to read %s@%s from", job.repository, job.digest)
+            return
+        async with self.limiter:
+            try:
+                text = await self.describer.describe(base, job.repository, job.digest)
+            except FetchError as exc:
+                log.warning("could not read the description of %s@%s: %s", job.repository, job.digest, exc)
+                return
+            except Exception:  # noqa: BLE001 - a background task has no one else to tell
+                log.exception("could not read the description of %s@%s", job.repository, job.digest)
+                return
+
+        def store() -> None:
+            with self.index.writing() as conn:
+                self.index.set_description(conn, job.repository, text or "", job.at)
+
+        try:
+            await run_in_threadpool(store)
+        except Exception:  # noqa: BLE001 - a background task has no one else to tell
+            log.exception("could not store the description of %s", job.repository)
+
+
+def _error(error: RegistryError) -> Response:
+    return JSONResponse({"errors": [error.to_json()]}, status_code=error.status)
+
+
+def create_app(settings: Settings, index: Index | None = None, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The app over ``index`` (default: opened, and migrated, from ``search.database`` now, so a
+    database the service cannot use stops it before it listens)."""
+    index = index if index is not None else Index.open(settings.search.database)
+    applier = EventApplier(index)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True, transport=transport)
+        state = SearchState(index, applier, Describer(client), settings.search.registry.rstrip("/"))
+        app.state.search = state
+        try:
+            yield
+        finally:
+            for task in list(state.tasks):
+                task.cancel()
+            await asyncio.gather(*state.tasks, return_exceptions=True)
+            await client.aclose()
+            index.close()
+
+    app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request: Request, exc: RegistryError) -> Response:
+        return _error(exc)
+
+    @app.get("/_ping")
+    async def ping() -> Response:
+        return JSONResponse(True)
+
+    @app.post("/events")
+    async def events(request: Request) -> Response:
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_ENVELOPE:
+                raise RegistryError(SIZE_INVALID, {"reason": f"envelope larger than {MAX_ENVELOPE} bytes"}, status=413)
+        try:
+            envelope = json.loads(body)
+            applied, jobs = await run_in_threadpool(applier.apply, envelope)
+        except ValueError as exc:  # JSON errors are ValueErrors too
+            raise RegistryError(UNSUPPORTED, {"reason": f"not an event envelope: {str(exc)[:200]}"}, status=400) from None
+        state: SearchState = request.app.state.search
+        for job in jobs:
+            state.schedule(job)
+        return JSONResponse({"applied": applied})
+
+    @app.get("/v1/search")
+    async def search(request: Request) -> Response:
+        query = search_query.parse(request.query_params)
+        total, rows = await run_in_threadpool(index.search, query)
+        return JSONResponse(search_query.answer(query, total, [search_query.result(n, d) for n, d in rows]))
+
+    return app

@@ -1,0 +1,156 @@
+"""Notification envelopes applied to the index: the reference registry's format, so the search
+service works behind Berth's gateway and behind registry:2 alike.
+
+    push of a manifest with a tag   the tag now points at the digest; the description is re-read
+    pull of a manifest              the repository's pull count grows
+    delete with a tag               that tag goes
+    delete with a digest            every tag pointing at the digest goes (a blob's digest has none)
+    anything else (blobs, mounts)   ignored
+
+One envelope is one transaction. Events are trusted only as far as their shape: names, tags and
+digests are checked, and an event that does not fit is skipped, never failing the rest (a listener
+that rejects envelopes makes the registry retry them forever). Event ids seen recently are
+skipped, so an envelope delivered twice (a retry after a lost answer) counts pulls once.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.common import names
+from services.common.errors import RegistryError
+from services.search.describe import MANIFEST_TYPES, USER_AGENT
+from services.search.index import Index
+
+log = logging.getLogger("berth.search")
+
+# Media types the reference registry reports for manifests, besides the ones Berth stores.
+_LEGACY_MANIFESTS = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MANIFEST_MEDIA_TYPES = frozenset(MANIFEST_TYPES + _LEGACY_MANIFESTS)
+# Pulls made with this User-Agent are the search service's own reads (describe.py, reindex.py).
+SELF_AGENT = USER_AGENT.split("/")[0] + "/"
+# How many event ids are remembered to skip repeats.
+SEEN_IDS = 50_000
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,128}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+@dataclass(frozen=True)
+class DescribeJob:
+    """A description to read after the envelope is stored (network work stays outside the
+    transaction)."""
+
+    repository: str
+    url: str
+    digest: str
+    at: float | None
+
+
+def parse_time(value: Any) -> float | None:
+    """RFC 3339 (nanoseconds and ``Z`` included, as Go writes it) to epoch seconds."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo else None
+
+
+def _is_manifest(target: dict[str, Any]) -> bool:
+    url = target.get("url")
+    return target.get("mediaType") in MANIFEST_MEDIA_TYPES or (isinstance(url, str) and "/manifests/" in url)
+
+
+def _field(target: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = target.get(key)
+    if not isinstance(value, str) or (pattern is not None and value and not pattern.match(value)):
+        return ""
+    return value
+
+
+class RecentIds:
+    """The last ``size`` event ids, oldest forgotten first."""
+
+    def __init__(self, size: int = SEEN_IDS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+class EventApplier:
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.seen = RecentIds()
+
+    def apply(self, envelope: Any) -> tuple[int, list[DescribeJob]]:
+        """Applies the envelope's events; returns how many changed the index, and the
+        descriptions to read. ValueError when it is not an envelope at all."""
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
+            raise ValueError('expected {"events": [...]}')
+        fresh = [e for e in envelope["events"] if isinstance(e, dict) and not self._seen(e)]
+        applied, jobs = 0, []
+        with self.index.writing() as conn:
+            for event in fresh:
+                try:
+                    changed, job = self._apply_one(conn, event)
+                except RegistryError as exc:  # a malformed name: skip that event only
+                    log.info("skipped event %.64s: %s", str(event.get("id", "")), exc)
+                    continue
+                applied += changed
+                if job is not None:
+                    jobs.append(job)
+        for event in fresh:
+            if isinstance(event.get("id"), str):
+                self.seen.add(event["id"])
+        return applied, jobs
+
+    def _seen(self, event: dict[str, Any]) -> bool:
+        event_id = event.get("id")
+        return isinstance(event_id, str) and event_id in self.seen
+
+    def _apply_one(self, conn: Any, event: dict[str, Any]) -> tuple[bool, DescribeJob | None]:
+        """(whether the event concerned the index, the description to read after it)."""
+        target = event.get("target")
+        if not isinstance(target, dict):
+            return False, None
+        repository = _field(target, "repository")
+        names.check_name(repository)
+        action = event.get("action")
+        tag, digest = _field(target, "tag", _TAG), _field(target, "digest", _DIGEST)
+        if action == "delete":
+            if tag:
+                self.index.tag_deleted(conn, repository, tag)
+            elif digest:
+                self.index.manifest_deleted(conn, repository, digest)
+            else:
+                return False, None
+            return True, None
+        if not _is_manifest(target):
+            return False, None
+        if action == "pull":
+            request = event.get("request")
+            agent = request.get("useragent") if isinstance(request, dict) else None
+            if isinstance(agent, str) and agent.startswith(SELF_AGENT):
+                return False, None  # our own description reads
+            self.index.pulled(conn, repository)
+            return True, None
+        if action == "push" and tag and digest:
+            at = parse_time(event.get("timestamp"))
+            self.index.tag_pushed(conn, repository, tag, digest, at)
+            return True, DescribeJob(repository, _field(target, "url"), digest, at)
+        return False, None
