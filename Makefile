@@ -7,8 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard protos/*.proto)
 GEN    := services/common/rpc/blobstore_pb2.py
-# Debian packages the tests drive as real peers and clients.
-APT_TOOLS := skopeo docker-registry wrk
+# Debian packages the tests drive as real peers and clients (postgresql: a throwaway server for
+# the search index's PostgreSQL runs).
+APT_TOOLS := skopeo docker-registry wrk postgresql
 
 .PHONY: install proto run test bench tools clean
 
@@ -31,6 +32,7 @@ run: install
 
 tools:
 	@missing=""; for t in skopeo docker-registry wrk; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
@@ -42,6 +44,7 @@ test: install tools
 
 bench: install tools
 	$(PY) bench/run.py --start-berth
+	$(PY) bench/search_bench.py
 
 clean:
 	rm -rf $(VENV) $(GEN) services/common/rpc/*_pb2*.py* .pytest_cache

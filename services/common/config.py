@@ -122,6 +122,9 @@ class TokenAuthSettings(_Section):
     rootcertbundle: str = ""
     # Seconds a fetched JWKS is trusted before it is fetched again.
     jwks_ttl: int = Field(default=300, ge=1)
+    # Least seconds between two JWKS fetches, also when tokens name a kid the cached set lacks (a
+    # rotated key): bounds what a flood of made-up kids can cost the JWKS server.
+    jwks_refresh_interval: float = Field(default=5.0, ge=0, le=3600)
     # Tolerated clock difference for exp/nbf/iat, in seconds.
     leeway: int = Field(default=30, ge=0, le=600)
 
@@ -201,6 +204,11 @@ class SearchSettings(_Section):
     # Where the gateway forwards /v1/search; empty: http://<addr>.
     url: str = ""
     database: str = "sqlite:///./data/search/index.db"
+    # Registry base URL (scheme://host[:port][/prefix]) the search service reads manifests and
+    # configs from for descriptions, and `berth search reindex` walks. Empty: the URL each event
+    # carries (target.url), and http://<http.addr><http.prefix> for reindex. Set it when the URL
+    # clients use is not reachable from the search service, or to read from one registry only.
+    registry: str = ""
 
     _addr = field_validator("addr")(_check_addr)
 
@@ -220,7 +228,7 @@ class Settings(_Section):
     token_service: TokenServiceSettings = Field(default_factory=TokenServiceSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     # Empty: no index, /v1/search answers no results. "sqlalchemy": the search service.
-    search_backend: Literal["", "sqlalchemy"] = ""
+    search_backend: Literal["", "sqlalchemy"] = "sqlalchemy"
     search: SearchSettings = Field(default_factory=SearchSettings)
 
 

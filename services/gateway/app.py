@@ -4,12 +4,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.config import Settings
-from services.gateway import responses, routes
+from services.gateway import access, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.events import EventBus
+from services.gateway.routes import search as search_routes
+from services.gateway.search_client import SearchClient
 from services.gateway.state import GatewayState
 from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
@@ -41,19 +44,31 @@ class APIVersionHeader:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # Built before serving: a bad auth configuration (unreadable key bundle) stops the gateway here.
+    controller = access.create(settings.auth)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = BlobstoreClient(settings.blobstore.connect_to)
+        events = EventBus.from_settings(settings)
+        search = SearchClient.from_settings(settings)
         app.state.gateway = GatewayState(
             settings=settings,
             blobstore=client,
             urls=URLBuilder(settings.http),
             signer=UploadStateSigner(settings.http.secret),
+            events=events,
+            search=search,
         )
+        await events.start()
         try:
             yield
         finally:
+            # Bounded: what the endpoints do not take within the grace period is lost (and logged).
+            await events.aclose()
+            await search.aclose()
             await client.close()
+            await controller.aclose()
 
     app = FastAPI(
         title="Berth registry",
@@ -64,6 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     responses.install(app)
-    app.include_router(routes.router(settings.http.prefix))
+    check_access = Depends(access.dependency(controller, settings.http.prefix))
+    app.include_router(routes.router(settings.http.prefix, dependencies=[check_access]))
+    # /v1/search filters its results itself (routes/search.py ``visible``). The access check never
+    # asks for credentials there (rule IF_SENT) but verifies any sent, so request.state.identity is set.
+    app.include_router(search_routes.router, prefix=settings.http.prefix, dependencies=[check_access])
     app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
     return app

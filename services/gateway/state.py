@@ -7,6 +7,8 @@ from starlette.requests import Request
 
 from services.common.config import Settings
 from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.events.bus import EventBus
+from services.gateway.search_client import SearchClient
 from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
 
@@ -17,6 +19,10 @@ class GatewayState:
     blobstore: BlobstoreClient
     urls: URLBuilder
     signer: UploadStateSigner
+    # Notifications: routes publish events here; ``events.stats()`` holds the per-endpoint counters.
+    events: EventBus
+    # Where /v1/search is forwarded.
+    search: SearchClient
 
     @property
     def deletes_enabled(self) -> bool:

@@ -15,9 +15,10 @@ from tests.support.processes import ROOT, free_port
 
 
 def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, search_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}")
+    env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+               REGISTRY_SEARCH_ADDR=f"127.0.0.1:{search_port}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -33,9 +34,13 @@ def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert r.status_code == 200
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 2
+        assert len(children) >= 3  # blobstore, search (on by default), gateway
         # Data lands in ./data under the working directory, as `make run` promises.
         assert (tmp_path / "data" / "registry").is_dir()
+        assert (tmp_path / "data" / "search" / "index.db").is_file()
+        # The gateway answers /v1/search from the search service it was started with.
+        found = httpx.get(f"http://127.0.0.1:{http_port}/v1/search", params={"q": "x"}, timeout=5)
+        assert found.status_code == 200 and found.json()["num_results"] == 0
 
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)

@@ -1,5 +1,11 @@
 """The registry's HTTP routes, one module per resource. Order matters: upload routes come before
-the blob route so ``blobs/uploads/...`` is never read as a digest."""
+the blob route so ``blobs/uploads/...`` is never read as a digest.
+
+``dependencies`` run before every route: the app passes the access check (services.gateway.access),
+which reads the matched route and its path parameters."""
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
@@ -8,8 +14,8 @@ from services.gateway.routes import base, blobs, catalog, manifests, referrers, 
 _MODULES = (base, uploads, blobs, manifests, referrers, catalog)
 
 
-def router(prefix: str) -> APIRouter:
-    top = APIRouter(prefix=prefix)
+def router(prefix: str, dependencies: Sequence[Any] = ()) -> APIRouter:
+    top = APIRouter(prefix=prefix, dependencies=list(dependencies))
     for module in _MODULES:
         top.include_router(module.router)
     return top

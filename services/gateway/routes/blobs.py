@@ -7,6 +7,7 @@ from starlette.responses import Response, StreamingResponse
 from services.common import digests, names
 from services.common.errors import UNSUPPORTED, RegistryError
 from services.gateway import state
+from services.gateway.events import emit
 from services.gateway.ranges import parse_range
 
 router = APIRouter()
@@ -58,4 +59,5 @@ async def delete_blob(request: Request, name: str, digest: str) -> Response:
     if not gw.deletes_enabled:
         raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
     await gw.blobstore.delete_blob(name, digest)
+    emit.blob_deleted(request, name, digest)
     return Response(status_code=202, headers={"Content-Length": "0"})

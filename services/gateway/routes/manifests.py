@@ -17,6 +17,7 @@ from services.common.errors import (
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import manifest_validation as mv
 from services.gateway import state
+from services.gateway.events import emit
 
 router = APIRouter()
 
@@ -66,6 +67,9 @@ async def _serve(request: Request, name: str, reference: str, *, with_body: bool
         "Docker-Content-Digest": found.digest,
         "ETag": f'"{found.digest}"',
     }
+    if with_body:  # a HEAD is no pull, as in the reference registry
+        tag = "" if digests.is_digest(reference) else reference
+        emit.manifest_pulled(request, name, found.digest, media_type, len(found.payload), tag)
     return Response(found.payload if with_body else b"", status_code=200, headers=headers)
 
 
@@ -108,6 +112,7 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
             referrer_descriptor=json.dumps(parsed.referrer_descriptor(digest, len(payload))).encode() if parsed.subject else b"",
         )
     )
+    emit.manifest_pushed(request, name, digest, parsed.media_type, len(payload), tag)
     headers = {
         "Location": gw.urls.manifest(request, name, digest),
         "Docker-Content-Digest": digest,
@@ -127,6 +132,7 @@ async def delete_manifest(request: Request, name: str, reference: str) -> Respon
         raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
     if not digests.is_digest(reference):
         await gw.blobstore.delete_tag(name, reference)
+        emit.tag_deleted(request, name, reference)
     else:
         found = await gw.blobstore.get_manifest(name, reference)
         try:
@@ -134,4 +140,5 @@ async def delete_manifest(request: Request, name: str, reference: str) -> Respon
         except RegistryError:
             subject = ""
         await gw.blobstore.delete_manifest(name, reference, subject)
+        emit.manifest_deleted(request, name, reference)
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -14,6 +14,7 @@ from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import state
+from services.gateway.events import emit
 from services.gateway.ranges import parse_content_range
 from services.gateway.state import GatewayState
 
@@ -93,7 +94,8 @@ async def start_upload(request: Request, name: str) -> Response:
         if source:
             names.check_name(source)
         try:
-            await gw.blobstore.mount_blob(name, mount, source)
+            mounted = await gw.blobstore.mount_blob(name, mount, source)
+            emit.blob_mounted(request, name, mount, mounted.size, source)
             return _created(gw, request, name, mount)
         except RegistryError as exc:
             if exc.code is not BLOB_UNKNOWN:
@@ -106,6 +108,7 @@ async def start_upload(request: Request, name: str) -> Response:
             name, "", 0, _chunks(request, gw.settings.blobstore.chunk_size),
             commit_digest=digest, expected_length=-1 if length is None else length,
         )
+        emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
 
     info = await gw.blobstore.start_upload(name)
@@ -165,8 +168,10 @@ async def finish_upload(request: Request, name: str, upload_id: str) -> Response
     digest = _digest_param(request)
     if _has_body(request, _content_length(request)):
         info = await _write_chunk(gw, request, name, upload_id, commit_digest=digest)
+        emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
     blob = await gw.blobstore.commit_upload(name, upload_id, digest)
+    emit.blob_pushed(request, name, blob.digest, blob.size)
     return _created(gw, request, name, blob.digest)
 
 
