@@ -27,8 +27,11 @@ $(GEN): $(PROTOS) $(STAMP)
 
 proto: $(GEN)
 
+# config/berth.yml has the flavors dev (default, auth off) and secure (token auth).
+BERTH_CONFIG ?= $(or $(DOCKER_REGISTRY_CONFIG),config/berth.yml)
+
 run: install
-	$(VENV)/bin/berth run
+	$(VENV)/bin/berth --config $(BERTH_CONFIG) run
 
 tools:
 	@missing=""; for t in skopeo docker-registry wrk; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \

@@ -127,6 +127,13 @@ class TokenAuthSettings(_Section):
     jwks_refresh_interval: float = Field(default=5.0, ge=0, le=3600)
     # Tolerated clock difference for exp/nbf/iat, in seconds.
     leeway: int = Field(default=30, ge=0, le=600)
+    # The token service's /authorize, asked which search results a caller may see; empty: next to
+    # the realm (http://host/token -> http://host/authorize).
+    authorize: str = ""
+
+    @property
+    def authorize_url(self) -> str:
+        return self.authorize or self.realm.rsplit("/", 1)[0] + "/authorize"
 
 
 class AuthSettings(_Section):

@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             signer=UploadStateSigner(settings.http.secret),
             events=events,
             search=search,
+            access=controller,
         )
         await events.start()
         try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from services.common.config import Settings
+from services.gateway.access import AccessController
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.events.bus import EventBus
 from services.gateway.search_client import SearchClient
@@ -23,6 +24,8 @@ class GatewayState:
     events: EventBus
     # Where /v1/search is forwarded.
     search: SearchClient
+    # Who may do what; also decides which search results a caller sees.
+    access: AccessController
 
     @property
     def deletes_enabled(self) -> bool:

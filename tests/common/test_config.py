@@ -124,3 +124,13 @@ def test_config_check_command_masks_secrets_and_fails_on_errors(tmp_path: Path) 
     )
     assert bad.returncode == 2
     assert "storage.driver" in bad.stderr
+
+
+def test_make_run_config_has_dev_and_secure_flavors() -> None:
+    run_config = ROOT / "config" / "berth.yml"
+    dev = config.load(run_config, environ={})
+    assert dev.auth.type == "none"
+    secure = config.load(run_config, environ={"SETTINGS_FLAVOR": "secure"})
+    assert secure.auth.type == "token"
+    assert secure.auth.token.authorize_url == "http://127.0.0.1:5002/authorize"
+    assert (ROOT / secure.token_service.rules).is_file()

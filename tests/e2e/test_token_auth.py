@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +99,49 @@ def test_anonymous_gets_a_challenge_naming_the_scope(secured: Berth) -> None:
     # Anonymous users get nothing under these rules, so the token changes nothing.
     token = httpx.get(f"{secured.auth_url}/token", params={"service": "berth", "scope": "repository:team/app:pull"}).json()["token"]
     assert httpx.get(f"{secured.url}/v2/team/app/manifests/v1", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_search_shows_only_what_the_caller_may_pull(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    workdir = tmp_path_factory.mktemp("secured-search")
+    berth = token_service(workdir, rules=RULES + """
+- account: "*"
+  name: "${account}/*"
+  actions: [pull, push]
+- account: [anonymous, "*"]
+  name: "public/*"
+  actions: [pull]
+""")
+    berth.env.update(
+        REGISTRY_AUTH_TYPE="token",
+        REGISTRY_AUTH_TOKEN_REALM=f"{berth.auth_url}/token",
+        REGISTRY_AUTH_TOKEN_JWKS=f"{berth.auth_url}/.well-known/jwks.json",
+        REGISTRY_SEARCH_BACKEND="sqlalchemy",
+    )
+    add_users(berth, {"root": ("root-password", ["admins"]), "alice": ("alice-password", [])})
+    berth.start("auth", "search", "blobstore", "gateway")
+    try:
+        for ref in ("public/tool:v1", "alice/tool:v1", "private/tool:v1"):
+            image = single_image(tmp_path / ref.replace("/", "-").replace(":", "-"), seed=ref)
+            assert push(berth, image.ref(), ref, "root:root-password").returncode == 0
+
+        def names(token: str | None) -> set[str]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            deadline = time.monotonic() + 10
+            while True:
+                r = httpx.get(f"{berth.url}/v1/search", params={"q": "tool"}, headers=headers)
+                assert r.status_code == 200, r.text
+                found = {result["name"] for result in r.json()["results"]}
+                if len(found) >= 3 or time.monotonic() > deadline or token != root:
+                    return found
+                time.sleep(0.2)
+
+        def login(user: str, password: str) -> str:
+            r = httpx.get(f"{berth.auth_url}/token", params={"service": "berth"}, auth=(user, password))
+            return r.json()["token"]
+
+        root = login("root", "root-password")
+        assert names(root) == {"public/tool", "alice/tool", "private/tool"}
+        assert names(login("alice", "alice-password")) == {"public/tool", "alice/tool"}
+        assert names(None) == {"public/tool"}
+    finally:
+        berth.stop()

@@ -28,6 +28,9 @@ class AccessController(Protocol):
         """The identity if the request may have ``needed`` (empty: any valid credentials);
         raises ``Challenge`` otherwise."""
 
+    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` the identity may pull (search results show only these)."""
+
     async def aclose(self) -> None:
         """Releases what the controller holds (HTTP clients)."""
 
@@ -37,6 +40,9 @@ class OpenAccess:
 
     async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
         return UNRESTRICTED
+
+    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
+        return set(names)
 
     async def aclose(self) -> None:
         return None

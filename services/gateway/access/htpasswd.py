@@ -148,5 +148,9 @@ class HtpasswdAccessController:
             log.warning("htpasswd %s: cannot check a hash: %s", self.settings.path, exc)
             return False
 
+    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
+        # htpasswd has no rules: a signed-in user may pull everything, anonymous nothing.
+        return set(names) if identity.account else set()
+
     async def aclose(self) -> None:
         return None

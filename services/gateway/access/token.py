@@ -27,6 +27,7 @@ from services.common.config import TokenAuthSettings
 from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
 from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle
 from services.gateway.access.model import Access, Challenge, Grant, Identity, quote, scope_param
+from services.gateway.access.rules_client import RulesClient
 
 log = logging.getLogger("berth.gateway.access")
 
@@ -182,6 +183,7 @@ class TokenAccessController:
                 raise ValueError("auth.token: set jwks and/or rootcertbundle, or no token can be verified")
             verifier = TokenVerifier(settings, bundle, jwks)
         self.verifier = verifier
+        self.rules = RulesClient(settings.authorize_url)
 
     async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
         scheme, _, raw = request.headers.get("authorization", "").strip().partition(" ")
@@ -209,6 +211,13 @@ class TokenAccessController:
             value += f",error={quote(error)}"
         return Challenge(code, value, needed)
 
+    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
+        """The token may name only some repositories; the rules at the token service know the rest."""
+        if not names:
+            return set()
+        return await self.rules.pullable(identity.token, names)
+
     async def aclose(self) -> None:
         if self.verifier.jwks is not None:
             await self.verifier.jwks.aclose()
+        await self.rules.aclose()

@@ -10,18 +10,14 @@ from starlette.responses import JSONResponse, Response
 
 from services.common import search_query
 from services.common.errors import UNSUPPORTED, RegistryError
-from services.gateway import state
+from services.gateway import access, state
 
 router = APIRouter()
 
 
 async def visible(request: Request, names: list[str]) -> set[str]:
-    """The names among ``names`` the caller may see.
-
-    Every name for now; with auth on, this is where results are limited to repositories the
-    caller's identity (``request.state.identity``) may pull.
-    """
-    return set(names)
+    """The names among ``names`` the caller may see: those its identity may pull."""
+    return await state.of(request).access.pullable(access.identity_of(request), names)
 
 
 @router.get("/v1/search")
