@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from services.common import config, logs
 
@@ -44,64 +45,57 @@ def cmd_blobstore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_http(app: Any, addr: str, settings: config.Settings, **options: Any) -> int:
+    """Serves one service's ASGI app with uvicorn, the same way for every service."""
+    import uvicorn
+
+    host, _, port = addr.rpartition(":")
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host.strip("[]"),
+            port=int(port),
+            log_config=None,
+            # Query strings only: credentials travel in headers and bodies.
+            access_log=settings.loglevel == "debug",
+            proxy_headers=False,  # X-Forwarded-* are honoured by the URL builder, for trusted proxies only
+            server_header=False,
+            timeout_graceful_shutdown=10,
+            **options,
+        )
+    ).run()
+    return 0
+
+
+def _unusable(exc: Exception, what: str = "configuration error") -> int:
+    """Settings that validate but cannot be used (keys, rules, a newer database): exit 2."""
+    print(f"berth: {what}: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.setup("gateway", settings.loglevel)
-    import uvicorn
-
     from services.gateway.app import create_app
     from services.gateway.http_protocol import protocol_class
 
     try:
         app = create_app(settings)
-    except config.ConfigError as exc:  # settings that validate but cannot be used (auth keys)
-        print(f"berth: configuration error: {exc}", file=sys.stderr)
-        return 2
-    host, _, port = settings.http.addr.rpartition(":")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host.strip("[]"),
-            port=int(port),
-            http=protocol_class(),
-            log_config=None,
-            access_log=settings.loglevel == "debug",
-            proxy_headers=False,  # X-Forwarded-* are honoured by the URL builder, for trusted proxies only
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    server.run()
-    return 0
+    except config.ConfigError as exc:
+        return _unusable(exc)
+    return _serve_http(app, settings.http.addr, settings, http=protocol_class())
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.setup("auth", settings.loglevel)
-    import uvicorn
-
     from services.auth.app import create_app
 
     try:
         app = create_app(settings)
-    except config.ConfigError as exc:  # settings that validate but cannot be used (key, rules, database)
-        print(f"berth: configuration error: {exc}", file=sys.stderr)
-        return 2
-    host, _, port = settings.token_service.addr.rpartition(":")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host.strip("[]"),
-            port=int(port),
-            log_config=None,
-            access_log=settings.loglevel == "debug",  # query strings only: credentials travel in headers and bodies
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    server.run()
-    return 0
+    except config.ConfigError as exc:
+        return _unusable(exc)
+    return _serve_http(app, settings.token_service.addr, settings)
 
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -147,31 +141,14 @@ def _password(args: argparse.Namespace) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.setup("search", settings.loglevel)
-    import uvicorn
-
     from services.search.app import create_app
     from services.search.schema import SchemaError
 
     try:
         app = create_app(settings)
     except SchemaError as exc:  # a database written by a newer Berth
-        print(f"berth: search index: {exc}", file=sys.stderr)
-        return 2
-    host, _, port = settings.search.addr.rpartition(":")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host.strip("[]"),
-            port=int(port),
-            log_config=None,
-            access_log=settings.loglevel == "debug",
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    server.run()
-    return 0
+        return _unusable(exc, "search index")
+    return _serve_http(app, settings.search.addr, settings)
 
 
 def _local_url(addr: str) -> str:

@@ -14,9 +14,7 @@
 """
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -31,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from services.common.config import ConfigError, TokenServiceSettings
+from services.common.key_ids import libtrust_key_id
 
 log = logging.getLogger("berth.auth.keys")
 
@@ -72,12 +71,6 @@ class KeySet:
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [key.jwk() for key in self.trusted.values()]}
-
-
-def libtrust_key_id(key: PublicKeyType) -> str:
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
-    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def algorithm_of(key: PublicKeyType) -> str:

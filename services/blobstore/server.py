@@ -30,6 +30,22 @@ log = logging.getLogger("berth.blobstore")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _abort_for(context: grpc.ServicerContext, method: str, exc: Exception) -> None:
+    """Ends a failed call with the status the gateway turns back into the same registry error."""
+    if isinstance(exc, RegistryError):
+        abort(context, exc)
+    elif isinstance(exc, InvalidPath):
+        abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
+    elif isinstance(exc, grpc.RpcError):
+        # Only a request stream raises this: the caller cancelled (its HTTP client went away).
+        # Nobody is waiting for an answer, and it is not a blobstore failure.
+        log.info("%s cancelled by the caller", method)
+        context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
+    else:
+        log.exception("%s failed", method)
+        abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+
+
 def _errors_to_status(method: F) -> F:
     """Turns RegistryError (and driver path errors) into a gRPC status the gateway understands."""
 
@@ -37,18 +53,8 @@ def _errors_to_status(method: F) -> F:
     def unary(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except RegistryError as exc:
-            abort(context, exc)
-        except InvalidPath as exc:
-            abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
-        except grpc.RpcError:
-            # Only a request stream raises this: the caller cancelled (its HTTP client went away).
-            # Nobody is waiting for an answer, and it is not a blobstore failure.
-            log.info("%s cancelled by the caller", method.__name__)
-            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
         except Exception as exc:
-            log.exception("%s failed", method.__name__)
-            abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+            _abort_for(context, method.__name__, exc)
 
     return unary  # type: ignore[return-value]
 
@@ -58,13 +64,8 @@ def _stream_errors_to_status(method: F) -> F:
     def streaming(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from method(self, request, context)
-        except RegistryError as exc:
-            abort(context, exc)
-        except InvalidPath as exc:
-            abort(context, RegistryError(NAME_INVALID, {"reason": str(exc)}))
         except Exception as exc:
-            log.exception("%s failed", method.__name__)
-            abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+            _abort_for(context, method.__name__, exc)
 
     return streaming  # type: ignore[return-value]
 

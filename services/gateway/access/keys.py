@@ -8,8 +8,6 @@ fetched again early when a token names a kid it lacks, but never more often than
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import re
 import time
@@ -21,7 +19,11 @@ import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    load_pem_public_key,
+)
+
+from services.common.key_ids import libtrust_key_id
 
 log = logging.getLogger("berth.gateway.access")
 
@@ -55,13 +57,6 @@ class TrustedKey:
         if alg == "EdDSA":
             return isinstance(self.key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
         return False
-
-
-def libtrust_key_id(key: PublicKey) -> str:
-    """sha256 of the DER SubjectPublicKeyInfo, first 240 bits, base32, in colon-joined fours."""
-    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
-    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def _public(key: Any) -> PublicKey:
