@@ -11,7 +11,6 @@ from services.common.config import Settings
 from services.gateway import access, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.events import EventBus
-from services.gateway.routes import search as search_routes
 from services.gateway.search_client import SearchClient
 from services.gateway.state import GatewayState
 from services.gateway.upload_state import UploadStateSigner
@@ -80,10 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     responses.install(app)
-    check_access = Depends(access.dependency(controller, settings.http.prefix))
-    app.include_router(routes.router(settings.http.prefix, dependencies=[check_access]))
-    # /v1/search filters its results itself (routes/search.py ``visible``). The access check never
-    # asks for credentials there (rule IF_SENT) but verifies any sent, so request.state.identity is set.
-    app.include_router(search_routes.router, prefix=settings.http.prefix, dependencies=[check_access])
+    # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
+    # request.state.identity can filter its results.
+    routes.install(app, settings.http.prefix, dependencies=[Depends(access.dependency(controller, settings.http.prefix))])
     app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
     return app
