@@ -178,6 +178,8 @@ def start_berth() -> LocalBerth:
         REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
         REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp / "data"),
         REGISTRY_LOGLEVEL="warning",
+        # registry2 runs without notifications; so does Berth here, for a like-for-like comparison.
+        REGISTRY_SEARCH_BACKEND="",
     )
     berth = LocalBerth([], f"http://127.0.0.1:{http_port}", tmp)
     with open(tmp / "berth.log", "wb") as log_file:
