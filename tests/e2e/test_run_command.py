@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import free_port
 
 
 def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_api_version_header_on_errors(client):
     r = client.get(f"/v2/test_protocol/nothing/blobs/{sha256(b'x')}")
     assert r.status_code == 404
     assert r.headers["docker-distribution-api-version"] == "registry/2.0"
-    r = client.head(f"/v2/test_protocol/nothing/manifests/latest")
+    r = client.head("/v2/test_protocol/nothing/manifests/latest")
     assert r.status_code == 404
     assert r.headers["docker-distribution-api-version"] == "registry/2.0"
 
