@@ -91,6 +91,9 @@ class BlobstoreSettings(_Section):
     workers: int = Field(default=32, ge=1, le=1024)
     # Size of the data messages on the wire.
     chunk_size: int = Field(default=1 << 20, ge=4096, le=3 << 20)
+    # Seconds a gateway waits on one short blobstore call, including waiting for a blobstore that
+    # is (re)starting; past it the client gets 503 UNAVAILABLE.
+    call_timeout: float = Field(default=30.0, gt=0, le=600)
 
     _addr = field_validator("addr")(_check_addr)
 

@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = BlobstoreClient(settings.blobstore.connect_to)
+        client = BlobstoreClient(settings.blobstore.connect_to, settings.blobstore.call_timeout)
         events = EventBus.from_settings(settings)
         search = SearchClient.from_settings(settings)
         app.state.gateway = GatewayState(

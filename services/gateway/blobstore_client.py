@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from services.common.errors import RegistryError
+from services.common.errors import UNAVAILABLE, RegistryError
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.common.rpc.status import from_rpc_error
@@ -31,22 +31,39 @@ class BlobStream:
 
 
 class BlobstoreClient:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, call_timeout: float = 30.0) -> None:
         self.channel = grpc.aio.insecure_channel(
             target,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Reconnect within about a second of a blobstore (re)start, not gRPC's default of
+                # up to two minutes of backoff, during which every call would fail.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self.stub = pb_grpc.BlobstoreStub(self.channel)
+        self.call_timeout = call_timeout
 
     async def close(self) -> None:
         await self.channel.close()
 
-    async def _unary(self, method: str, request: Any) -> Any:
+    async def _ready(self) -> None:
+        """Waits (up to the call timeout) for a connection before a stream starts: a stream has no
+        deadline of its own, so it cannot simply wait for a restarting blobstore as short calls do."""
+        if self.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return
         try:
-            return await getattr(self.stub, method)(request)
+            await asyncio.wait_for(self.channel.channel_ready(), self.call_timeout)
+        except asyncio.TimeoutError:
+            raise RegistryError(UNAVAILABLE, {"service": "blobstore"}) from None
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        """One short call; it waits (up to the timeout) for a blobstore that is restarting."""
+        try:
+            return await getattr(self.stub, method)(request, wait_for_ready=True, timeout=self.call_timeout)
         except grpc.aio.AioRpcError as exc:
             raise _convert(exc) from None
 
@@ -57,6 +74,7 @@ class BlobstoreClient:
 
     async def read_blob(self, repository: str, digest: str, offset: int = 0, length: int = 0) -> BlobStream:
         """Opens a read; raises before returning if the blob cannot be read."""
+        await self._ready()
         call = self.stub.ReadBlob(pb.ReadBlobRequest(repository=repository, digest=digest, offset=offset, length=length))
         try:
             first = await call.read()
@@ -124,6 +142,7 @@ class BlobstoreClient:
                 raise
 
         try:
+            await self._ready()
             return await self.stub.WriteUpload(messages())
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             # When ``data`` fails (the HTTP client went away), gRPC cancels the call and reports

@@ -65,3 +65,21 @@ def test_path_prefix_is_served_and_used_in_locations(tmp_path) -> None:
             assert client.get("/v2/").status_code == 404
     finally:
         berth.stop()
+
+
+def test_blobstore_down_is_503_without_internal_addresses(fresh_berth: Berth) -> None:
+    fresh_berth.env["REGISTRY_BLOBSTORE_CALL_TIMEOUT"] = "1"
+    fresh_berth.start()
+    fresh_berth.stop("blobstore")
+    with fresh_berth.client() as client:
+        digest = "sha256:" + "0" * 64
+        for method, path in (("GET", "/v2/a/manifests/v1"), ("POST", "/v2/a/blobs/uploads/"), ("GET", "/v2/_catalog"),
+                             ("GET", f"/v2/a/blobs/{digest}"), ("POST", f"/v2/a/blobs/uploads/?digest={digest}")):
+            r = client.request(method, path)
+            assert r.status_code == 503, r.text
+            assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
+            assert str(fresh_berth.grpc_port) not in r.text
+    # Back at once: the gateway reconnects within about a second and waits for it.
+    fresh_berth.start("blobstore")
+    with fresh_berth.client() as client:
+        assert client.get("/v2/_catalog").status_code == 200

@@ -3,11 +3,14 @@ gateway turns that back into the same RegistryError. One mapping, used by both s
 from __future__ import annotations
 
 import json
+import logging
 
 import grpc
 
 from services.common import errors
 from services.common.errors import RegistryError
+
+log = logging.getLogger("berth.rpc")
 
 ERROR_KEY = "berth-error"
 DETAIL_KEY = "berth-detail"
@@ -46,6 +49,8 @@ def from_rpc_error(code: grpc.StatusCode | None, trailing: tuple[tuple[str, str 
             except ValueError:
                 detail = raw
         return RegistryError(errors.lookup(name), detail)
+    # gRPC's own message names internal addresses: it goes to the log, not to clients.
+    log.warning("blobstore call failed: %s %s", code, message)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return RegistryError(errors.UNAVAILABLE, {"service": "blobstore", "reason": message})
-    return RegistryError(errors.UNKNOWN, {"service": "blobstore", "reason": message})
+        return RegistryError(errors.UNAVAILABLE, {"service": "blobstore"})
+    return RegistryError(errors.UNKNOWN, {"service": "blobstore"})
