@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_FLAVOR = "dev"
 ENV_PREFIX = "REGISTRY_"
@@ -42,6 +42,22 @@ def _check_addr(value: str) -> str:
     return value
 
 
+class TLSSettings(_Section):
+    """HTTPS for an HTTP service (registry:2's ``http.tls``); empty certificate: plain HTTP."""
+
+    certificate: str = ""
+    key: str = ""
+    # PEM bundle of CAs whose client certificates are required (mutual TLS); empty: none asked.
+    clientcas: list[str] = Field(default_factory=list)
+    minimumtls: Literal["tls1.2", "tls1.3"] = "tls1.2"
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TLSSettings":
+        if bool(self.certificate) != bool(self.key):
+            raise ValueError("certificate and key go together: set both or neither")
+        return self
+
+
 class HTTPSettings(_Section):
     addr: str = "127.0.0.1:5000"
     # Externally visible base URL (scheme://host[:port][/prefix]); empty means "from the request".
@@ -51,8 +67,9 @@ class HTTPSettings(_Section):
     # HMAC key that signs upload state in Location URLs; every gateway replica needs the same one.
     # Empty: a random key per process (fine for one gateway).
     secret: str = ""
-    # Honour X-Forwarded-Proto/Host from these client addresses ("*" trusts all).
+    # Honour X-Forwarded-For/Proto/Host from these client addresses or CIDR networks ("*" trusts all).
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    tls: TLSSettings = Field(default_factory=TLSSettings)
 
     _addr = field_validator("addr")(_check_addr)
 
@@ -71,16 +88,70 @@ class DeleteSettings(_Section):
     enabled: bool = True
 
 
+class S3Settings(_Section):
+    """S3 and S3-compatible stores (registry:2's parameter names where it has one)."""
+
+    bucket: str = ""
+    region: str = "us-east-1"
+    # Endpoint URL of an S3-compatible store (MinIO, Ceph, moto); empty: AWS.
+    regionendpoint: str = ""
+    # Empty: the standard AWS chain (environment, shared files, instance role).
+    accesskey: str = ""
+    secretkey: str = ""
+    # Key prefix every object of the registry lives under.
+    rootdirectory: str = ""
+    # Server-side encryption (SSE-S3, or SSE-KMS with keyid).
+    encrypt: bool = False
+    keyid: str = ""
+    # Path-style addressing (http://endpoint/bucket/key) rather than virtual-host style.
+    forcepathstyle: bool = False
+    secure: bool = True
+    # Part size of multipart uploads (S3's minimum is 5 MiB) and parts sent at once per writer.
+    chunksize: int = Field(default=10 << 20, ge=5 << 20, le=5 << 30)
+    uploadconcurrency: int = Field(default=4, ge=1, le=64)
+    # Server-side copies above this size go part by part (a single copy stops at 5 GiB).
+    multipartcopythresholdsize: int = Field(default=32 << 20, ge=5 << 20, le=5 << 30)
+    multipartcopychunksize: int = Field(default=32 << 20, ge=5 << 20, le=5 << 30)
+    multipartcopymaxconcurrency: int = Field(default=8, ge=1, le=100)
+    # Seconds a presigned redirect URL stays valid.
+    redirectexpiry: int = Field(default=300, ge=10, le=7 * 86400)
+    # Connection pool size towards the store.
+    maxconnections: int = Field(default=64, ge=1, le=1024)
+
+
 class StorageSettings(_Section):
-    driver: Literal["filesystem", "inmemory"] = "filesystem"
+    driver: Literal["filesystem", "inmemory", "s3"] = "filesystem"
     filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
     delete: DeleteSettings = Field(default_factory=DeleteSettings)
+
+    @model_validator(mode="after")
+    def _driver_complete(self) -> "StorageSettings":
+        if self.driver == "s3" and not self.s3.bucket:
+            raise ValueError("storage.s3.bucket is required when storage.driver is s3")
+        return self
 
     @property
     def driver_parameters(self) -> dict[str, Any]:
         """The parameters of the chosen driver's own section (none for inmemory)."""
         section = getattr(self, self.driver, None)
         return section.model_dump() if isinstance(section, BaseModel) else {}
+
+
+class BlobstoreTLSSettings(_Section):
+    """Mutual TLS between gateways and blobstores. Every file is PEM."""
+
+    # The blobstore's server certificate and key, and the CA that signs the gateways' client
+    # certificates.
+    certificate: str = ""
+    key: str = ""
+    clientca: str = ""
+    # A gateway's client certificate and key, and the CA that signed the blobstore's certificate.
+    client_certificate: str = ""
+    client_key: str = ""
+    ca: str = ""
+    # Name expected in the blobstore's certificate when it differs from the target's host.
+    servername: str = ""
 
 
 class BlobstoreSettings(_Section):
@@ -94,12 +165,48 @@ class BlobstoreSettings(_Section):
     # Seconds a gateway waits on one short blobstore call, including waiting for a blobstore that
     # is (re)starting; past it the client gets 503 UNAVAILABLE.
     call_timeout: float = Field(default=30.0, gt=0, le=600)
+    # How gateways prove themselves to the blobstore. auto: "token" when the blobstore listens on
+    # anything but loopback, "none" on loopback. token: a shared secret in every call's metadata.
+    # mtls: client certificates (see tls).
+    security: Literal["auto", "none", "token", "mtls"] = "auto"
+    # The shared secret of security "token" (at least 16 characters).
+    token: str = ""
+    tls: BlobstoreTLSSettings = Field(default_factory=BlobstoreTLSSettings)
+    # HTTP listener for /metrics, /_ping and /_ready (probes); empty: none.
+    http_addr: str = "127.0.0.1:5004"
 
     _addr = field_validator("addr")(_check_addr)
+
+    @field_validator("http_addr")
+    @classmethod
+    def _http_addr(cls, value: str) -> str:
+        return _check_addr(value) if value else value
 
     @property
     def connect_to(self) -> str:
         return self.target or self.addr
+
+    @property
+    def effective_security(self) -> str:
+        """The security mode in force: ``auto`` resolved from the listening address."""
+        if self.security != "auto":
+            return self.security
+        host = self.addr.rpartition(":")[0].strip("[]")
+        return "none" if host in ("127.0.0.1", "localhost", "::1") else "token"
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> "BlobstoreSettings":
+        mode = self.effective_security
+        if mode == "token" and len(self.token) < 16:
+            raise ValueError(
+                "blobstore.token: a shared secret of at least 16 characters is required when blobstore.security "
+                f"is token{' (auto: the blobstore listens on ' + self.addr + ')' if self.security == 'auto' else ''}"
+            )
+        if mode == "mtls":
+            missing = [k for k in ("certificate", "key", "clientca", "client_certificate", "client_key", "ca") if not getattr(self.tls, k)]
+            if missing:
+                raise ValueError(f"blobstore.tls.{missing[0]}: required when blobstore.security is mtls")
+        return self
 
 
 class LimitsSettings(_Section):
@@ -227,9 +334,77 @@ class SearchSettings(_Section):
         return self.url.rstrip("/") or f"http://{self.addr}"
 
 
+class RedisSettings(_Section):
+    """A Redis server. Empty host: not used."""
+
+    host: str = ""
+    port: int = Field(default=6379, ge=1, le=65535)
+    password: str = ""
+    db: int = Field(default=0, ge=0)
+    # Seconds to wait on one Redis call before treating Redis as down (and serving without it).
+    timeout: float = Field(default=0.25, gt=0, le=30)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+class LRUCacheSettings(RedisSettings):
+    """The gateways' shared metadata cache (the classic registry's ``cache_lru``)."""
+
+    # Seconds content-addressed entries live (manifests and blob descriptors by digest).
+    ttl: int = Field(default=3600, ge=1)
+    # Seconds mutable entries live (tag -> digest, repository links). Writes through any gateway
+    # invalidate them at once; the TTL bounds what a gateway cut off from Redis can leave behind.
+    mutable_ttl: int = Field(default=300, ge=1)
+    # Largest manifest kept in the cache, in bytes.
+    max_item_size: int = Field(default=256 << 10, ge=1024, le=16 << 20)
+
+
+class LogSettings(_Section):
+    # text: one readable line per event. json: one JSON object per line (for log shippers).
+    formatter: Literal["text", "json"] = "text"
+
+
+class MetricsSettings(_Section):
+    # Prometheus /metrics on every service's HTTP port.
+    enabled: bool = True
+
+
+class EmailExceptionsSettings(_Section):
+    """Mail unhandled exceptions (the classic registry's ``email_exceptions``). Empty smtp_host: off."""
+
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_login: str = ""
+    smtp_password: str = ""
+    # STARTTLS after connecting.
+    smtp_secure: bool = False
+    from_addr: str = "berth@localhost"
+    to_addr: list[str] = Field(default_factory=list)
+    # Least seconds between two mails from one process; what happens in between is counted and
+    # reported in the next mail.
+    interval: int = Field(default=300, ge=0)
+
+    @field_validator("to_addr", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [a.strip() for a in value.split(",") if a.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _recipients(self) -> "EmailExceptionsSettings":
+        if self.smtp_host and not self.to_addr:
+            raise ValueError("email_exceptions.to_addr: required when smtp_host is set")
+        return self
+
+
 class Settings(_Section):
     loglevel: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log: LogSettings = Field(default_factory=LogSettings)
+    # Adds versions and host details to /_ping, as the classic registry did.
     debug: bool = False
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    email_exceptions: EmailExceptionsSettings = Field(default_factory=EmailExceptionsSettings)
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     blobstore: BlobstoreSettings = Field(default_factory=BlobstoreSettings)
@@ -240,6 +415,12 @@ class Settings(_Section):
     # Empty: no index, /v1/search answers no results. "sqlalchemy": the search service.
     search_backend: Literal["", "sqlalchemy"] = "sqlalchemy"
     search: SearchSettings = Field(default_factory=SearchSettings)
+    # Blob GETs answer 307 to a presigned URL of the store, when its driver has one (s3).
+    storage_redirect: bool = False
+    # Shared state of replicas (the token service's failed-login counters).
+    cache: RedisSettings = Field(default_factory=RedisSettings)
+    # The gateways' metadata cache.
+    cache_lru: LRUCacheSettings = Field(default_factory=LRUCacheSettings)
 
 
 def load(

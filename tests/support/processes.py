@@ -48,6 +48,8 @@ class Berth:
     # The search service ("search"); off unless the test sets REGISTRY_SEARCH_BACKEND=sqlalchemy,
     # so gateways of other tests send no events to a search service that is not there.
     search_port: int = field(default_factory=free_port)
+    # The blobstore's HTTP listener (/metrics, /_ping, /_ready).
+    blobstore_http_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
@@ -74,6 +76,7 @@ class Berth:
         env.update(
             REGISTRY_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
             REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{self.grpc_port}",
+            REGISTRY_BLOBSTORE_HTTP_ADDR=f"127.0.0.1:{self.blobstore_http_port}",
             REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(self.data_dir),
             REGISTRY_HTTP_SECRET="test-secret",
             REGISTRY_TOKEN_SERVICE_ADDR=f"127.0.0.1:{self.auth_port}",
