@@ -9,9 +9,9 @@ PROTOS := $(wildcard protos/*.proto)
 GEN    := services/common/rpc/blobstore_pb2.py
 # Debian packages the tests drive as real peers and clients (postgresql: a throwaway server for
 # the search index's PostgreSQL runs).
-APT_TOOLS := skopeo docker-registry wrk postgresql
+APT_TOOLS := skopeo docker-registry wrk postgresql docker-compose redis-server
 
-.PHONY: install proto run test bench tools clean
+.PHONY: install proto run run-s3 test bench tools clean
 
 install: $(STAMP) $(GEN)
 
@@ -33,12 +33,19 @@ BERTH_CONFIG ?= $(or $(DOCKER_REGISTRY_CONFIG),config/berth.yml)
 run: install
 	$(VENV)/bin/berth --config $(BERTH_CONFIG) run
 
+# The scale-out configuration on one machine: blobs in S3 (a local moto server), Redis as the
+# metadata cache, blob GETs redirected to presigned URLs; at http://127.0.0.1:5000 like `make run`.
+run-s3: install
+	@command -v redis-server >/dev/null || $(MAKE) tools
+	DOCKER_REGISTRY_CONFIG=$(BERTH_CONFIG) $(PY) scripts/run_s3.py
+
 tools:
-	@missing=""; for t in skopeo docker-registry wrk; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in skopeo docker-registry wrk docker-compose redis-server; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null; \
 	  else echo "missing:$$missing (install: apt-get install $(APT_TOOLS))"; exit 1; fi; \
 	fi
 
