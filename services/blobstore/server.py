@@ -2,6 +2,9 @@
 
 A thread pool serves calls (drivers do blocking I/O); streams are read and written chunk by chunk,
 so memory per call stays near one chunk whatever the blob size.
+
+Around the servicer: credentials (``security.py``), metrics and request ids (``observe.py``), the
+standard gRPC health service, and an HTTP listener for probes and /metrics (``probes.py``).
 """
 from __future__ import annotations
 
@@ -9,18 +12,27 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.blobstore.blobs import Blobs
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
+from services.blobstore.observe import CallObserver
+from services.blobstore.probes import ProbeServer
+from services.blobstore.readiness import Readiness
+from services.common.rpc.security import interceptors as security_interceptors
+from services.common.rpc.security import server_credentials
 from services.blobstore.uploads import Uploads
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings
 from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
+from services.common.metrics import UPLOAD_BYTES, UPLOAD_DURATION
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.common.rpc.status import abort
@@ -84,6 +96,18 @@ def _drain(request_iterator: Iterator[Any]) -> None:
         pass  # the caller cancelled meanwhile
 
 
+def _counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Counts upload bytes as they arrive, so a long push shows on the graph while it runs."""
+    for chunk in chunks:
+        UPLOAD_BYTES.inc(len(chunk))
+        yield chunk
+
+
+def _committed(started_at: int) -> None:
+    # started_at has whole seconds: short uploads land in the first buckets, which is all they need.
+    UPLOAD_DURATION.observe(max(0.0, time.time() - started_at))
+
+
 class BlobstoreService(pb_grpc.BlobstoreServicer):
     def __init__(self, driver: StorageDriver, chunk_size: int) -> None:
         self.chunk_size = chunk_size
@@ -138,11 +162,12 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         created = not upload_id
         if created:
             upload_id = self.uploads.start(head.repository).upload_id
-        data = (message.data for message in request_iterator)
+        data = _counted(message.data for message in request_iterator)
         try:
             info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
             if head.commit_digest:
                 blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
+                _committed(info.started_at)
                 return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
         except BaseException as exc:
             if created:
@@ -166,7 +191,13 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
 
     @_errors_to_status
     def CommitUpload(self, request: pb.CommitUploadRequest, context: grpc.ServicerContext) -> pb.BlobInfo:
+        try:
+            started_at = self.uploads.status(request.repository, request.upload_id).started_at
+        except Exception:  # noqa: BLE001 - commit below reports what is wrong, in its own order
+            started_at = 0
         info = self.uploads.commit(request.repository, request.upload_id, request.digest)
+        if started_at:
+            _committed(started_at)
         return pb.BlobInfo(digest=info.digest, size=info.size)
 
     # Manifests, tags, repositories
@@ -218,29 +249,93 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
 # Messages may carry a whole manifest (4 MiB by default) plus framing.
 MAX_MESSAGE_BYTES = 64 << 20
 
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Blobstore"].full_name
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 
-def build_server(settings: Settings) -> grpc.Server:
+
+@dataclass
+class Blobstore:
+    """One blobstore process's listeners, built (ports bound, files read) but not started, so a
+    configuration that cannot work fails before anything answers."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    readiness: Readiness
+    probes: ProbeServer | None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.server.start()
+        if self.probes is not None:
+            self.probes.start()
+        threading.Thread(target=self._serve_when_usable, name="blobstore-health", daemon=True).start()
+
+    def stop(self, grace: float) -> None:
+        """Says NOT_SERVING (health, /_ready) first, then lets calls in flight finish."""
+        self._stopped.set()
+        self.readiness.stopping()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace=grace).wait()
+        if self.probes is not None:
+            self.probes.stop()
+
+    def _serve_when_usable(self) -> None:
+        """SERVING once the storage takes a write: until then a probe keeps traffic away rather
+        than letting every call fail."""
+        while not self._stopped.is_set():
+            reason = self.readiness.check()
+            if reason is None:
+                for name in ("", SERVICE_NAME):
+                    self.health.set(name, _SERVING)
+                return
+            self._stopped.wait(1.0)
+
+
+def build(settings: Settings) -> Blobstore:
+    """Raises ConfigError (naming the key) for files it cannot read or addresses it cannot use."""
+    config = settings.blobstore
+    credentials = server_credentials(config)
     driver = create(settings.storage.driver, settings.storage.driver_parameters)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.blobstore.workers, thread_name_prefix="blobstore"),
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="blobstore"),
+        # The observer first, so refused calls are timed too.
+        interceptors=[CallObserver(), *security_interceptors(config)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_BlobstoreServicer_to_server(BlobstoreService(driver, settings.blobstore.chunk_size), server)
-    server.add_insecure_port(settings.blobstore.addr)
-    return server
+    pb_grpc.add_BlobstoreServicer_to_server(BlobstoreService(driver, config.chunk_size), server)
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, _NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        port = server.add_insecure_port(config.addr) if credentials is None else server.add_secure_port(config.addr, credentials)
+    except RuntimeError as exc:
+        raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}: {exc}") from None
+    if port == 0:
+        raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}")
+    readiness = Readiness(driver)
+    probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled) if config.http_addr else None
+    return Blobstore(server, health_servicer, readiness, probes)
 
 
 def serve(settings: Settings) -> None:
     """Runs the blobstore until SIGINT/SIGTERM, then lets calls in flight finish (up to 10 s)."""
-    server = build_server(settings)
-    server.start()
-    log.info("blobstore listening on %s (storage: %s)", settings.blobstore.addr, settings.storage.driver)
+    blobstore = build(settings)
+    blobstore.start()
+    log.info(
+        "blobstore listening on %s (storage: %s, security: %s%s)",
+        settings.blobstore.addr,
+        settings.storage.driver,
+        settings.blobstore.effective_security,
+        f", http: {settings.blobstore.http_addr}" if blobstore.probes else "",
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("blobstore stopping")
-    server.stop(grace=10).wait()
+    blobstore.stop(grace=10)

@@ -3,6 +3,7 @@ calls that raise RegistryError exactly as the blobstore raised it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from services.common.rpc.security import call_metadata, channel_credentials
+from services.common import request_ids
+from services.common.config import BlobstoreSettings
 from services.common.errors import UNAVAILABLE, RegistryError
+from services.common.metrics import RPC_DURATION
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.common.rpc.status import from_rpc_error
@@ -22,6 +27,20 @@ def _convert(exc: grpc.aio.AioRpcError) -> RegistryError:
     return from_rpc_error(exc.code(), exc.trailing_metadata(), exc.details() or "")
 
 
+def _observe(method: str, code: str, started: float) -> None:
+    RPC_DURATION.labels(side="client", method=method, code=code).observe(time.perf_counter() - started)
+
+
+def _code_of(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code().name
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    if isinstance(exc, RegistryError) and exc.code is UNAVAILABLE:
+        return "UNAVAILABLE"  # no connection within the call timeout: the call never went out
+    return "UNKNOWN"
+
+
 @dataclass(frozen=True)
 class BlobStream:
     """An open read: the blob's total size, and its bytes from the requested offset."""
@@ -31,21 +50,59 @@ class BlobStream:
 
 
 class BlobstoreClient:
-    def __init__(self, target: str, call_timeout: float = 30.0) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Reconnect within about a second of a blobstore (re)start, not gRPC's default of
-                # up to two minutes of backoff, during which every call would fail.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
+    """Every call carries the credentials (``metadata``: the token, if any) and the current request
+    id, and is timed in RPC_DURATION. Explicit per-call metadata rather than grpc.aio interceptors:
+    those wrap every call in extra tasks and change how cancellations surface, which
+    ``write_upload`` depends on."""
+
+    def __init__(
+        self,
+        target: str,
+        call_timeout: float = 30.0,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+        server_name: str = "",
+    ) -> None:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Reconnect within about a second of a blobstore (re)start, not gRPC's default of
+            # up to two minutes of backoff, during which every call would fail.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            # A target naming several blobstores (dns:///blobstore-headless:5001) spreads calls
+            # over all of them instead of pinning this gateway to the first.
+            ("grpc.lb_policy_name", "round_robin"),
+        ]
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            if server_name:  # the certificate names a host other than the target's
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.BlobstoreStub(self.channel)
         self.call_timeout = call_timeout
+        self._credentials_metadata = metadata
+
+    @classmethod
+    def from_settings(cls, settings: BlobstoreSettings) -> BlobstoreClient:
+        """Raises ConfigError, naming the key, when a certificate or key file cannot be read."""
+        return cls(
+            settings.connect_to,
+            settings.call_timeout,
+            credentials=channel_credentials(settings),
+            metadata=call_metadata(settings),
+            server_name=settings.tls.servername,
+        )
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        request_id = request_ids.current()
+        # Anything but printable ASCII is an illegal header value: gRPC would fail the call.
+        if not request_id or not (request_id.isascii() and request_id.isprintable()):
+            return self._credentials_metadata
+        return (*self._credentials_metadata, (request_ids.METADATA_KEY, request_id))
 
     async def close(self) -> None:
         await self.channel.close()
@@ -62,10 +119,18 @@ class BlobstoreClient:
 
     async def _unary(self, method: str, request: Any) -> Any:
         """One short call; it waits (up to the timeout) for a blobstore that is restarting."""
+        started = time.perf_counter()
+        code = "OK"
         try:
-            return await getattr(self.stub, method)(request, wait_for_ready=True, timeout=self.call_timeout)
+            return await getattr(self.stub, method)(request, wait_for_ready=True, timeout=self.call_timeout, metadata=self._metadata())
         except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
             raise _convert(exc) from None
+        except BaseException as exc:
+            code = _code_of(exc)
+            raise
+        finally:
+            _observe(method, code, started)
 
     # Blobs
 
@@ -73,26 +138,39 @@ class BlobstoreClient:
         return await self._unary("StatBlob", pb.BlobRef(repository=repository, digest=digest))
 
     async def read_blob(self, repository: str, digest: str, offset: int = 0, length: int = 0) -> BlobStream:
-        """Opens a read; raises before returning if the blob cannot be read."""
-        await self._ready()
-        call = self.stub.ReadBlob(pb.ReadBlobRequest(repository=repository, digest=digest, offset=offset, length=length))
+        """Opens a read; raises before returning if the blob cannot be read.
+
+        Timed until the stream ends (or the reader stops early: CANCELLED)."""
+        started = time.perf_counter()
         try:
+            await self._ready()
+            call = self.stub.ReadBlob(
+                pb.ReadBlobRequest(repository=repository, digest=digest, offset=offset, length=length), metadata=self._metadata()
+            )
             first = await call.read()
             metadata = await call.initial_metadata()
         except grpc.aio.AioRpcError as exc:
+            _observe("ReadBlob", exc.code().name, started)
             raise _convert(exc) from None
+        except BaseException as exc:
+            _observe("ReadBlob", _code_of(exc), started)
+            raise
         size = int(dict(metadata or ()).get("berth-size", 0))
 
         async def chunks() -> AsyncIterator[bytes]:
             message = first
+            code = "CANCELLED"
             try:
                 while message is not grpc.aio.EOF:
                     yield message.data
                     message = await call.read()
+                code = "OK"
             except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
                 raise _convert(exc) from None
             finally:
                 call.cancel()
+                _observe("ReadBlob", code, started)
 
         return BlobStream(size, chunks())
 
@@ -141,10 +219,13 @@ class BlobstoreClient:
                 source_failure.append(exc)
                 raise
 
+        started = time.perf_counter()
+        code = "OK"
         try:
             await self._ready()
-            return await self.stub.WriteUpload(messages())
+            return await self.stub.WriteUpload(messages(), metadata=self._metadata())
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            code = _code_of(exc)
             # When ``data`` fails (the HTTP client went away), gRPC cancels the call and reports
             # only a CancelledError; raise what really happened instead.
             if source_failure:
@@ -152,6 +233,11 @@ class BlobstoreClient:
             if isinstance(exc, grpc.aio.AioRpcError):
                 raise _convert(exc) from None
             raise
+        except BaseException as exc:
+            code = _code_of(exc)
+            raise
+        finally:
+            _observe("WriteUpload", code, started)
 
     async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:
         return await self._unary("UploadStatus", pb.UploadRef(repository=repository, upload_id=upload_id))

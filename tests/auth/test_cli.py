@@ -94,7 +94,7 @@ def test_config_check_hides_a_database_password(tmp_path: Path) -> None:
 def run_berth(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], int, int]:
     http_port, grpc_port, auth_port = free_port(), free_port(), free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    environ.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+    environ.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}", REGISTRY_BLOBSTORE_HTTP_ADDR="",
                    REGISTRY_TOKEN_SERVICE_ADDR=f"127.0.0.1:{auth_port}", REGISTRY_SEARCH_ADDR=f"127.0.0.1:{free_port()}",
                    REGISTRY_AUTH_TOKEN_REALM=f"http://127.0.0.1:{auth_port}/token",
                    REGISTRY_AUTH_TOKEN_JWKS=f"http://127.0.0.1:{auth_port}/.well-known/jwks.json", **env)

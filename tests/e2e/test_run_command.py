@@ -17,7 +17,7 @@ from tests.support.processes import free_port
 def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
     http_port, grpc_port, search_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+    env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}", REGISTRY_BLOBSTORE_HTTP_ADDR="",
                REGISTRY_SEARCH_ADDR=f"127.0.0.1:{search_port}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env,

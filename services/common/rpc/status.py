@@ -51,6 +51,8 @@ def from_rpc_error(code: grpc.StatusCode | None, trailing: tuple[tuple[str, str 
         return RegistryError(errors.lookup(name), detail)
     # gRPC's own message names internal addresses: it goes to the log, not to clients.
     log.warning("blobstore call failed: %s %s", code, message)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    # UNAUTHENTICATED without a registry code: the blobstore refused this gateway's credentials (a
+    # deployment error the log names); clients see the service as unavailable.
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAUTHENTICATED):
         return RegistryError(errors.UNAVAILABLE, {"service": "blobstore"})
     return RegistryError(errors.UNKNOWN, {"service": "blobstore"})

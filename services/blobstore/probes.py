@@ -1,0 +1,93 @@
+"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready.
+
+Plain HTTP beside the gRPC port because that is what Prometheus scrapes and what every load
+balancer and orchestrator can probe, whatever the blobstore's gRPC security. A stdlib threaded
+server: a handful of requests a minute need no framework, and a slow storage check holds only its
+own thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from services.blobstore.readiness import Readiness
+from services.common.config import ConfigError
+
+log = logging.getLogger("berth.blobstore")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Seconds: a client that connects and sends nothing must not hold a thread for ever.
+    timeout = 10
+
+
+class ProbeServer:
+    """Serves until ``stop()``; ``start()`` raises ConfigError when the address cannot be used."""
+
+    def __init__(self, addr: str, readiness: Readiness, *, metrics: bool) -> None:
+        host, _, port = addr.rpartition(":")
+        host = host.strip("[]")
+        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
+        try:
+            self._server = server_class((host, int(port)), _handler(readiness, metrics))
+        except OSError as exc:
+            raise ConfigError(f"blobstore.http_addr: cannot listen on {addr}: {exc.strerror or exc}") from None
+        self.addr = addr
+        self._thread = threading.Thread(target=self._server.serve_forever, name="blobstore-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(readiness: Readiness, metrics: bool) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "berth-blobstore"
+        sys_version = ""
+        timeout = 10
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/_ping":
+                self._send(200, "application/json", b"{}")
+            elif path == "/_ready":
+                reason = readiness.check()
+                if reason is None:
+                    self._send(200, "application/json", b'{"ready": true}')
+                else:
+                    self._send(503, "application/json", json.dumps({"ready": False, "reason": reason}).encode())
+            elif path == "/metrics" and metrics:
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, content_type, encoder(REGISTRY))
+            else:
+                self._send(404, "application/json", b'{"error": "not found"}')
+
+        def do_HEAD(self) -> None:
+            self._head_only = True
+            self.do_GET()
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if not getattr(self, "_head_only", False):
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Probes arrive every few seconds: only worth a line when debugging.
+            log.debug("http %s", format % args)
+
+    return Handler
