@@ -24,7 +24,10 @@ class Blobs:
         """The blob's size, if the repository may read it."""
         link = layout.layer_link(repository, digest)
         try:
-            self.driver.stat(link)
+            # Read rather than stat the link: a missing key is then one S3 request, where a stat
+            # must also list to tell a missing file from a directory (a HEAD that misses is what
+            # clients send for every layer before pushing it).
+            self.driver.get_content(link)
             return BlobInfo(digest, self.driver.stat(layout.blob_data(digest)).size)
         except PathNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None

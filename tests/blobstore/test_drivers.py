@@ -34,22 +34,32 @@ MiB = 1024 * 1024
 @dataclass(frozen=True)
 class DriverFactory:
     name: str
-    parameters: Callable[[Path], dict[str, Any]]
+    # From the test's temporary folder and its request (for session fixtures such as "moto").
+    parameters: Callable[[Path, pytest.FixtureRequest], dict[str, Any]]
+    # Whether redirect_url gives a URL for GET and HEAD.
+    redirects: bool = False
 
-    def build(self, tmp_path: Path) -> StorageDriver:
-        return create(self.name, self.parameters(tmp_path))
+    def build(self, tmp_path: Path, request: pytest.FixtureRequest) -> StorageDriver:
+        return create(self.name, self.parameters(tmp_path, request))
+
+
+def s3_parameters(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A bucket of the test's own on the session's moto server, under a key prefix."""
+    server = request.getfixturevalue("moto")
+    return server.driver_parameters(server.new_bucket("drivers"), rootdirectory="/registry/root/", chunksize=5 * MiB)
 
 
 DRIVER_FACTORIES: list[DriverFactory] = [
-    DriverFactory("filesystem", lambda tmp_path: {"rootdirectory": str(tmp_path / "root")}),
-    DriverFactory("inmemory", lambda tmp_path: {}),
+    DriverFactory("filesystem", lambda tmp_path, request: {"rootdirectory": str(tmp_path / "root")}),
+    DriverFactory("inmemory", lambda tmp_path, request: {}),
+    DriverFactory("s3", s3_parameters, redirects=True),
 ]
 
 
 @pytest.fixture(params=DRIVER_FACTORIES, ids=[factory.name for factory in DRIVER_FACTORIES])
 def driver(request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
     factory: DriverFactory = request.param
-    return factory.build(tmp_path)
+    return factory.build(tmp_path, request)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -424,9 +434,13 @@ def test_walk_of_missing_directory_raises_path_not_found(driver: StorageDriver) 
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
-def test_redirect_url_is_none(driver: StorageDriver, method: str) -> None:
+def test_redirect_url_only_for_reads_where_the_driver_has_one(driver: StorageDriver, method: str, request: pytest.FixtureRequest) -> None:
     driver.put_content("/blob", b"x")
-    assert driver.redirect_url("/blob", method) is None
+    url = driver.redirect_url("/blob", method)
+    if method == "PUT" or not request.node.callspec.params["driver"].redirects:
+        assert url is None
+    else:
+        assert url is not None and url.startswith(("http://", "https://"))
 
 
 # --- valid and invalid paths -----------------------------------------------------------------
