@@ -6,13 +6,21 @@ two counters can be told apart.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from services.auth.ratelimit import FailureLimiter
+from services.auth.ratelimit import (
+    FailureLimiter,
+    SharedFailureLimiter,
+    create,
+    login_keys,
+)
+from services.common.config import RateLimitSettings, RedisSettings
 from tests.auth.support import SERVICE, add_users, error_code, token_service
 from tests.support.processes import Berth
+from tests.support.redis import RedisServer, start_redis
 
 ATTEMPTS = 3
 WINDOW = 60
@@ -103,3 +111,66 @@ def test_window_heals_and_retry_after_counts_down() -> None:
     assert limiter.retry_after(keys) is None  # one failure left in the window: below the limit
     limiter.record_failure(["account:a"])
     assert limiter.retry_after(keys) == 10
+
+
+@pytest.fixture()
+def shared_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+def shared_limiter(server: RedisServer, attempts: int = 3, window: int = 60) -> SharedFailureLimiter:
+    settings = RedisSettings(host="127.0.0.1", port=server.port)
+    limiter = create(RateLimitSettings(attempts=attempts, window=window), settings)
+    assert isinstance(limiter, SharedFailureLimiter)
+    return limiter
+
+
+def test_replicas_sharing_redis_share_counts(shared_redis: RedisServer) -> None:
+    one, two = shared_limiter(shared_redis), shared_limiter(shared_redis)
+    keys = login_keys("carol", "10.0.0.1")
+    one.record_failure(keys)
+    two.record_failure(keys)
+    assert one.retry_after(keys) is None and two.retry_after(keys) is None
+    one.record_failure(["account:carol"])  # the third failure of the account, seen by either replica
+    assert 59 <= (two.retry_after(keys) or 0) <= 60
+    assert 59 <= (one.retry_after(["account:carol"]) or 0) <= 60
+    assert two.retry_after(["address:10.0.0.1"]) is None  # two failures only
+    # Each replica alone has seen fewer than three: only Redis knows.
+    assert one.local.retry_after(keys) is None and two.local.retry_after(keys) is None
+
+
+def test_a_down_redis_falls_back_to_the_counts_of_the_process(shared_redis: RedisServer) -> None:
+    limiter = shared_limiter(shared_redis)
+    keys = login_keys("dave", "10.0.0.2")
+    limiter.record_failure(keys)
+    limiter.record_failure(keys)
+    shared_redis.stop()
+    assert limiter.retry_after(keys) is None
+    limiter.record_failure(keys)
+    assert limiter.retry_after(keys) is not None  # three failures counted here
+    assert limiter.retry_after(login_keys("erin", "10.0.0.3")) is None  # no one else is locked out
+
+
+def test_without_a_shared_redis_counts_stay_in_the_process() -> None:
+    assert isinstance(create(RateLimitSettings(), RedisSettings()), FailureLimiter)
+
+
+def test_token_service_replicas_share_counts_through_the_cache_redis(shared_redis: RedisServer, tmp_path: Path) -> None:
+    env = {"REGISTRY_CACHE_HOST": "127.0.0.1", "REGISTRY_CACHE_PORT": str(shared_redis.port)}
+    replicas = []
+    for name in ("one", "two"):
+        berth = token_service(tmp_path / name, config={"rate_limit": {"attempts": ATTEMPTS, "window": WINDOW}}, env=env)
+        add_users(berth, USERS)
+        replicas.append(berth.start("auth"))
+    try:
+        one, two = replicas
+        assert get(one, "127.0.0.12", "alice", "guess-1").status_code == 401
+        assert get(two, "127.0.0.13", "alice", "guess-2").status_code == 401
+        assert get(one, "127.0.0.14", "alice", "guess-3").status_code == 401
+        assert_limited(get(two, "127.0.0.15", "alice", "alice-password"))
+        assert get(two, "127.0.0.15", "bob", "bob-password").status_code == 200
+    finally:
+        for berth in replicas:
+            berth.stop()

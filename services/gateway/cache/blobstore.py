@@ -1,0 +1,67 @@
+"""The blobstore client with the metadata cache in front: the same calls, so routes do not change.
+
+Only the small hot reads are looked up (``stat_blob``, ``get_manifest``), and only the writes that
+can make a cached answer wrong invalidate: a tag moved by ``put_manifest``, and the deletes. Uploads
+and mounts only add links, and the cache holds no "not found", so they pass through, as does
+everything else (``__getattr__``). Writes invalidate whether or not the call succeeded: a call that
+failed or timed out may still have happened.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from services.common.rpc import blobstore_pb2 as pb
+from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.cache.store import MetadataCache
+
+
+class CachedBlobstore:
+    def __init__(self, client: BlobstoreClient, cache: MetadataCache) -> None:
+        self.client = client
+        self.cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    async def stat_blob(self, repository: str, digest: str) -> pb.BlobInfo:
+        cached, token = await self.cache.blob(repository, digest)
+        if cached is not None:
+            return cached
+        info: pb.BlobInfo = await self.client.stat_blob(repository, digest)
+        if token is not None:
+            await self.cache.fill_blob(repository, info, token)
+        return info
+
+    async def get_manifest(self, repository: str, reference: str) -> pb.Manifest:
+        cached, token = await self.cache.manifest(repository, reference)
+        if cached is not None:
+            return cached
+        found: pb.Manifest = await self.client.get_manifest(repository, reference)
+        if token is not None:
+            await self.cache.fill_manifest(repository, reference, found, token)
+        return found
+
+    async def put_manifest(self, request: pb.PutManifestRequest) -> pb.ManifestInfo:
+        try:
+            return await self.client.put_manifest(request)
+        finally:
+            if request.tag:  # the tag may have pointed elsewhere; a new digest needs nothing
+                await self.cache.invalidate(request.repository, "tag", request.tag)
+
+    async def delete_manifest(self, repository: str, digest: str, subject: str) -> None:
+        try:
+            await self.client.delete_manifest(repository, digest, subject)
+        finally:
+            await self.cache.invalidate(repository, "manifest", digest)
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        try:
+            await self.client.delete_tag(repository, tag)
+        finally:
+            await self.cache.invalidate(repository, "tag", tag)
+
+    async def delete_blob(self, repository: str, digest: str) -> None:
+        try:
+            await self.client.delete_blob(repository, digest)
+        finally:
+            await self.cache.invalidate(repository, "blob", digest)
