@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,17 +39,24 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 def cmd_blobstore(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logs.setup("blobstore", settings.loglevel)
+    logs.configure("blobstore", settings)
     from services.blobstore.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except config.ConfigError as exc:  # unreadable certificates, an address in use
+        return _unusable(exc)
     return 0
 
 
-def _serve_http(app: Any, addr: str, settings: config.Settings, **options: Any) -> int:
-    """Serves one service's ASGI app with uvicorn, the same way for every service."""
+def _serve_http(app: Any, addr: str, settings: config.Settings, *, tls: ssl.SSLContext | None = None, **options: Any) -> int:
+    """Serves one service's ASGI app with uvicorn, the same way for every service; HTTPS with
+    ``tls`` (``_tls_context``, built before the app so bad files stop the service early)."""
     import uvicorn
 
+    if tls is not None:
+        # uvicorn's own SSL options set neither a minimum version nor several client CAs.
+        options["ssl_context_factory"] = lambda _config, _default: tls
     host, _, port = addr.rpartition(":")
     uvicorn.Server(
         uvicorn.Config(
@@ -67,6 +75,16 @@ def _serve_http(app: Any, addr: str, settings: config.Settings, **options: Any) 
     return 0
 
 
+def _tls_context(section: config.TLSSettings, key: str) -> ssl.SSLContext | None:
+    """The listener's SSL context (None: plain HTTP); exit 2 naming the key when a file is unusable."""
+    from services.common import https
+
+    try:
+        return https.server_context(section, key)
+    except config.ConfigError as exc:
+        raise SystemExit(_unusable(exc)) from None
+
+
 def _unusable(exc: Exception, what: str = "configuration error") -> int:
     """Settings that validate but cannot be used (keys, rules, a newer database): exit 2."""
     print(f"berth: {what}: {exc}", file=sys.stderr)
@@ -75,20 +93,21 @@ def _unusable(exc: Exception, what: str = "configuration error") -> int:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logs.setup("gateway", settings.loglevel)
+    logs.configure("gateway", settings)
     from services.gateway.app import create_app
     from services.gateway.http_protocol import protocol_class
 
+    tls = _tls_context(settings.http.tls, "http.tls")
     try:
         app = create_app(settings)
     except config.ConfigError as exc:
         return _unusable(exc)
-    return _serve_http(app, settings.http.addr, settings, http=protocol_class())
+    return _serve_http(app, settings.http.addr, settings, tls=tls, http=protocol_class())
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logs.setup("auth", settings.loglevel)
+    logs.configure("auth", settings)
     from services.auth.app import create_app
 
     try:
@@ -101,6 +120,8 @@ def cmd_auth(args: argparse.Namespace) -> int:
 def cmd_users(args: argparse.Namespace) -> int:
     """Manages the SQL user table; safe while the token service runs (it reads the table per login)."""
     settings = _settings(args)
+    from sqlalchemy.exc import SQLAlchemyError
+
     from services.auth.database import connect
     from services.auth.user_table import SqlUserStore
     from services.auth.users import InvalidUser, UserError
@@ -129,6 +150,9 @@ def cmd_users(args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"berth: {exc}", file=sys.stderr)
         return 1
+    except SQLAlchemyError as exc:  # the database went away, or refused the write
+        print(f"berth: user database failed: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -140,7 +164,7 @@ def _password(args: argparse.Namespace) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logs.setup("search", settings.loglevel)
+    logs.configure("search", settings)
     from services.search.app import create_app
     from services.search.schema import SchemaError
 
@@ -151,16 +175,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return _serve_http(app, settings.search.addr, settings)
 
 
-def _local_url(addr: str) -> str:
-    """http://host:port for a listen address, 0.0.0.0 and :: read as the local host."""
+def _local_url(addr: str, https: bool = False) -> str:
+    """http(s)://host:port for a listen address, 0.0.0.0 and :: read as the local host."""
     host, _, port = addr.rpartition(":")
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"
+    return f"{'https' if https else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"
 
 
 def cmd_search_reindex(args: argparse.Namespace) -> int:
-    """Exit 0: all indexed; 1: some repositories failed; 2: nothing could be done."""
+    """Exit codes: see REINDEX_HELP."""
     settings = _settings(args)
-    logs.setup("search", settings.loglevel)
+    logs.configure("search", settings)
     import asyncio
 
     import sqlalchemy
@@ -169,43 +193,41 @@ def cmd_search_reindex(args: argparse.Namespace) -> int:
     from services.search.reindex import RegistryUnavailable, reindex
     from services.search.schema import SchemaError
 
-    registry = args.registry or settings.search.registry or _local_url(settings.http.addr) + settings.http.prefix
+    registry = args.registry or settings.search.registry or (
+        _local_url(settings.http.addr, https=bool(settings.http.tls.certificate)) + settings.http.prefix
+    )
     try:
         index = Index.open(settings.search.database)
-    except (SchemaError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        print(f"berth: search index unusable: {exc}", file=sys.stderr)
+    except sqlalchemy.exc.OperationalError as exc:  # a database server that does not answer: try again later
+        print(f"berth: search index unreachable: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return 1
+    except (SchemaError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        print(f"berth: configuration error: search.database unusable: {exc}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(reindex(index, registry)).exit_code
     except RegistryUnavailable as exc:
         print(f"berth: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except sqlalchemy.exc.SQLAlchemyError as exc:
         print(f"berth: search index write failed: {exc}", file=sys.stderr)
-        return 2
+        return 1
     finally:
         index.close()
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Exit codes: see CONFIG_CHECK_HELP. Checks what validation alone cannot (files, address
+    lists) the way the services will at startup, so a bad setting shows here first."""
     settings = _settings(args)
-    shown = settings.model_dump()
-    if shown["http"]["secret"]:
-        shown["http"]["secret"] = "********"
-    from sqlalchemy.engine import make_url
+    from services.common import forwarded, https, redact
 
-    try:  # a database URL may carry a password
-        shown["token_service"]["database"] = make_url(settings.token_service.database).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy understands: shown as it is (auth would refuse it)
-        pass
     try:
-        shown["search"]["database"] = make_url(settings.search.database).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - as above (the search service would refuse it)
-        pass
-    # Webhook headers carry credentials (Authorization).
-    for endpoint in shown["notifications"]["endpoints"]:
-        endpoint["headers"] = {key: ["********"] * len(values) for key, values in endpoint["headers"].items()}
-    print(json.dumps(shown, indent=2))
+        https.server_context(settings.http.tls, "http.tls")
+        forwarded.TrustedProxies(settings.http.trusted_proxies)
+    except config.ConfigError as exc:
+        return _unusable(exc)
+    print(json.dumps(redact.redact(settings.model_dump()), indent=2))
     return 0
 
 
@@ -227,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Starts the blobstore, the token service (auth.type token), the search service
     (search_backend sqlalchemy), then the gateway; a signal or a dying child stops them all."""
     settings = _settings(args)
-    logs.setup("berth", settings.loglevel)
+    logs.configure("berth", settings)
     base = [sys.executable, "-m", "services.cli"] + (["--config", args.config] if args.config else [])
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
@@ -251,7 +273,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not _wait_for_port(addr, 30, child):
                 log.error("%s did not start listening on %s", name, addr)
                 return 1
-        log.info("Berth is up: registry at http://%s/v2/ (storage: %s)", settings.http.addr, settings.storage.driver)
+        scheme = "https" if settings.http.tls.certificate else "http"
+        log.info("Berth is up: registry at %s://%s/v2/ (storage: %s)", scheme, settings.http.addr, settings.storage.driver)
         if settings.auth.type == "token":
             log.info("token service at http://%s/token", settings.token_service.addr)
         if settings.search_backend == "sqlalchemy":
@@ -276,40 +299,124 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("Berth stopped")
 
 
+# Help texts of the operator commands. Exit codes follow one rule everywhere, so scripts can
+# tell "try again later" (1) from "fix the command or the configuration" (2).
+EXIT_CODES = """exit status:
+  0  success
+  1  runtime failure: {runtime}
+  2  usage or configuration error: {usage}"""
+
+SERVICE_EXIT = EXIT_CODES.format(
+    runtime="the service failed while running",
+    usage="bad arguments, or a setting that cannot be used (the key is named on stderr); nothing was started",
+)
+
+CONFIG_CHECK_HELP = (
+    """examples:
+  berth --config /etc/berth/config.yml config check
+  SETTINGS_FLAVOR=prod berth config check | jq .storage
+  berth config check >/dev/null && systemctl restart berth
+
+exit status:
+  0  the configuration is valid; the effective configuration is on stdout
+  2  usage or configuration error: stderr names the offending key (config key 'http.addr': ...)"""
+)
+
+USERS_HELP = (
+    """examples:
+  berth users list
+  berth users add alice --group admins --group ci --password-stdin < alice.password
+  printf '%s\\n' "$NEW_PASSWORD" | berth users passwd alice --password-stdin
+  berth users remove alice
+
+"""
+    + EXIT_CODES.format(
+        runtime="the account already exists (add), no such account (passwd, remove), or the database failed",
+        usage="bad arguments, an invalid account name or password, or an unusable token_service.database",
+    )
+)
+
+REINDEX_HELP = (
+    """examples:
+  berth search reindex
+  berth --config /etc/berth/config.yml search reindex --registry https://registry.example.com
+
+Progress goes to stderr (repositories done / total, once a second), then a summary and the
+repositories that failed.
+
+"""
+    + EXIT_CODES.format(
+        runtime="some repositories failed (the rest are indexed), or the registry or the database could not be reached",
+        usage="bad arguments, an invalid configuration, or an unusable search.database (bad URL, written by a newer Berth)",
+    )
+)
+
+
+def _command(sub: Any, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows its description, examples and exit codes as written."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="berth", description="Berth container registry")
+    parser = argparse.ArgumentParser(
+        prog="berth", description="Berth container registry", epilog=SERVICE_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=os.environ.get("DOCKER_REGISTRY_CONFIG"), help="YAML config file (default: $DOCKER_REGISTRY_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("blobstore", help="run the gRPC blobstore").set_defaults(func=cmd_blobstore)
-    sub.add_parser("gateway", help="run the registry HTTP API").set_defaults(func=cmd_gateway)
-    sub.add_parser("auth", help="run the token service").set_defaults(func=cmd_auth)
-    search = sub.add_parser("search", help="run the search service; `search reindex` rebuilds its index")
+    _command(sub, "blobstore", "run the gRPC blobstore", "Runs the blobstore (gRPC) until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_blobstore)
+    _command(sub, "gateway", "run the registry HTTP API", "Runs the registry API (HTTPS when http.tls is set) until SIGTERM.",
+             SERVICE_EXIT).set_defaults(func=cmd_gateway)
+    _command(sub, "auth", "run the token service", "Runs the token service until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_auth)
+    search = _command(sub, "search", "run the search service; `search reindex` rebuilds its index",
+                      "Runs the search service until SIGTERM; `berth search reindex` rebuilds its index.", SERVICE_EXIT)
     search.set_defaults(func=cmd_search)
     search_sub = search.add_subparsers(dest="search_command")
-    reindex = search_sub.add_parser(
-        "reindex", help="rebuild the index from a registry's catalog (exit 1: some repositories failed, 2: nothing could be read)"
+    reindex = _command(
+        search_sub, "reindex", "rebuild the index from a registry's catalog",
+        "Rebuilds the search index (search.database) from what a registry holds: every repository of\n"
+        "/v2/_catalog, its tags and a description; repositories and tags the registry no longer has\n"
+        "leave the index, pull counts stay. The search service may be running meanwhile.",
+        REINDEX_HELP,
     )
-    reindex.add_argument("--registry", default="", help="registry base URL (default: search.registry, else http://<http.addr><http.prefix>)")
+    reindex.add_argument("--registry", default="", help="registry base URL (default: search.registry, else http(s)://<http.addr><http.prefix>)")
     reindex.set_defaults(func=cmd_search_reindex)
-    sub.add_parser("run", help="run every service until interrupted").set_defaults(func=cmd_run)
-    users = sub.add_parser("users", help="accounts of the token service (the SQL user table)")
+    _command(sub, "run", "run every service until interrupted",
+             "Runs the blobstore, the token service (auth.type token), the search service (search_backend\n"
+             "sqlalchemy) and the gateway as child processes; Ctrl-C or SIGTERM stops them all.",
+             EXIT_CODES.format(runtime="a service failed to start or died", usage="bad arguments or an invalid configuration"),
+             ).set_defaults(func=cmd_run)
+    users_text = ("Manages the token service's accounts in its SQL user table (token_service.database).\n"
+                  "Changes count at the next login: the token service may be running.")
+    users = _command(sub, "users", "accounts of the token service (the SQL user table)", users_text, USERS_HELP)
     users_sub = users.add_subparsers(dest="users_command", required=True)
-    users_sub.add_parser("list", help="list accounts and their groups").set_defaults(func=cmd_users)
-    for name, text in (("add", "create an account"), ("passwd", "set an account's password")):
-        cmd = users_sub.add_parser(name, help=text)
-        cmd.add_argument("name")
+    _command(users_sub, "list", "list accounts and their groups", "Prints one account per line: name<TAB>groups (comma-separated).",
+             USERS_HELP).set_defaults(func=cmd_users)
+    for name, text in (("add", "create an account"), ("passwd", "set an account's password (revokes its refresh tokens)")):
+        cmd = _command(users_sub, name, text, text[0].upper() + text[1:] + ".", USERS_HELP)
+        cmd.add_argument("name", help="the account name")
         secret = cmd.add_mutually_exclusive_group(required=True)
         secret.add_argument("--password", help="the password (visible to other local users in ps)")
-        secret.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        secret.add_argument("--password-stdin", action="store_true", help="read the password from stdin (its first line)")
         if name == "add":
             cmd.add_argument("--group", action="append", default=[], help="a group of the account (repeatable)")
         cmd.set_defaults(func=cmd_users)
-    remove = users_sub.add_parser("remove", help="delete an account (and revoke its refresh tokens)")
-    remove.add_argument("name")
+    remove = _command(users_sub, "remove", "delete an account (and revoke its refresh tokens)",
+                      "Deletes an account and revokes its refresh tokens; access tokens already issued live until they expire.",
+                      USERS_HELP)
+    remove.add_argument("name", help="the account name")
     remove.set_defaults(func=cmd_users)
-    cfg = sub.add_parser("config", help="configuration tools")
+    cfg = _command(sub, "config", "configuration tools", "Configuration tools.", CONFIG_CHECK_HELP)
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    cfg_sub.add_parser("check", help="validate and print the effective configuration").set_defaults(func=cmd_config_check)
+    _command(
+        cfg_sub, "check", "validate and print the effective configuration",
+        "Loads the configuration as every service does (the file, its flavor, _env: values, REGISTRY_*\n"
+        "overrides), validates it, checks the files and lists it names (http.tls, http.trusted_proxies),\n"
+        'and prints the effective result as JSON with secrets (keys, tokens, passwords) shown as "***".',
+        CONFIG_CHECK_HELP,
+    ).set_defaults(func=cmd_config_check)
     return parser
 
 

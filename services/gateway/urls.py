@@ -1,11 +1,12 @@
 """Every URL the gateway hands out (``Location``, ``Link``) is built here, so proxy headers and
-path prefixes are handled in one place."""
+path prefixes are handled in one place (which proxies to believe: ``services.common.forwarded``)."""
 from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 
+from services.common import forwarded
 from services.common.config import HTTPSettings
 
 
@@ -13,19 +14,14 @@ class URLBuilder:
     def __init__(self, http: HTTPSettings) -> None:
         self.prefix = http.prefix
         self.fixed_base = http.host.rstrip("/")
-        self.trusted = set(http.trusted_proxies)
 
     def base(self, request: Request) -> str:
-        """scheme://host of the registry as the client sees it."""
+        """scheme://host of the registry as the client sees it: ``http.host`` when set, else the
+        request's, as a trusted proxy reports it (https behind a TLS-terminating proxy)."""
         if self.fixed_base:
             return self.fixed_base
-        headers = request.headers
-        scheme, host = request.url.scheme, headers.get("host") or request.url.netloc
-        client = request.client.host if request.client else ""
-        if "*" in self.trusted or client in self.trusted:
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
-            host = headers.get("x-forwarded-host", host).split(",")[0].strip() or host
-        return f"{scheme}://{host}"
+        origin = forwarded.origin(request)
+        return f"{origin.scheme}://{origin.host}"
 
     def path(self, *parts: str, query: dict[str, str] | None = None) -> str:
         """A path under /v2 with the configured prefix, e.g. path(name, "blobs", digest)."""

@@ -6,8 +6,9 @@ its digest, which is no pull), and reads one image's description ("latest" if th
 Tags the registry no longer has, and repositories it no longer lists, leave the index; pull counts
 stay. Writes go straight to the database, so the search service may be running or not.
 
-Exit codes: 0 everything indexed; 1 some repositories failed (named on stderr, the rest indexed);
-2 nothing could be done (registry unreachable, catalog unreadable, database unusable).
+Exit codes (``berth search reindex --help``): 0 everything indexed; 1 a runtime failure: some
+repositories failed (named on stderr, the rest indexed), or the registry or the database could not
+be read; 2 a usage or configuration error (an unusable ``search.database``).
 """
 from __future__ import annotations
 

@@ -36,5 +36,5 @@ def test_config_check_masks_webhook_headers_and_database_passwords(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout and "hunter2" not in result.stdout
     shown = json.loads(result.stdout)
-    assert shown["notifications"]["endpoints"][0]["headers"] == {"Authorization": ["********"]}
+    assert shown["notifications"]["endpoints"][0]["headers"] == {"Authorization": ["***"]}
     assert shown["search"]["database"].startswith("postgresql://berth:")

@@ -64,7 +64,7 @@ def test_reindex_mirrors_the_registry(registry: FakeRegistry, tmp_path: Path) ->
         index.close()
 
 
-def test_an_unreachable_registry_is_exit_code_2(tmp_path: Path, registry: FakeRegistry) -> None:
+def test_an_unreachable_registry_is_exit_code_1(tmp_path: Path, registry: FakeRegistry) -> None:
     index = Index.open(f"sqlite:///{tmp_path / 'index.db'}")
     try:
         with pytest.raises(RegistryUnavailable):
@@ -74,7 +74,7 @@ def test_an_unreachable_registry_is_exit_code_2(tmp_path: Path, registry: FakeRe
     env = {"PATH": "/usr/bin:/bin", "REGISTRY_SEARCH_DATABASE": f"sqlite:///{tmp_path / 'index.db'}"}
     down = subprocess.run([sys.executable, "-m", "services.cli", "search", "reindex", "--registry", "http://127.0.0.1:9"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert down.returncode == 2 and "_catalog" in down.stderr
+    assert down.returncode == 1 and "_catalog" in down.stderr  # a runtime failure: worth retrying
     registry.add("/v2/_catalog?n=1000", body={"repositories": []})
     empty = subprocess.run([sys.executable, "-m", "services.cli", "search", "reindex", "--registry", registry.url],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

@@ -1,21 +1,11 @@
-"""``/``, ``/_ping`` and the ``/v2/`` version check."""
+"""The ``/v2/`` version check. (``/``, ``/_ping`` and ``/_ready`` are the health routes of
+``services/common/health.py``, installed before these.)"""
 from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 router = APIRouter()
-
-
-@router.get("/")
-async def root() -> Response:
-    return JSONResponse({"name": "berth", "api": "/v2/"})
-
-
-@router.get("/_ping")
-@router.get("/v1/_ping")
-async def ping() -> Response:
-    return JSONResponse(True)
 
 
 @router.api_route("/v2/", methods=["GET", "HEAD"])

@@ -1,0 +1,61 @@
+"""The gateway's readiness checks (``/_ready``; see ``services.common.health``).
+
+- ``blobstore`` (critical): the standard gRPC health service answers SERVING. It is cheap (no
+  storage access at the gateway's expense: the blobstore reports its own storage probe through it),
+  needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
+  the probe at once rather than after ``blobstore.call_timeout``. A blobstore too old to have the
+  health service (UNIMPLEMENTED) has answered all the same, which is what reachable means.
+- ``search`` (only with ``search_backend`` set; not critical): the search service's own
+  ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every gateway out of
+  rotation at once; it shows in the body and in the log.
+"""
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import httpx
+from fastapi import FastAPI
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common import health
+from services.common.config import Settings
+
+# Seconds per check: under the 3 s a probe's own timeout usually allows for the whole answer.
+TIMEOUT = 1.5
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """The health endpoints with the gateway's checks (they read ``app.state.gateway``, made by
+    the lifespan, when a probe arrives)."""
+
+    async def blobstore() -> None:
+        await blobstore_serving(app.state.gateway.blobstore.channel, TIMEOUT)
+
+    checks = [health.Check("blobstore", blobstore, timeout=TIMEOUT)]
+    if settings.search_backend:
+        base = settings.search.base_url
+
+        async def search() -> None:
+            await http_ready(f"{base}/_ready", TIMEOUT)
+
+        checks.append(health.Check("search", search, critical=False, timeout=TIMEOUT))
+    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix)
+
+
+async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=False)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            return
+        raise health.CheckFailed(f"gRPC {exc.code().name}") from None
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise health.CheckFailed(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def http_ready(url: str, timeout: float) -> None:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.get(url)
+    if response.status_code != 200:
+        raise health.CheckFailed(f"answered {response.status_code}")
