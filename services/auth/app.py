@@ -5,7 +5,7 @@
     POST /revoke                  revokes one's own refresh token (form token=..., Basic credentials)
     POST /authorize               what the rules grant a Bearer token's account (or anonymous) for scopes
     GET  /.well-known/jwks.json   the public keys tokens are signed with
-    GET  /_ping                   liveness
+    GET  /, /_ping, /v1/_ping     liveness; GET /_ready: database and signing key (services.common.health)
 
 Every failure is the registry's JSON error envelope (``errors.AuthError``); ``POST /token`` answers
 add RFC 6749's ``error``/``error_description``. Blocking work (bcrypt, SQL) runs in the thread pool.
@@ -21,13 +21,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from services.auth import credentials, params, scopes
+from services.auth import credentials, params, readiness, scopes
 from services.auth.errors import (
-    METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, UNKNOWN, UNSUPPORTED_VALUE, AuthError, BAD_TOKEN_OPTION, unauthorized,
+    BAD_TOKEN_OPTION,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNKNOWN,
+    UNSUPPORTED_VALUE,
+    AuthError,
+    unauthorized,
 )
 from services.auth.service import TokenService
 from services.auth.tokens import InvalidToken
+from services.common import forwarded, health, observability
 from services.common.config import Settings
+from services.common.metrics import TOKEN_DENIALS, TOKENS_ISSUED
 
 log = logging.getLogger("berth.auth")
 
@@ -37,13 +46,12 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 def create_app(settings: Settings, service: TokenService | None = None) -> FastAPI:
     """The app; building the TokenService first means bad settings stop the process before it listens."""
-    tokens = service or TokenService(settings.token_service)
+    tokens = service or TokenService(settings.token_service, settings.cache)
     app = FastAPI(title="Berth token service", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
 
-    @app.get("/_ping")
-    def ping() -> dict[str, Any]:
-        return {}
+    health.install(app, "auth", debug=settings.debug, checks=readiness.checks(tokens))
+    forwarded.install(app, settings.http.trusted_proxies)
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> JSONResponse:
@@ -59,6 +67,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         try:
             creds = credentials.basic(request.headers.get("authorization"))
         except credentials.MalformedCredentials as exc:
+            TOKEN_DENIALS.labels("malformed_credentials").inc()
             raise unauthorized(str(exc), tokens.realm) from None
         account = ""
         if creds is not None:
@@ -67,6 +76,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
                 raise AuthError(BAD_TOKEN_OPTION, "account does not match the credentials")
             account = tokens.authenticate(creds.username, creds.password, _address(request))
         grant = tokens.issue(account, service, requested, client_id)
+        TOKENS_ISSUED.labels("basic" if account else "anonymous").inc()
         body: dict[str, Any] = {
             "token": grant.token.token,
             "access_token": grant.token.token,
@@ -104,6 +114,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         access = await run_in_threadpool(tokens.grant, account, requested)
         return JSONResponse({"account": account, "access": [s.as_claim() for s in access]})
 
+    observability.install(app, "auth", settings)
     return app
 
 
@@ -127,6 +138,7 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
         raise AuthError(UNSUPPORTED_VALUE, "grant_type must be password or refresh_token",
                         oauth_error="unsupported_grant_type")
     grant = tokens.issue(account, service, requested, client_id)
+    TOKENS_ISSUED.labels(grant_type).inc()
     body: dict[str, Any] = {
         "access_token": grant.token.token,
         "token_type": "Bearer",
@@ -155,7 +167,9 @@ def _revoke(tokens: TokenService, form: params.Form, authorization: str | None, 
 
 
 def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The address failed logins are counted against: behind a trusted proxy (an ingress), the
+    forwarded client's, or every client would share the proxy's limit."""
+    return forwarded.client_address(request) or None
 
 
 def _error_response(request: Request, error: AuthError) -> JSONResponse:

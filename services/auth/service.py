@@ -10,14 +10,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.auth import database, keys, passwords, users
+from services.auth import database, keys, passwords, ratelimit, users
 from services.auth.errors import MISSING_REQUIRED_FIELD, UNSUPPORTED_VALUE, AuthError, too_many_requests, unauthorized
-from services.auth.ratelimit import FailureLimiter, login_keys
+from services.auth.ratelimit import login_keys
 from services.auth.refresh_tokens import RefreshTokens
 from services.auth.rules import RuleFile, RulesError
 from services.auth.scopes import Scope
 from services.auth.tokens import IssuedToken, TokenIssuer
-from services.common.config import ConfigError, TokenServiceSettings
+from services.common.config import ConfigError, RedisSettings, TokenServiceSettings
+from services.common.metrics import TOKEN_DENIALS
 
 log = logging.getLogger("berth.auth")
 
@@ -31,7 +32,8 @@ class Grant:
 
 
 class TokenService:
-    def __init__(self, settings: TokenServiceSettings) -> None:
+    def __init__(self, settings: TokenServiceSettings, shared: RedisSettings | None = None) -> None:
+        """``shared``: the ``cache`` section; when it names a Redis, replicas share failed-login counts."""
         self.settings = settings
         self.keys = keys.load(settings)
         try:
@@ -43,7 +45,7 @@ class TokenService:
         self.refresh_tokens = RefreshTokens(self.engine, settings.refresh_ttl)
         self.refresh_tokens.purge_expired()
         self.issuer = TokenIssuer(self.keys, settings.issuer, settings.token_ttl, settings.services)
-        self.limiter = FailureLimiter(settings.rate_limit.attempts, settings.rate_limit.window)
+        self.limiter = ratelimit.create(settings.rate_limit, shared)
         self.realm = settings.issuer
         passwords.warm_up()
         log.info("token service: issuer %r, services %s, key %s (%s, kid %s), %d trusted keys",
@@ -63,11 +65,13 @@ class TokenService:
         wait = self.limiter.retry_after(counters)
         if wait is not None:
             log.warning("login for %r from %s refused: too many failures (retry in %ds)", username[:64], address, wait)
+            TOKEN_DENIALS.labels("rate_limited").inc()
             raise too_many_requests(wait)
         if self.users.verify(username, password):
             return username
         self.limiter.record_failure(counters)
         log.info("failed login for %r from %s", username[:64], address)
+        TOKEN_DENIALS.labels("bad_credentials").inc()
         raise unauthorized("invalid username or password", self.realm)
 
     def redeem_refresh_token(self, token: str, service: str, address: str | None) -> str:
@@ -75,11 +79,13 @@ class TokenService:
         counters = login_keys(None, address)
         wait = self.limiter.retry_after(counters)
         if wait is not None:
+            TOKEN_DENIALS.labels("rate_limited").inc()
             raise too_many_requests(wait)
         grant = self.refresh_tokens.lookup(token)
         if grant is None or grant.service != service or not self.users.exists(grant.account):
             self.limiter.record_failure(counters)
             log.info("refused a refresh token from %s (unknown, expired, revoked or not for %r)", address, service[:100])
+            TOKEN_DENIALS.labels("invalid_refresh_token").inc()
             raise unauthorized("invalid refresh token", self.realm)
         return grant.account
 

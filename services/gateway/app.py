@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common import forwarded, observability
 from services.common.config import Settings
-from services.gateway import access, responses, routes
+from services.common.rpc import security as blobstore_security
+from services.gateway import access, readiness, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
 from services.gateway.search_client import SearchClient
 from services.gateway.state import GatewayState
@@ -45,15 +48,18 @@ class APIVersionHeader:
 def create_app(settings: Settings) -> FastAPI:
     # Built before serving: a bad auth configuration (unreadable key bundle) stops the gateway here.
     controller = access.create(settings.auth)
+    # Likewise unreadable blobstore credentials (ConfigError naming the key).
+    blobstore_security.channel_credentials(settings.blobstore)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = BlobstoreClient(settings.blobstore.connect_to, settings.blobstore.call_timeout)
+        client = BlobstoreClient.from_settings(settings.blobstore)
+        cache = MetadataCache.from_settings(settings.cache_lru)  # None when cache_lru.host is empty
         events = EventBus.from_settings(settings)
         search = SearchClient.from_settings(settings)
         app.state.gateway = GatewayState(
             settings=settings,
-            blobstore=client,
+            blobstore=CachedBlobstore(client, cache) if cache else client,
             urls=URLBuilder(settings.http),
             signer=UploadStateSigner(settings.http.secret),
             events=events,
@@ -68,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
             await events.aclose()
             await search.aclose()
             await client.close()
+            if cache:
+                await cache.aclose()
             await controller.aclose()
 
     app = FastAPI(
@@ -79,8 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     responses.install(app)
+    forwarded.install(app, settings.http.trusted_proxies)
+    readiness.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
     # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
     # request.state.identity can filter its results.
     routes.install(app, settings.http.prefix, dependencies=[Depends(access.dependency(controller, settings.http.prefix))])
     app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
+    observability.install(app, "gateway", settings)
     return app

@@ -14,6 +14,7 @@ import httpx
 from services.common import search_query
 from services.common.config import Settings
 from services.common.errors import UNAVAILABLE, RegistryError
+from services.common.request_id_http import send_request_id
 from services.common.search_query import SearchQuery
 
 log = logging.getLogger("berth.gateway.search")
@@ -24,7 +25,9 @@ TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 class SearchClient:
     def __init__(self, base_url: str | None) -> None:
         self.base_url = base_url
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) if base_url else None
+        self._client = (
+            httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT, event_hooks={"request": [send_request_id]}) if base_url else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchClient:

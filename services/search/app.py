@@ -2,7 +2,7 @@
 
     POST /events      notification envelopes from the registry (Berth's gateway or registry:2)
     GET  /v1/search   Docker Hub's v1 search over the index
-    GET  /_ping       liveness
+    GET  /_ping       liveness; GET /_ready: the database (services.common.health)
 
 Event envelopes are stored in one transaction before the answer, so an acknowledged event is
 never lost; descriptions, which need the registry, are read afterwards by background tasks (a few
@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from services.common import search_query
+from services.common import health, observability, search_query
 from services.common.config import Settings
 from services.common.errors import SIZE_INVALID, UNSUPPORTED, RegistryError
 from services.search.describe import Describer, FetchError, base_of
@@ -109,9 +109,7 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
     async def registry_error(request: Request, exc: RegistryError) -> Response:
         return _error(exc)
 
-    @app.get("/_ping")
-    async def ping() -> Response:
-        return JSONResponse(True)
+    health.install(app, "search", debug=settings.debug, checks=[health.Check("database", health.sql_check(index.engine))])
 
     @app.post("/events")
     async def events(request: Request) -> Response:
@@ -136,4 +134,5 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
         total, rows = await run_in_threadpool(index.search, query)
         return JSONResponse(search_query.answer(query, total, [search_query.result(n, d) for n, d in rows]))
 
+    observability.install(app, "search", settings)
     return app

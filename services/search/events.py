@@ -68,6 +68,14 @@ def _is_manifest(target: dict[str, Any]) -> bool:
     return target.get("mediaType") in MANIFEST_MEDIA_TYPES or (isinstance(url, str) and "/manifests/" in url)
 
 
+def _logged_as(event: dict[str, Any]) -> dict[str, str]:
+    """``extra`` for a log line about the event: the id of the registry request it came from, so
+    the line is found with that request's other lines."""
+    request = event.get("request")
+    rid = request.get("id") if isinstance(request, dict) else None
+    return {"request_id": rid[:128]} if isinstance(rid, str) and rid.isprintable() else {}
+
+
 def _field(target: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
     value = target.get(key)
     if not isinstance(value, str) or (pattern is not None and value and not pattern.match(value)):
@@ -139,6 +147,7 @@ class EventApplier:
                 self.index.manifest_deleted(conn, repository, digest)
             else:
                 return False, None
+            log.info("%s: deleted %s", repository, tag or digest, extra=_logged_as(event))
             return True, None
         if not _is_manifest(target):
             return False, None
@@ -152,5 +161,6 @@ class EventApplier:
         if action == "push" and tag and digest:
             at = parse_time(event.get("timestamp"))
             self.index.tag_pushed(conn, repository, tag, digest, at)
+            log.info("%s:%s pushed (%s)", repository, tag, digest, extra=_logged_as(event))
             return True, DescribeJob(repository, _field(target, "url"), digest, at)
         return False, None

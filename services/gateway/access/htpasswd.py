@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from services.common.config import HtpasswdAuthSettings
 from services.common.errors import UNAUTHORIZED
+from services.common.metrics import ACCESS_DENIED
 from services.gateway.access.model import Access, Challenge, Identity, quote
 
 log = logging.getLogger("berth.gateway.access")
@@ -35,6 +36,8 @@ CACHE_SIZE = 1024
 # Checked for unknown users too, so the answer takes as long whether or not the account exists.
 _DUMMY_HASH = b"$2b$10$qD8a2C2tZ3YyExpCIwAdsuQWo1d2vn.DN7Yt4m32Tky5Xvr5q4HfS"
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
+_NO_CREDENTIALS = ACCESS_DENIED.labels("no_credentials")
+_BAD_CREDENTIALS = ACCESS_DENIED.labels("bad_credentials")
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -107,6 +110,7 @@ class HtpasswdAccessController:
         if credentials is None or not await self.check(*credentials):
             if credentials is not None:
                 log.info("%s %s: bad credentials for %r", request.method, request.url.path, credentials[0][:100])
+            (_NO_CREDENTIALS if credentials is None else _BAD_CREDENTIALS).inc()
             raise Challenge(UNAUTHORIZED, f"Basic realm={quote(self.settings.realm)}", needed)
         return Identity(account=credentials[0])
 

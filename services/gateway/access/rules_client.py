@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import httpx
 
 from services.common.errors import UNAVAILABLE, RegistryError
+from services.common.request_id_http import send_request_id
 
 log = logging.getLogger("berth.gateway.access")
 
@@ -18,7 +19,7 @@ _BATCH = 64
 class RulesClient:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = httpx.AsyncClient(timeout=5.0)
+        self._client = httpx.AsyncClient(timeout=5.0, event_hooks={"request": [send_request_id]})
 
     async def pullable(self, token: str | None, names: Sequence[str]) -> set[str]:
         """Those of ``names`` the token's account (anonymous without a token) may pull."""

@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from services.common.config import TokenAuthSettings
 from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
+from services.common.metrics import ACCESS_DENIED
 from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle
 from services.gateway.access.model import Access, Challenge, Grant, Identity, quote, scope_param
 from services.gateway.access.rules_client import RulesClient
@@ -33,6 +34,9 @@ log = logging.getLogger("berth.gateway.access")
 
 MAX_TOKEN_LENGTH = 16 * 1024
 CACHE_SIZE = 10_000
+_NO_CREDENTIALS = ACCESS_DENIED.labels("no_credentials")
+_INVALID_TOKEN = ACCESS_DENIED.labels("invalid_token")
+_INSUFFICIENT_SCOPE = ACCESS_DENIED.labels("insufficient_scope")
 _JWS = jwt.api_jws.PyJWS(algorithms=list(ALGORITHMS))
 
 
@@ -189,16 +193,19 @@ class TokenAccessController:
         scheme, _, raw = request.headers.get("authorization", "").strip().partition(" ")
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw:
+            _NO_CREDENTIALS.inc()
             raise self._challenge(UNAUTHORIZED, needed)
         try:
             claims = await self.verifier.verify(raw)
         except InvalidToken as exc:
             log.info("%s %s: token refused: %s", request.method, request.url.path, exc)
+            _INVALID_TOKEN.inc()
             raise self._challenge(UNAUTHORIZED, needed, "invalid_token") from None
         except KeysUnavailable as exc:
             raise RegistryError(UNAVAILABLE, {"reason": str(exc)}) from None
         identity = Identity(account=claims.subject, token=raw, grants=claims.grants)
         if not all(identity.allows(access) for access in needed):
+            _INSUFFICIENT_SCOPE.inc()
             raise self._challenge(DENIED, needed, "insufficient_scope")
         return identity
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from services.common.config import NotificationEndpoint
+from services.common.metrics import EVENTS_DROPPED, EVENTS_FAILED, EVENTS_QUEUED, EVENTS_SENT
 from services.gateway.events.envelope import EVENTS_MEDIA_TYPE, Event, envelope
 from services.gateway.events.stats import EndpointStats
 
@@ -77,6 +78,11 @@ class Endpoint:
         self._client: httpx.AsyncClient | None = None
         self._fail_log = _Throttle(LOG_INTERVAL)
         self._drop_log = _Throttle(LOG_INTERVAL)
+        # Prometheus children bound once: offer() runs inside requests.
+        self._depth = EVENTS_QUEUED.labels(config.name)
+        self._sent = EVENTS_SENT.labels(config.name)
+        self._failed = EVENTS_FAILED.labels(config.name)
+        self._dropped = EVENTS_DROPPED.labels(config.name)
 
     def accepts(self, event: Event) -> bool:
         """False when the endpoint's ignore rules exclude the event's action or media type."""
@@ -89,6 +95,7 @@ class Endpoint:
         if len(self._queue) >= self.config.queue_size:
             self._queue.popleft()
             self.stats.dropped += 1
+            self._dropped.inc()
             held = self._drop_log.allow()
             if held is not None:
                 log.warning("notification endpoint %r: queue full (%d), dropping the oldest events (%d dropped so far)",
@@ -100,6 +107,7 @@ class Endpoint:
 
     def _update_pending(self) -> None:
         self.stats.pending = len(self._queue) + self._inflight
+        self._depth.set(self.stats.pending)
 
     async def start(self) -> None:
         headers = [(key, value) for key, values in self.config.headers.items() for value in values]
@@ -126,6 +134,7 @@ class Endpoint:
                 self._update_pending()
                 return
             self.stats.delivered += len(batch)
+            self._sent.inc(len(batch))
             self._update_pending()
 
     async def _deliver(self, batch: list[Event]) -> bool:
@@ -141,6 +150,7 @@ class Endpoint:
                 return True
             failures += 1
             self.stats.failed_attempts += 1
+            self._failed.inc()
             if self._stopping:
                 return False
             delay = retry_delay(failures, self.config.backoff, self.config.threshold)

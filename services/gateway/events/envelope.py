@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from services.common import forwarded, request_ids
 from services.common.config import HTTPSettings
 
 EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
@@ -46,10 +47,11 @@ def source_for(http: HTTPSettings) -> Source:
 
 
 def request_record(request: Request) -> dict[str, str]:
-    client = request.client
     return {
-        "id": str(uuid.uuid4()),
-        "addr": f"{client.host}:{client.port}" if client else "",
+        # The request's id (X-Request-Id), as the reference registry reports its request context's.
+        "id": request_ids.current() or str(uuid.uuid4()),
+        # The client behind a trusted proxy (X-Forwarded-For, Forwarded), else the peer.
+        "addr": forwarded.remote_addr(request),
         "host": request.headers.get("host", ""),
         "method": request.method,
         "useragent": request.headers.get("user-agent", ""),

@@ -1,4 +1,5 @@
-"""Counters of one notification endpoint, kept where a later ``/metrics`` can read them.
+"""Counters of one notification endpoint, for tests and diagnostics; ``Endpoint`` mirrors them into
+the Prometheus metrics (``berth_notification*``, services.common.metrics) that ``/metrics`` shows.
 
 Plain integers, changed only on the gateway's event loop (``Endpoint.offer`` and its worker), so no
 lock is needed; ``snapshot`` gives a copy that is safe to serialise.
