@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -506,7 +506,17 @@ def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(node.get(key), dict):
                 node[key] = {}
             node = node[key]
-        node[path[-1]] = env[var]
+        value: Any = env[var]
+        if _is_list(path):  # REGISTRY_HTTP_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        node[path[-1]] = value
+
+
+def _is_list(path: list[str]) -> bool:
+    model: Any = Settings
+    for key in path[:-1]:
+        model = model.model_fields[key].annotation
+    return get_origin(model.model_fields[path[-1]].annotation) is list
 
 
 def _override_path(model: type[BaseModel], rest: str) -> list[str] | None:
