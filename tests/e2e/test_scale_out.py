@@ -20,7 +20,7 @@ import pytest
 from tests.images import single_image
 from tests.support.processes import Berth
 from tests.support.redis import start_redis
-from tests.support.registry import push_image, push_manifest
+from tests.support.registry import push_blob, push_image, push_manifest
 from tests.support.s3 import MotoServer
 
 # S3 parts other than the last are at least 5 MiB: chunks this size make every PATCH a real part.
@@ -136,3 +136,32 @@ def test_writes_and_deletes_through_one_are_seen_through_the_other_at_once(pair:
         assert two.head(f"/v2/scale/del/blobs/{layer}").status_code == 404
         assert two.get(f"/v2/scale/del/blobs/{layer}").status_code == 404
         assert two.get("/v2/scale/del/tags/list").json()["tags"] in (None, [])
+
+
+def _served(berth: Berth, method: str) -> float:
+    """Calls of ``method`` this blobstore has served, from its own /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics").text
+    prefix = f'berth_blobstore_rpc_duration_seconds_count{{code="OK",method="{method}",side="server"}} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+
+
+# Without a cache: it would answer the repeated reads itself.
+@pytest.mark.parametrize("pair", ["filesystem"], indirect=True)
+def test_one_gateway_spreads_calls_over_every_blobstore_its_target_names(pair: Pair, tmp_path: Path) -> None:
+    balanced = Berth(tmp_path / "balanced", env={
+        **pair.one.env,
+        # gRPC's own resolver syntax for a fixed list; dns:///name:port works the same with many records.
+        "REGISTRY_BLOBSTORE_TARGET": f"ipv4:127.0.0.1:{pair.one.grpc_port},127.0.0.1:{pair.two.grpc_port}",
+    })
+    balanced.workdir.mkdir()
+    balanced.start("gateway")
+    try:
+        with balanced.client() as client:
+            digest = push_blob(client, "scale/balanced", b"spread me")
+            before = _served(pair.one, "StatBlob"), _served(pair.two, "StatBlob")
+            for _ in range(20):
+                assert client.head(f"/v2/scale/balanced/blobs/{digest}").status_code == 200
+            after = _served(pair.one, "StatBlob"), _served(pair.two, "StatBlob")
+        assert after[0] - before[0] >= 5 and after[1] - before[1] >= 5, (before, after)
+    finally:
+        balanced.stop()
