@@ -304,6 +304,10 @@ def build(settings: Settings) -> Blobstore:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Gateways reconnect (and so re-resolve a name listing every blobstore) every few
+            # minutes, which spreads them over replicas added since; calls in flight finish first.
+            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+            ("grpc.max_connection_age_grace_ms", 6 * 3600 * 1000),
         ],
     )
     pb_grpc.add_BlobstoreServicer_to_server(BlobstoreService(driver, config.chunk_size), server)

@@ -299,7 +299,11 @@ def test_the_configmap_loads_in_every_berth_pod_and_matches_the_manifests(object
         assert port in {p["port"] for p in services[host]["spec"]["ports"]}, f"Service {host} has no port {port}"
 
     gateway, blobstore, auth, search = (settings[n] for n in ("gateway", "blobstore", "auth", "search"))
-    reachable(host_of(gateway.blobstore.connect_to), port_of(gateway.blobstore.connect_to))
+    # gRPC target syntax: dns:///<name>:<port>, resolved to every pod of a headless Service.
+    target = gateway.blobstore.connect_to.removeprefix("dns:///")
+    reachable(host_of(target), port_of(target))
+    if gateway.blobstore.connect_to.startswith("dns:///"):
+        assert services[host_of(target)]["spec"].get("clusterIP") == "None", "dns:/// balancing needs a headless Service"
     reachable(*url_host_port(gateway.search.base_url))
     reachable(*url_host_port(gateway.auth.token.jwks))
     reachable(*url_host_port(gateway.auth.token.authorize_url))
