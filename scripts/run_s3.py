@@ -75,11 +75,11 @@ def main() -> int:
             print(f"run-s3: Redis at {redis.host}:{redis.port}", file=sys.stderr)
         berth = subprocess.Popen([sys.executable, "-m", "services.cli", "--config", config_path, "run"], cwd=ROOT)
         started.append(berth)
-        signal.signal(signal.SIGTERM, lambda *_: berth.send_signal(signal.SIGTERM))
-        try:
-            return berth.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached berth run too; let it stop its children
-            return berth.wait()
+        # Passed on to berth run, which stops its services (from a terminal it got Ctrl-C itself
+        # too; a second signal is harmless).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda received, _: berth.send_signal(received))
+        return berth.wait()
     finally:
         for child in reversed(started):
             if child.poll() is None:
