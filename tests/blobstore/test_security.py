@@ -3,8 +3,6 @@ call without credentials (health probes excepted), and a gateway configured alik
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import subprocess
 import sys
@@ -16,10 +14,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import BlobstoreSettings, BlobstoreTLSSettings, ConfigError
@@ -27,75 +21,11 @@ from services.common.errors import UNAVAILABLE, RegistryError
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.gateway.blobstore_client import BlobstoreClient
+from tests.support.certs import Authority, Issued
 from tests.support.processes import ROOT, Berth
 from tests.support.registry import push_blob, push_image
 
 TOKEN = "s3cret-token-for-the-blobstore"
-
-
-# Certificates
-
-
-@dataclass(frozen=True)
-class Issued:
-    cert: Path
-    key: Path
-
-
-class Authority:
-    """A throwaway CA that writes PEM files into a directory."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.name = name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
-        self.cert = (
-            self._builder(subject, self.key.public_key())
-            .issuer_name(subject)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.path = self._write(f"{name}-ca.pem", self.cert.public_bytes(serialization.Encoding.PEM))
-
-    @staticmethod
-    def _builder(subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-
-    def _write(self, name: str, data: bytes) -> Path:
-        path = self.directory / name
-        path.write_bytes(data)
-        return path
-
-    def issue(self, name: str, *, server: bool, dns: tuple[str, ...] = ()) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
-            .issuer_name(self.cert.subject)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-        )
-        if server:
-            names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *(x509.DNSName(d) for d in dns)]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        return Issued(
-            self._write(f"{self.name}-{name}.pem", cert.public_bytes(serialization.Encoding.PEM)),
-            self._write(f"{self.name}-{name}-key.pem", key_pem),
-        )
 
 
 @dataclass(frozen=True)

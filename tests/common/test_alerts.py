@@ -75,20 +75,6 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    token = request_ids.set_current("")
-    yield
-    for handler in logs._installed:
-        handler.close()
-    logs._installed.clear()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    request_ids.reset(token)
-
-
 def settings(port: int, **overrides: Any) -> EmailExceptionsSettings:
     return EmailExceptionsSettings(**{"smtp_host": "127.0.0.1", "smtp_port": port, "to_addr": ["ops@example.test"],
                                       "from_addr": "berth@example.test", **overrides})

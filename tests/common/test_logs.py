@@ -5,27 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 
-import pytest
 from prometheus_client import REGISTRY
 
 from services.common import config, logs, request_ids
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    token = request_ids.set_current("")
-    yield
-    for handler in logs._installed:
-        handler.close()
-    logs._installed.clear()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    request_ids.reset(token)
 
 
 def capture(service: str, formatter: str, level: str = "info") -> io.StringIO:

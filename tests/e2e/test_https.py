@@ -3,25 +3,19 @@ without it; Location headers say https; minimum version and client certificates 
 files stop the gateway before it listens, naming the key."""
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import shutil
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.images import single_image
+from tests.support.certs import Authority, Issued
 from tests.support.processes import ROOT, Berth
 
 pytestmark = pytest.mark.skopeo
@@ -30,68 +24,13 @@ if shutil.which("skopeo") is None:  # `make test` installs it; a bare pytest run
     pytest.fail("skopeo is not installed (make tools installs it)", pytrace=False)
 
 
-@dataclass
-class Issued:
-    cert: Path
-    key: Path
-
-
-class TestCA:
-    """A CA of the test's own, issuing short-lived certificates with ECDSA P-256 keys."""
-
-    __test__ = False  # not a test class, despite the name
-
-    def __init__(self, directory: Path, name: str = "Berth test CA") -> None:
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (
-            self._builder(subject, self.key.public_key())
-            .issuer_name(subject)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.path = directory / f"{name.replace(' ', '-')}.crt"
-        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    @staticmethod
-    def _builder(subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-
-    def issue(self, name: str, *, server: bool) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
-        builder = builder.issuer_name(self.cert.subject).add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False,
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        else:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        issued = Issued(self.directory / f"{name}.crt", self.directory / f"{name}.key")
-        issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        issued.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        return issued
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: TestCA) -> Issued:
+def server_cert(ca: Authority) -> Issued:
     return ca.issue("registry", server=True)
 
 
@@ -107,7 +46,7 @@ def https_berth(tmp_path_factory: pytest.TempPathFactory, server_cert: Issued) -
     berth.stop()
 
 
-def trusting(ca: TestCA) -> ssl.SSLContext:
+def trusting(ca: Authority) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca.path))
 
 
@@ -119,7 +58,7 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def test_skopeo_pushes_and_pulls_over_https_trusting_the_ca(https_berth: Berth, ca: TestCA, tmp_path: Path) -> None:
+def test_skopeo_pushes_and_pulls_over_https_trusting_the_ca(https_berth: Berth, ca: Authority, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
     shutil.copy(ca.path, certs / "ca.crt")
@@ -148,7 +87,7 @@ def test_skopeo_refuses_the_registry_without_the_ca(https_berth: Berth, tmp_path
     assert "certificate" in result.stderr.lower()
 
 
-def test_locations_are_https_and_plain_http_is_refused(https_berth: Berth, ca: TestCA) -> None:
+def test_locations_are_https_and_plain_http_is_refused(https_berth: Berth, ca: Authority) -> None:
     base = f"https://{https_berth.host}"
     with httpx.Client(base_url=base, verify=trusting(ca), timeout=30) as client:
         assert client.get("/v2/").status_code == 200
@@ -160,7 +99,7 @@ def test_locations_are_https_and_plain_http_is_refused(https_berth: Berth, ca: T
         httpx.get(f"http://{https_berth.host}/v2/", timeout=5)
 
 
-def test_minimum_tls_version(tmp_path: Path, server_cert: Issued, ca: TestCA) -> None:
+def test_minimum_tls_version(tmp_path: Path, server_cert: Issued, ca: Authority) -> None:
     berth = Berth(tmp_path, env=tls_env(server_cert, REGISTRY_HTTP_TLS_MINIMUMTLS="tls1.3"))
     berth.start()
     try:
@@ -173,10 +112,10 @@ def test_minimum_tls_version(tmp_path: Path, server_cert: Issued, ca: TestCA) ->
         berth.stop()
 
 
-def test_client_certificates_from_the_client_cas_are_required(tmp_path: Path, server_cert: Issued, ca: TestCA) -> None:
-    clients = TestCA(tmp_path, "client CA")
+def test_client_certificates_from_the_client_cas_are_required(tmp_path: Path, server_cert: Issued, ca: Authority) -> None:
+    clients = Authority(tmp_path, "client CA")
     alice = clients.issue("alice", server=False)
-    stranger = TestCA(tmp_path, "other CA").issue("mallory", server=False)
+    stranger = Authority(tmp_path, "other CA").issue("mallory", server=False)
     config = tmp_path / "config.yml"
     config.write_text(f"http:\n  tls:\n    clientcas: [{str(clients.path)!r}]\n")
     berth = Berth(tmp_path, env={"DOCKER_REGISTRY_CONFIG": str(config), **tls_env(server_cert)})
@@ -197,7 +136,7 @@ def test_client_certificates_from_the_client_cas_are_required(tmp_path: Path, se
 
 
 @pytest.mark.parametrize("problem", ["missing certificate", "missing key", "key of another certificate", "not PEM"])
-def test_unusable_files_stop_the_gateway_naming_the_key(tmp_path: Path, server_cert: Issued, ca: TestCA, problem: str) -> None:
+def test_unusable_files_stop_the_gateway_naming_the_key(tmp_path: Path, server_cert: Issued, ca: Authority, problem: str) -> None:
     other = ca.issue("other", server=True)
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
