@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/*.proto)
 GEN    := services/common/rpc/blobstore_pb2.py
 # Debian packages the tests drive as real peers and clients (postgresql: a throwaway server for
 # the search index's PostgreSQL runs).
-APT_TOOLS := skopeo docker-registry wrk postgresql docker-compose redis-server
+APT_TOOLS := skopeo docker-registry wrk postgresql redis-server
 
 .PHONY: install proto run run-s3 test bench tools clean
 
@@ -45,15 +45,16 @@ tools:
 	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null; \
-	  else echo "missing:$$missing (install: apt-get install $(APT_TOOLS))"; exit 1; fi; \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null \
+	      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; \
+	  else echo "missing:$$missing (install: apt-get install $(APT_TOOLS) docker-compose kubernetes-client)"; exit 1; fi; \
 	fi
 
 test: install tools
 	$(PY) -m pytest
 
 bench: install tools
-	$(PY) bench/run.py --start-berth
+	$(PY) bench/run.py --start-berth --with-cache
 	$(PY) bench/search_bench.py
 
 clean:

@@ -59,6 +59,7 @@ CASTS = {"large_mb": float, "small_count": int, "duration": float, "concurrency"
 
 REFERENCE_LABEL = "registry2"
 BERTH_LABEL = "berth"
+CACHED_LABEL = "berth+redis"
 
 # Mirrors the config shipped in the registry:2 image (in-memory blob
 # descriptor cache), plus delete so the benchmark can clean up, and with the
@@ -168,20 +169,30 @@ class LocalBerth:
     tmp: Path
 
 
-def start_berth() -> LocalBerth:
-    """Berth's blobstore and gateway as `berth run` starts them, on free ports and a temp store."""
+def start_berth(cache: bool = False) -> LocalBerth:
+    """Berth's blobstore and gateway as `berth run` starts them, on free ports and a temp store;
+    with ``cache``, also a redis-server as the gateway's metadata cache (cache_lru)."""
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-berth-"))
     http_port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env.update(
         REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}",
         REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+        REGISTRY_BLOBSTORE_HTTP_ADDR=f"127.0.0.1:{free_port()}",
         REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp / "data"),
         REGISTRY_LOGLEVEL="warning",
         # registry2 runs without notifications; so does Berth here, for a like-for-like comparison.
         REGISTRY_SEARCH_BACKEND="",
     )
     berth = LocalBerth([], f"http://127.0.0.1:{http_port}", tmp)
+    if cache:
+        redis_port = free_port()
+        berth.procs.append(subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+             "--dir", str(tmp), "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
+            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        ))
+        env.update(REGISTRY_CACHE_LRU_HOST="127.0.0.1", REGISTRY_CACHE_LRU_PORT=str(redis_port))
     with open(tmp / "berth.log", "wb") as log_file:
         for service in ("blobstore", "gateway"):
             berth.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", service], env=env,
@@ -215,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-berth", action="store_true",
                    help="start Berth's services here (temp storage) and measure them")
     p.add_argument("--no-reference", action="store_true", help="do not start the Go registry")
+    p.add_argument("--with-cache", action="store_true",
+                   help="with --start-berth: also a second Berth whose gateway caches metadata in Redis (needs redis-server)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
     p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
@@ -260,14 +273,19 @@ def terminate_on_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     local: LocalBerth | None = start_berth() if args.start_berth else None
+    cached: LocalBerth | None = start_berth(cache=True) if args.start_berth and args.with_cache else None
     if local is not None:
         args.berth = local.url
         print(f"berth: started at {local.url}", file=sys.stderr)
+    if cached is not None:
+        args.cached_berth = cached.url
+        print(f"berth with the Redis cache: started at {cached.url}", file=sys.stderr)
     try:
         return _compare(args, extra)
     finally:
-        if local is not None:
-            stop_berth(local)
+        for started in (local, cached):
+            if started is not None:
+                stop_berth(started)
 
 
 def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -284,6 +302,8 @@ def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     ref: Reference | None = None
     try:
         targets = [f"{BERTH_LABEL}={args.berth.rstrip('/')}"] if args.berth else []
+        if getattr(args, "cached_berth", None):
+            targets.append(f"{CACHED_LABEL}={args.cached_berth}")
         if use_reference:
             ref = start_reference(args.registry_bin)
             print(f"reference registry: {args.registry_bin} pid {ref.proc.pid} at {ref.url}", file=sys.stderr)
