@@ -21,22 +21,17 @@ class Blobs:
         self.driver = driver
 
     def stat(self, repository: str, digest: str) -> BlobInfo:
-        """The blob's size, if the repository may read it."""
-        link = layout.layer_link(repository, digest)
-        try:
-            # Read rather than stat the link: a missing key is then one S3 request, where a stat
-            # must also list to tell a missing file from a directory (a HEAD that misses is what
-            # clients send for every layer before pushing it).
-            self.driver.get_content(link)
-            return BlobInfo(digest, self.driver.stat(layout.blob_data(digest)).size)
-        except PathNotFound:
-            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None
+        """The blob's size, if the repository may read it (one request per path on any driver)."""
+        size = None
+        if self.driver.file_size(layout.layer_link(repository, digest)) is not None:
+            size = self.driver.file_size(layout.blob_data(digest))
+        if size is None:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
+        return BlobInfo(digest, size)
 
     def stat_global(self, digest: str) -> BlobInfo | None:
-        try:
-            return BlobInfo(digest, self.driver.stat(layout.blob_data(digest)).size)
-        except PathNotFound:
-            return None
+        size = self.driver.file_size(layout.blob_data(digest))
+        return None if size is None else BlobInfo(digest, size)
 
     def read(self, repository: str, digest: str, offset: int, length: int, chunk_size: int) -> tuple[int, Iterator[bytes]]:
         """Total size and a stream of ``length`` bytes from ``offset`` (0 = to the end).
@@ -82,13 +77,7 @@ class Blobs:
 
     def missing(self, repository: str, wanted: list[str]) -> list[str]:
         """Those of ``wanted`` that the repository cannot read."""
-        absent = []
-        for digest in dict.fromkeys(wanted):
-            try:
-                self.driver.stat(layout.layer_link(repository, digest))
-            except PathNotFound:
-                absent.append(digest)
-        return absent
+        return [d for d in dict.fromkeys(wanted) if self.driver.file_size(layout.layer_link(repository, d)) is None]
 
 
 def _stream(reader, remaining: int, chunk_size: int) -> Iterator[bytes]:  # type: ignore[no-untyped-def]

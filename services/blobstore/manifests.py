@@ -134,11 +134,7 @@ class Manifests:
         return found
 
     def _has_revision(self, repository: str, digest: str) -> bool:
-        try:
-            self.driver.stat(layout.revision_link(repository, digest))
-            return True
-        except PathNotFound:
-            return False
+        return self.driver.file_size(layout.revision_link(repository, digest)) is not None
 
     def _repository_exists(self, repository: str) -> bool:
         try:

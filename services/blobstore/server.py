@@ -12,7 +12,6 @@ import functools
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from services.common.rpc.security import server_credentials
 from services.blobstore.uploads import Uploads
 from services.common.config import ConfigError, Settings
 from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
-from services.common.metrics import UPLOAD_BYTES, UPLOAD_DURATION
+from services.common.metrics import UPLOAD_BYTES
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.common.rpc.status import abort
@@ -103,11 +102,6 @@ def _counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _committed(started_at: int) -> None:
-    # started_at has whole seconds: short uploads land in the first buckets, which is all they need.
-    UPLOAD_DURATION.observe(max(0.0, time.time() - started_at))
-
-
 class BlobstoreService(pb_grpc.BlobstoreServicer):
     def __init__(self, driver: StorageDriver, chunk_size: int) -> None:
         self.chunk_size = chunk_size
@@ -167,7 +161,6 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
             info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
             if head.commit_digest:
                 blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
-                _committed(info.started_at)
                 return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
         except BaseException as exc:
             if created:
@@ -191,13 +184,7 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
 
     @_errors_to_status
     def CommitUpload(self, request: pb.CommitUploadRequest, context: grpc.ServicerContext) -> pb.BlobInfo:
-        try:
-            started_at = self.uploads.status(request.repository, request.upload_id).started_at
-        except Exception:  # noqa: BLE001 - commit below reports what is wrong, in its own order
-            started_at = 0
         info = self.uploads.commit(request.repository, request.upload_id, request.digest)
-        if started_at:
-            _committed(started_at)
         return pb.BlobInfo(digest=info.digest, size=info.size)
 
     # Manifests, tags, repositories

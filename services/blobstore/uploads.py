@@ -24,6 +24,7 @@ from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
 from services.blobstore.drivers import PathNotFound, StorageDriver
 from services.common import digests
+from services.common.metrics import UPLOAD_DURATION
 from services.common.errors import (
     BLOB_UPLOAD_UNKNOWN,
     DIGEST_INVALID,
@@ -52,6 +53,8 @@ class _Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     hasher: Any = None
     hashed: int = 0
+    # When the session started, if it started in this process (else read from storage when needed).
+    started_at: int = 0
 
 
 class Uploads:
@@ -83,6 +86,7 @@ class Uploads:
         self.driver.writer(layout.upload_data(repository, upload_id)).commit()
         session = self._session(upload_id)
         session.hasher = digests.hasher(_STREAMING_ALGORITHM)
+        session.started_at = started
         return UploadInfo(upload_id, 0, started)
 
     def status(self, repository: str, upload_id: str) -> UploadInfo:
@@ -93,16 +97,27 @@ class Uploads:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}) from None
         return UploadInfo(upload_id, size, started)
 
+    def _size(self, repository: str, upload_id: str) -> int:
+        """Bytes received so far: one request, where ``status`` needs two (writes and commits, the
+        hot path, do not need the start time)."""
+        size = self.driver.file_size(layout.upload_data(repository, upload_id))
+        if size is None:
+            raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
+        return size
+
     def write(self, repository: str, upload_id: str, offset: int, data: Iterable[bytes], expected_length: int = -1) -> UploadInfo:
-        """Appends ``data`` at ``offset``, which must be where the upload ends now (negative: anywhere)."""
+        """Appends ``data`` at ``offset``, which must be where the upload ends now (negative: anywhere).
+
+        The answer's ``started_at`` is 0 unless the session started in this process.
+        """
         session = self._session(upload_id)
         with session.lock:
-            current = self.status(repository, upload_id)
-            if offset >= 0 and offset != current.size:
-                raise RegistryError(RANGE_INVALID, {"size": current.size, "offset": offset})
-            if session.hasher is None or session.hashed != current.size:
+            current = self._size(repository, upload_id)
+            if offset >= 0 and offset != current:
+                raise RegistryError(RANGE_INVALID, {"size": current, "offset": offset})
+            if session.hasher is None or session.hashed != current:
                 # The bytes so far were hashed elsewhere (or not at all): hash at commit instead.
-                session.hasher = digests.hasher(_STREAMING_ALGORITHM) if current.size == 0 else None
+                session.hasher = digests.hasher(_STREAMING_ALGORITHM) if current == 0 else None
                 session.hashed = 0
             received = 0
             writer = self.driver.writer(layout.upload_data(repository, upload_id), append=True)
@@ -115,17 +130,17 @@ class Uploads:
             finally:
                 writer.commit()
                 if session.hasher is not None:
-                    session.hashed = current.size + received
+                    session.hashed = current + received
             if expected_length >= 0 and received != expected_length:
                 raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
-            return UploadInfo(upload_id, current.size + received, current.started_at)
+            return UploadInfo(upload_id, current + received, session.started_at)
 
     def commit(self, repository: str, upload_id: str, digest: str) -> BlobInfo:
         """Verifies the upload against ``digest`` and moves it into place; DIGEST_INVALID otherwise."""
         wanted = digests.parse(digest)
         session = self._session(upload_id)
         with session.lock:
-            size = self.status(repository, upload_id).size
+            size = self._size(repository, upload_id)
             data_path = layout.upload_data(repository, upload_id)
             if wanted.algorithm == _STREAMING_ALGORITHM and session.hasher is not None and session.hashed == size:
                 actual = session.hasher.hexdigest()
@@ -137,6 +152,7 @@ class Uploads:
             if self.blobs.stat_global(digest) is None:
                 self.driver.move(data_path, layout.blob_data(digest))
             self.blobs.link(repository, digest)
+            self._observe_duration(repository, upload_id, session)
             self._remove(repository, upload_id)
             return BlobInfo(digest, size)
 
@@ -155,6 +171,16 @@ class Uploads:
         except PathNotFound:
             pass
         self._forget(upload_id)
+
+    def _observe_duration(self, repository: str, upload_id: str, session: _Session) -> None:
+        started = session.started_at
+        if not started:  # started in another process: its start time is in storage
+            try:
+                started = int(self.driver.get_content(layout.upload_started_at(repository, upload_id)) or 0)
+            except (PathNotFound, ValueError):
+                return
+        # Whole seconds: short uploads land in the first buckets, which is all they need.
+        UPLOAD_DURATION.observe(max(0.0, time.time() - started))
 
     def _rehash(self, path: str, algorithm: str) -> str:
         hasher = digests.hasher(algorithm)

@@ -124,6 +124,18 @@ class StorageDriver(abc.ABC):
     def delete(self, path: str) -> None:
         """Deletes a file, or a directory with everything under it."""
 
+    def file_size(self, path: str) -> int | None:
+        """The size of the file at ``path``, or None when there is none (a directory counts as none).
+
+        Existence checks on content paths need nothing more; a backend that tells a missing file
+        from a directory only with a second request (S3) answers this with one.
+        """
+        try:
+            info = self.stat(path)
+        except PathNotFound:
+            return None
+        return None if info.is_dir else info.size
+
     def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A URL a client may fetch the content from directly, or None."""
         check_path(path)

@@ -253,6 +253,11 @@ class S3Driver(StorageDriver):
             return FileInfo(path, 0, 0.0, True)
         raise PathNotFound(path)
 
+    def file_size(self, path: str) -> int | None:
+        check_path(path)
+        head = self._head(self._key(path))
+        return None if head is None else head.size
+
     def list(self, path: str) -> list[str]:
         check_path(path, allow_root=True)
         prefix = self._dir_prefix(path)
