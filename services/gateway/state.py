@@ -27,6 +27,12 @@ class GatewayState:
     # Who may do what; also decides which search results a caller sees.
     access: AccessController
 
+    # Blob GETs try a redirect (storage_redirect) until the store shows its driver has no URLs.
+    redirects: bool = False
+
+    def __post_init__(self) -> None:
+        self.redirects = self.settings.storage_redirect
+
     @property
     def deletes_enabled(self) -> bool:
         return self.settings.storage.delete.enabled

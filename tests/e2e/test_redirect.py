@@ -86,3 +86,14 @@ def test_redirect_on_a_driver_without_urls_streams_the_blob(fresh_berth: Berth) 
         assert answer.status_code == 200
         assert answer.content == data
         assert answer.headers["Docker-Content-Digest"] == digest
+        # The first GET showed the driver has no URLs: later ones do not ask the blobstore again.
+        before = _blob_url_calls(fresh_berth)
+        for _ in range(3):
+            assert client.get(f"/v2/e2e/plain/blobs/{digest}").content == data
+        assert _blob_url_calls(fresh_berth) == before == 1
+
+
+def _blob_url_calls(berth: Berth) -> float:
+    text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics").text
+    prefix = 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="BlobURL",side="server"} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))

@@ -38,12 +38,13 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
     digests.parse(digest)
     gw = state.of(request)
     client = gw.blobstore
-    if gw.settings.storage_redirect and "range" not in request.headers:
+    if gw.redirects and "range" not in request.headers:
         # The store serves the bytes itself when its driver can sign a URL (s3); ranged reads
         # stay here, where the 206/416 answers are ours.
         url = await client.blob_url(name, digest, "GET")
         if url:
             return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": digest, "Content-Length": "0"})
+        gw.redirects = False  # the driver has no URLs (filesystem): stop asking
     wanted = None
     if "range" in request.headers:
         size = (await client.stat_blob(name, digest)).size
