@@ -298,6 +298,19 @@ def test_stat_of_empty_root_is_a_directory(driver: StorageDriver) -> None:
     assert driver.stat("/").is_dir
 
 
+def test_file_size_is_the_size_of_files_only(driver: StorageDriver) -> None:
+    driver.put_content("/a/b/file", b"12345")
+    driver.put_content("/a/empty", b"")
+    assert driver.file_size("/a/b/file") == 5
+    assert driver.file_size("/a/empty") == 0
+    assert driver.file_size("/a/b") is None  # a directory
+    assert driver.file_size("/a/missing") is None
+    with driver.writer("/a/growing") as writer:  # content still being written counts
+        writer.write(b"abc")
+        writer.commit()
+    assert driver.file_size("/a/growing") == 3
+
+
 @pytest.mark.parametrize("path", ["/missing", "/missing/deeper", "/file/below-a-file", "/fil"])
 def test_stat_of_missing_path_raises_path_not_found(driver: StorageDriver, path: str) -> None:
     driver.put_content("/file", b"x")
