@@ -8,6 +8,7 @@ from starlette.requests import Request
 from services.common.config import Settings
 from services.gateway.access import AccessController
 from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.cache import CachedBlobstore
 from services.gateway.events.bus import EventBus
 from services.gateway.search_client import SearchClient
 from services.gateway.upload_state import UploadStateSigner
@@ -17,7 +18,8 @@ from services.gateway.urls import URLBuilder
 @dataclass
 class GatewayState:
     settings: Settings
-    blobstore: BlobstoreClient
+    # The client itself, or wrapped in the Redis metadata cache (cache_lru).
+    blobstore: BlobstoreClient | CachedBlobstore
     urls: URLBuilder
     signer: UploadStateSigner
     # Notifications: routes publish events here; ``events.stats()`` holds the per-endpoint counters.

@@ -427,3 +427,18 @@ def test_a_stopped_redis_changes_nothing_for_clients(store: Berth, tmp_path: Pat
         berth.stop()
         for server in servers:
             server.stop()
+
+
+def test_every_blobstore_call_is_either_cache_aware_or_declared_harmless() -> None:
+    import inspect
+
+    from services.gateway.blobstore_client import BlobstoreClient
+    from services.gateway.cache import CachedBlobstore
+
+    calls = {name for name, member in inspect.getmembers(BlobstoreClient, inspect.iscoroutinefunction) if not name.startswith("_")}
+    cache_aware = {name for name in vars(CachedBlobstore) if not name.startswith("_") and name != "PASSTHROUGH"}
+    assert calls == cache_aware | CachedBlobstore.PASSTHROUGH, (
+        "a blobstore call the cache does not know: wrap it in CachedBlobstore (if it reads cached data or removes "
+        "anything) or add it to PASSTHROUGH"
+    )
+    assert not cache_aware & CachedBlobstore.PASSTHROUGH
