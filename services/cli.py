@@ -224,7 +224,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     try:
         https.server_context(settings.http.tls, "http.tls")
-        forwarded.TrustedProxies(settings.http.trusted_proxies)
+        forwarded.TrustedProxies(settings.http.trusted_proxies, header=settings.http.forwarded_header)
     except config.ConfigError as exc:
         return _unusable(exc)
     print(json.dumps(redact.redact(settings.model_dump()), indent=2))

@@ -51,7 +51,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     _install_error_handlers(app)
 
     health.install(app, "auth", debug=settings.debug, checks=readiness.checks(tokens))
-    forwarded.install(app, settings.http.trusted_proxies)
+    forwarded.install(app, settings.http)
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> JSONResponse:

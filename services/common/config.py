@@ -69,6 +69,11 @@ class HTTPSettings(_Section):
     secret: str = ""
     # Honour X-Forwarded-For/Proto/Host from these client addresses or CIDR networks ("*" trusts all).
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Which header those proxies set: x-forwarded-for (with X-Forwarded-Proto/Host: nginx, most
+    # ingress controllers, load balancers) or forwarded (RFC 7239). Only that one is read: a proxy
+    # passes the other through from the client unchanged, so believing it would let clients forge
+    # their address.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     tls: TLSSettings = Field(default_factory=TLSSettings)
 
     _addr = field_validator("addr")(_check_addr)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from services.common.config import ConfigError
+from services.common.config import ConfigError, HTTPSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -38,7 +38,9 @@ _SCOPE_KEY = "berth.forwarded"
 class TrustedProxies:
     """Who may speak for a client: exact addresses, CIDR networks, or everyone (``*``)."""
 
-    def __init__(self, entries: Iterable[str] = (), key: str = "http.trusted_proxies") -> None:
+    def __init__(self, entries: Iterable[str] = (), key: str = "http.trusted_proxies", header: str = "x-forwarded-for") -> None:
+        # The one header family read from them (http.forwarded_header).
+        self.header = header
         self.everyone = False
         self.addresses: set[IPAddress] = set()
         self.networks: list[IPNetwork] = []
@@ -83,12 +85,13 @@ class Origin:
     client_port: int | None
 
 
-def install(app: Starlette, trusted_proxies: Sequence[str]) -> None:
-    """Makes ``origin``/``client_address`` honour proxies in ``trusted_proxies`` for this app.
+def install(app: Starlette, http: HTTPSettings) -> None:
+    """Makes ``origin``/``client_address`` honour ``http.trusted_proxies`` (and the header they
+    set, ``http.forwarded_header``) for this app.
 
     Raises ConfigError naming the bad entry, so a typo stops the service at startup.
     """
-    app.state.trusted_proxies = TrustedProxies(trusted_proxies)
+    app.state.trusted_proxies = TrustedProxies(http.trusted_proxies, header=http.forwarded_header)
 
 
 def origin(request: Request) -> Origin:
@@ -122,7 +125,7 @@ def resolve(request: Request, trusted: TrustedProxies) -> Origin:
     if not trusted or not trusted.trusts(peer_host):
         return direct
     headers = request.headers
-    if "forwarded" in headers:
+    if trusted.header == "forwarded":
         hops = parse_forwarded(headers.getlist("forwarded"))
         chain = [hop.get("for", "") for hop in hops]
         first = hops[0] if hops else {}

@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     responses.install(app)
-    forwarded.install(app, settings.http.trusted_proxies)
+    forwarded.install(app, settings.http)
     readiness.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
     # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
     # request.state.identity can filter its results.

@@ -64,10 +64,16 @@ def test_bad_scheme_and_host_values_are_ignored() -> None:
     assert (resolve(r, PROXIES).scheme, resolve(r, PROXIES).host) == ("https", "registry.example.com:8443")
 
 
-def test_forwarded_header_wins_over_x_forwarded() -> None:
+def test_only_the_configured_header_family_is_read() -> None:
+    # A proxy adds the client to the header it knows and passes the other one through from the
+    # client: believing both would let the client choose its address.
     r = request("10.0.0.1", ("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=registry.example.com, for=192.168.1.1'),
                 ("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-Proto", "http"))
-    assert resolve(r, PROXIES) == Origin("https", "registry.example.com", "2001:db8::7", None)
+    rfc7239 = TrustedProxies(["10.0.0.1", "192.168.0.0/16"], header="forwarded")
+    assert resolve(r, rfc7239) == Origin("https", "registry.example.com", "2001:db8::7", None)
+    assert resolve(r, PROXIES) == Origin("http", "reg:5000", "1.1.1.1", None)
+    spoofed = request("10.0.0.1", ("Forwarded", "for=198.51.100.77"), ("X-Forwarded-For", "203.0.113.9"))
+    assert resolve(spoofed, PROXIES).client == "203.0.113.9"
 
 
 def test_parse_forwarded() -> None:

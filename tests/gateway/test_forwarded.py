@@ -83,12 +83,21 @@ def test_a_trusted_proxy_shapes_locations(gateway: Berth, source: str) -> None:
     assert start_upload(gateway, source, repository, {}).startswith(f"http://{gateway.host}/v2/{repository}/")
 
 
-def test_the_forwarded_header(gateway: Berth, receiver: Receiver) -> None:
+def test_the_forwarded_header_only_when_configured(gateway: Berth, receiver: Receiver, tmp_path: Path) -> None:
     headers = {"Forwarded": 'for="[2001:db8::7]:4711";proto=https;host=registry.example.com'}
-    assert start_upload(gateway, TRUSTED, "fwd/rfc7239", headers).startswith("https://registry.example.com/v2/fwd/rfc7239/")
-    event = pushed_event(gateway, receiver, TRUSTED, "fwd/rfc7239-event", headers)
-    assert event["request"]["addr"] == "2001:db8::7"
-    assert event["target"]["url"].startswith("https://registry.example.com/v2/fwd/rfc7239-event/blobs/")
+    # This gateway's proxies set X-Forwarded-*: a Forwarded header is the client's own, ignored.
+    assert start_upload(gateway, TRUSTED, "fwd/ignored", headers).startswith(f"http://{gateway.host}/v2/fwd/ignored/")
+    config = {"http": {"trusted_proxies": [TRUSTED], "forwarded_header": "forwarded"},
+              "notifications": {"endpoints": [{"name": "r", "url": f"{receiver.url}/events", "backoff": 0.1}]}}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    rfc7239 = Berth(tmp_path, env={"DOCKER_REGISTRY_CONFIG": str(tmp_path / "config.yml")}).start()
+    try:
+        assert start_upload(rfc7239, TRUSTED, "fwd/rfc7239", headers).startswith("https://registry.example.com/v2/fwd/rfc7239/")
+        event = pushed_event(rfc7239, receiver, TRUSTED, "fwd/rfc7239-event", headers)
+        assert event["request"]["addr"] == "2001:db8::7"
+        assert event["target"]["url"].startswith("https://registry.example.com/v2/fwd/rfc7239-event/blobs/")
+    finally:
+        rfc7239.stop()
 
 
 def test_events_report_the_forwarded_client(gateway: Berth, receiver: Receiver) -> None:
