@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+import os
 import random
 import threading
 import time
@@ -305,3 +306,36 @@ def test_walk_lists_once_rather_than_stat_each_entry(make: Callable[..., Any]) -
     entries: list[str] = []
     assert counted.during(lambda: entries.extend(i.path for i in driver.walk("/"))) == {"ListObjectsV2": 1}
     assert entries == ["/a", "/a/b", "/a/b/c", "/a/d", "/a.x", "/e"]
+
+
+def test_a_failed_part_leaves_the_content_as_it_was(make: Callable[..., Any]) -> None:
+    """A part the store refuses fails the write, and the path keeps what the previous writers
+    stored (not a marker counting parts that are not there), so the client can resume."""
+    driver = make(uploadconcurrency=1)
+    first = os.urandom(6 * MiB)
+    with driver.writer("/u/data") as writer:
+        writer.write(first)
+        writer.commit()
+    sent = {"parts": 0}
+
+    def refuse_second_part(params: dict[str, Any], **_: Any) -> None:
+        sent["parts"] += 1
+        if sent["parts"] == 2:
+            raise RuntimeError("the store refused a part")
+
+    driver.client.meta.events.register("before-parameter-build.s3.UploadPart", refuse_second_part)
+    writer = driver.writer("/u/data", append=True)
+    with pytest.raises(Exception):
+        try:
+            for i in range(4):
+                writer.write(bytes([i]) * (5 * MiB))
+        finally:
+            writer.commit()
+    driver.client.meta.events.unregister("before-parameter-build.s3.UploadPart", refuse_second_part)
+
+    assert driver.file_size("/u/data") == len(first)
+    more = os.urandom(3 * MiB)
+    with make().writer("/u/data", append=True) as writer:  # another replica resumes
+        writer.write(more)
+        writer.commit()
+    assert driver.get_content("/u/data") == first + more

@@ -258,17 +258,20 @@ def test_token_over_tls(tmp_path: Path, pki: PKI) -> None:
             assert _code(lambda: _list(tls)) is grpc.StatusCode.UNAUTHENTICATED
             assert _list(tls, (("authorization", f"Bearer {TOKEN}"),)) is not None
 
-        async def through_client() -> list[str]:
-            settings = BlobstoreSettings(
-                addr=f"127.0.0.1:{berth.grpc_port}", security="token", token=TOKEN, tls=BlobstoreTLSSettings(ca=str(pki.ca))
-            )
+        async def through_client(settings: BlobstoreSettings) -> list[str]:
             client = BlobstoreClient.from_settings(settings)
             try:
                 return list((await client.list_repositories("", 10)).names)
             finally:
                 await client.close()
 
-        assert asyncio.run(through_client()) == []
+        tls = BlobstoreTLSSettings(ca=str(pki.ca))
+        explicit = BlobstoreSettings(addr=f"127.0.0.1:{berth.grpc_port}", security="token", token=TOKEN, tls=tls)
+        assert asyncio.run(through_client(explicit)) == []
+        # A gateway on defaults (security auto, its own addr loopback) reaching the blobstore
+        # through target: the CA alone says the blobstore speaks TLS.
+        auto = BlobstoreSettings(target=f"127.0.0.1:{berth.grpc_port}", token=TOKEN, tls=tls, call_timeout=5)
+        assert asyncio.run(through_client(auto)) == []
     finally:
         berth.stop()
 

@@ -196,11 +196,10 @@ class S3Driver(StorageDriver):
         key = self._key(path)
         for _ in range(3):
             head, body = self._get(path, key)
-            data = body.read()
-            body.close()
+            data = _read_closing(body)
             if not head.upload_id:
-                return cast(bytes, data)
-            self._complete(key, head, data)
+                return data
+            self._complete(path, key, head, data)
         raise StorageError(f"{path}: still being written after completing it")
 
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
@@ -217,16 +216,17 @@ class S3Driver(StorageDriver):
                 if found is None:
                     raise PathNotFound(path) from None
                 if found.upload_id:
-                    self._complete(key, found)
+                    self._complete(path, key, found)
                     continue
                 if offset == found.size:
                     return io.BytesIO(b"")
                 raise InvalidOffset(path, offset) from None
             if not head.upload_id:
                 return cast(BinaryIO, body)
-            tail = body.read() if offset == 0 else None
-            body.close()
-            self._complete(key, head, tail)
+            tail = _read_closing(body) if offset == 0 else None
+            if tail is None:
+                body.close()
+            self._complete(path, key, head, tail)
         raise StorageError(f"{path}: still being written after completing it")
 
     def _get(self, path: str, key: str, offset: int = 0) -> tuple[_Head, Any]:
@@ -344,7 +344,7 @@ class S3Driver(StorageDriver):
         if head is None:
             raise PathNotFound(source)
         if head.upload_id:
-            head = self._complete(src, head)
+            head = self._complete(source, src, head)
         if src == dst:
             return
         extra = dict(self.sse)
@@ -398,14 +398,16 @@ class S3Driver(StorageDriver):
                 if exact is None or upload["Key"] == exact:
                     self._abort(upload["Key"], upload["UploadId"])
 
-    def _complete(self, key: str, head: _Head, tail: bytes | None = None) -> _Head:
+    def _complete(self, path: str, key: str, head: _Head, tail: bytes | None = None) -> _Head:
         """Turns a marker and its upload into the plain object; returns what the object is now."""
         try:
             return self._complete_upload(key, head, tail)
         except _Missing:
             # Completed meanwhile (by another reader or replica): the object is whole now.
             found = self._head(key)
-            if found is None or found.upload_id:
+            if found is None:  # cancelled or deleted meanwhile
+                raise PathNotFound(path) from None
+            if found.upload_id:
                 raise StorageError(f"s3 {key}: upload vanished while completing it") from None
             return found
 
@@ -452,6 +454,10 @@ class _Writer(FileWriter):
         self._pool: ThreadPoolExecutor | None = None
         # Whether commit has anything to store: new bytes, or a path that must come to exist.
         self._dirty = head is None
+        # A part failed: the marker must not be rewritten (it would count parts that are not
+        # there); the previous one stays valid, so the caller resumes from the last good offset.
+        self._failed = False
+        self._created_upload = False
         self._closed = False
         self._lock = threading.Lock()
 
@@ -497,6 +503,7 @@ class _Writer(FileWriter):
         if not self._upload_id:
             reply = self._driver._call("create_multipart_upload", Key=self._key, **self._driver.sse)
             self._upload_id = reply["UploadId"]
+            self._created_upload = True
         if self._base:
             self._copy_base()
 
@@ -531,7 +538,11 @@ class _Writer(FileWriter):
         number = self._claim_part()
         # Bounded memory: wait for the oldest part before holding another one.
         while len(self._inflight) >= self._driver.concurrency:
-            self._inflight.popleft().result()
+            try:
+                self._inflight.popleft().result()
+            except BaseException:
+                self._failed = True
+                raise
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._driver.concurrency, thread_name_prefix="s3-part")
         self._inflight.append(self._pool.submit(
@@ -554,6 +565,7 @@ class _Writer(FileWriter):
             self._pool.shutdown(wait=True)
             self._pool = None
         if failure is not None and not cancel:
+            self._failed = True
             raise failure
 
     def _finish(self) -> None:
@@ -562,6 +574,11 @@ class _Writer(FileWriter):
                 return
             self._closed = True
         try:
+            if self._failed:
+                self._drain(cancel=True)
+                if self._created_upload:  # nothing refers to it: no marker names it
+                    self._driver._abort(self._key, self._upload_id)
+                raise StorageError(f"s3 {self._key}: a part failed; the content is as it was before this write")
             if not self._dirty:
                 return
             if not self._upload_id and not self._base:

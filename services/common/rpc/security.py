@@ -60,8 +60,9 @@ def server_credentials(settings: BlobstoreSettings) -> grpc.ServerCredentials | 
 
 
 def channel_credentials(settings: BlobstoreSettings) -> grpc.ChannelCredentials | None:
-    """A gateway's TLS towards the blobstore: its client certificate (mtls), only the CA when the
-    blobstore has a server certificate under token security, or None for plain gRPC."""
+    """A gateway's TLS towards the blobstore: its client certificate (mtls), or only the CA when one
+    is configured (a blobstore with a server certificate; whatever ``auto`` resolves to from this
+    gateway's own address, which says nothing of the blobstore's), or None for plain gRPC."""
     tls = settings.tls
     mode = settings.effective_security
     if mode == "mtls":
@@ -70,7 +71,7 @@ def channel_credentials(settings: BlobstoreSettings) -> grpc.ChannelCredentials 
             private_key=read_pem(tls.client_key, "blobstore.tls.client_key"),
             certificate_chain=read_pem(tls.client_certificate, "blobstore.tls.client_certificate"),
         )
-    if mode == "token" and tls.ca:
+    if tls.ca:
         return grpc.ssl_channel_credentials(root_certificates=read_pem(tls.ca, "blobstore.tls.ca"))
     return None
 
