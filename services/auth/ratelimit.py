@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
+from services.common import redis_clients
 from services.common.config import RateLimitSettings, RedisSettings
 
 log = logging.getLogger("berth.auth")
@@ -147,11 +146,7 @@ class SharedFailureLimiter:
         self.attempts = attempts
         self.window_ms = int(window * 1000)
         self.local = FailureLimiter(attempts, window)
-        self.redis = client or redis.Redis(
-            host=settings.host, port=settings.port, password=settings.password or None, db=settings.db,
-            socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout,
-            retry=Retry(NoBackoff(), 0),  # one try: a login waits on a down Redis once, not thrice
-        )
+        self.redis = client or redis_clients.sync_client(settings)
         self.where = f"{settings.host}:{settings.port}"
         self._record = self.redis.register_script(_RECORD)
         self._retry_after = self.redis.register_script(_RETRY_AFTER)

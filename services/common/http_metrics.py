@@ -61,7 +61,7 @@ class HTTPMetrics:
             await self.app(scope, counting_receive, counting_send)
         finally:
             route = scope.get("route")
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # clients make methods up
             key = (method, getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED, status)
             children = self._children.get(key) or self._bind(key)
             requests, duration, bytes_in, bytes_out = children
@@ -74,10 +74,9 @@ class HTTPMetrics:
 
     def _bind(self, key: tuple[str, str, int]) -> tuple[Any, Any, Any, Any]:
         method, route, status = key
-        label = method if method in _METHODS else "OTHER"
         children = (
-            HTTP_REQUESTS.labels(self.service, label, route, str(status)),
-            HTTP_DURATION.labels(self.service, label, route),
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+            HTTP_DURATION.labels(self.service, method, route),
             HTTP_BYTES_IN.labels(self.service, route),
             HTTP_BYTES_OUT.labels(self.service, route),
         )

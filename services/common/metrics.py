@@ -1,7 +1,8 @@
 """Every Prometheus metric Berth exports, defined once (like the error codes) and used by name.
 
-Each service process exports the default registry on /metrics; a metric a service never touches
-simply has no samples there. Names follow Prometheus conventions: ``berth_`` prefix, base units
+Each service process exports the default registry on /metrics. A labelled metric a service never
+touches has no samples there; an unlabelled counter shows 0. Gauges whose 0 means "down" are
+labelled, so only the processes that use them report them. Names follow Prometheus conventions: ``berth_`` prefix, base units
 (seconds, bytes), ``_total`` on counters.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ STORAGE_CALLS = Counter("berth_storage_calls_total", "Calls to the storage backe
 
 # The gateways' Redis metadata cache.
 CACHE_REQUESTS = Counter("berth_cache_requests_total", "Metadata cache lookups.", ["kind", "result"])  # result: hit|miss|error
-CACHE_UP = Gauge("berth_cache_up", "1 when the Redis cache answered its last call, 0 when it is down.")
+CACHE_UP = Gauge("berth_cache_up", "1 when the Redis cache answered its last call, 0 when it is down.", ["cache"])
 
 # Notifications.
 EVENTS_QUEUED = Gauge("berth_notification_queue_depth", "Events waiting per endpoint.", ["endpoint"])

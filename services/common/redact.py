@@ -7,12 +7,14 @@ URLs, webhook URLs with credentials). Empty values stay empty: "not set" is wort
 """
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 _SECRET_NAMES = frozenset({"secret", "token", "password", "accesskey", "secretkey"})
 _SECRET_SUFFIXES = ("_password", "_secret", "_token")
+
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@]*@")
 
 
 def is_secret(key: str) -> bool:
@@ -39,16 +41,9 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 def url_without_password(text: str) -> str:
-    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged."""
-    if "://" not in text or "@" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return text
-    if not password:
-        return text
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostport}"))
+    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged.
+
+    By SQLAlchemy's reading (everything from the ``:`` after the user to the ``@``), not urlsplit's,
+    which gives up on a password holding ``/``, ``?`` or ``#`` and would print it.
+    """
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)

@@ -257,6 +257,50 @@ def test_a_fill_cannot_undo_an_invalidation(redis_server: RedisServer, repo: str
     asyncio.run(scenario())
 
 
+def test_a_write_the_gateway_gave_up_on_invalidates_again_when_it_must_have_ended(
+    redis_server: RedisServer, repo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blobstore may finish a delete after the gateway's call timed out, and a reader may
+    refill the old answer in between: the write invalidates once more after the call timeout."""
+    from services.common.errors import UNAVAILABLE, RegistryError
+    from services.gateway.cache import blobstore as cached_blobstore
+
+    monkeypatch.setattr(cached_blobstore, "_LATE_WRITE_MARGIN", 0.0)
+    settings = config.load(environ=redis_server.env).cache_lru
+    old = pb.Manifest(digest=sha256(b"old"), payload=b"old")
+
+    class TimingOut:
+        """The blobstore as a gateway sees it when a delete times out but goes on there."""
+
+        call_timeout = 0.3
+        reads = 0
+
+        async def delete_tag(self, repository: str, tag: str) -> None:
+            raise RegistryError(UNAVAILABLE, {"service": "blobstore"})
+
+        async def get_manifest(self, repository: str, reference: str) -> pb.Manifest:
+            self.reads += 1
+            return old  # the delete has not landed yet
+
+    async def scenario() -> None:
+        client = TimingOut()
+        cache = MetadataCache(settings)
+        store = cached_blobstore.CachedBlobstore(client, cache)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(RegistryError):
+                await store.delete_tag(repo, "late")
+            await store.get_manifest(repo, "late")  # refilled with the old answer ...
+            await store.get_manifest(repo, "late")
+            assert client.reads == 1  # ... and served from the cache
+            await asyncio.sleep(client.call_timeout + 0.3)
+            await store.get_manifest(repo, "late")
+            assert client.reads == 2  # the late invalidation dropped it
+        finally:
+            await cache.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_what_is_missed_while_repairing_is_repaired_before_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outage, "FIRST_PROBE", 0.01)
     item = outage.Invalidation("repo", "tag", "v1")

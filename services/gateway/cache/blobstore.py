@@ -4,15 +4,23 @@ Only the small hot reads are looked up (``stat_blob``, ``get_manifest``), and on
 can make a cached answer wrong invalidate: a tag moved by ``put_manifest``, and the deletes. Uploads
 and mounts only add links, and the cache holds no "not found", so they pass through, as does
 everything else (``__getattr__``). Writes invalidate whether or not the call succeeded: a call that
-failed or timed out may still have happened.
+failed or timed out may still have happened. It may even happen later (the blobstore goes on with
+a call the gateway gave up on), after a reader refilled the old answer: a failed write therefore
+invalidates once more when such a call must have ended.
 """
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache.store import MetadataCache
+
+T = TypeVar("T")
+# Seconds past the call timeout after which a blobstore call the gateway gave up on has ended.
+_LATE_WRITE_MARGIN = 5.0
 
 
 class CachedBlobstore:
@@ -27,6 +35,23 @@ class CachedBlobstore:
     def __init__(self, client: BlobstoreClient, cache: MetadataCache) -> None:
         self.client = client
         self.cache = cache
+        self._late: set[asyncio.Task[None]] = set()
+
+    async def _write(self, call: Awaitable[T], repository: str, what: str, name: str) -> T:
+        try:
+            return await call
+        except BaseException:
+            asyncio.get_running_loop().call_later(
+                self.client.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, name
+            )
+            raise
+        finally:
+            await self.cache.invalidate(repository, what, name)
+
+    def _invalidate_late(self, repository: str, what: str, name: str) -> None:
+        task = asyncio.ensure_future(self.cache.invalidate(repository, what, name))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -50,26 +75,16 @@ class CachedBlobstore:
         return found
 
     async def put_manifest(self, request: pb.PutManifestRequest) -> pb.ManifestInfo:
-        try:
+        if not request.tag:  # a new digest makes no cached answer wrong
             return await self.client.put_manifest(request)
-        finally:
-            if request.tag:  # the tag may have pointed elsewhere; a new digest needs nothing
-                await self.cache.invalidate(request.repository, "tag", request.tag)
+        # The tag may have pointed elsewhere.
+        return await self._write(self.client.put_manifest(request), request.repository, "tag", request.tag)
 
     async def delete_manifest(self, repository: str, digest: str, subject: str) -> None:
-        try:
-            await self.client.delete_manifest(repository, digest, subject)
-        finally:
-            await self.cache.invalidate(repository, "manifest", digest)
+        await self._write(self.client.delete_manifest(repository, digest, subject), repository, "manifest", digest)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
-        try:
-            await self.client.delete_tag(repository, tag)
-        finally:
-            await self.cache.invalidate(repository, "tag", tag)
+        await self._write(self.client.delete_tag(repository, tag), repository, "tag", tag)
 
     async def delete_blob(self, repository: str, digest: str) -> None:
-        try:
-            await self.client.delete_blob(repository, digest)
-        finally:
-            await self.cache.invalidate(repository, "blob", digest)
+        await self._write(self.client.delete_blob(repository, digest), repository, "blob", digest)

@@ -54,7 +54,7 @@ class Outage:
 
     def succeeded(self) -> None:
         if self._up and not self._confirmed:
-            CACHE_UP.set(1)
+            CACHE_UP.labels("cache_lru").set(1)
             self._confirmed = True
 
     def failed(self, exc: BaseException, missed: Invalidation | None = None) -> None:
@@ -65,7 +65,7 @@ class Outage:
             return
         self._up = False
         self._since = time.monotonic()
-        CACHE_UP.set(0)
+        CACHE_UP.labels("cache_lru").set(0)
         log.warning("metadata cache at %s unavailable (%s); serving from the blobstore until it answers again",
                     self._where, _describe(exc))
         self._probe = asyncio.get_running_loop().create_task(self._recover(), name="cache-recovery")
@@ -111,7 +111,7 @@ class Outage:
         self._up = True
         self._confirmed = True
         self._probe = None
-        CACHE_UP.set(1)
+        CACHE_UP.labels("cache_lru").set(1)
         log.info("metadata cache at %s available again after %.1f s; %d missed invalidations re-sent%s",
                  self._where, time.monotonic() - self._since, resent, ", every key dropped" if dropped else "")
 

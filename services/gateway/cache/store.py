@@ -8,12 +8,10 @@ import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from services.common import digests
+from services.common import digests, redis_clients
 from services.common.config import LRUCacheSettings
 from services.common.metrics import CACHE_REQUESTS
 from services.common.rpc import blobstore_pb2 as pb
@@ -28,16 +26,7 @@ _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 class MetadataCache:
     def __init__(self, settings: LRUCacheSettings, client: aioredis.Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client or aioredis.Redis(
-            host=settings.host,
-            port=settings.port,
-            password=settings.password or None,
-            db=settings.db,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-            # One try per call: retrying a down Redis would multiply the time every request waits.
-            retry=Retry(NoBackoff(), 0),
-        )
+        self.redis = client or redis_clients.async_client(settings)
         self.outage = Outage(self._repair, f"{settings.host}:{settings.port}")
         self._lookup_manifest = self.redis.register_script(scripts.LOOKUP_MANIFEST)
         self._lookup_blob = self.redis.register_script(scripts.LOOKUP_BLOB)
