@@ -47,14 +47,17 @@ def main() -> int:
     settings = config.load(config_path)
     s3 = settings.storage.s3
     endpoint = urlsplit(s3.regionendpoint)
+    if endpoint.scheme != "http" or endpoint.hostname not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"run-s3: storage.s3.regionendpoint must be a local http:// URL for the moto server, got {s3.regionendpoint!r}")
+    host, port = endpoint.hostname, endpoint.port or 80
     started: list[subprocess.Popen[bytes]] = []
     try:
-        if not _listening(endpoint.hostname or "127.0.0.1", endpoint.port or 80):
+        if not _listening(host, port):
             moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-            child = subprocess.Popen([moto, "-H", endpoint.hostname or "127.0.0.1", "-p", str(endpoint.port or 80)],
+            child = subprocess.Popen([moto, "-H", host, "-p", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             started.append(child)
-            _wait(endpoint.hostname or "127.0.0.1", endpoint.port or 80, child, "the moto S3 server")
+            _wait(host, port, child, "the moto S3 server")
             print(f"run-s3: S3 endpoint (moto) at {s3.regionendpoint}", file=sys.stderr)
         client = boto3.client("s3", endpoint_url=s3.regionendpoint, region_name=s3.region,
                               aws_access_key_id=s3.accesskey, aws_secret_access_key=s3.secretkey,

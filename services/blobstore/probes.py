@@ -25,12 +25,11 @@ log = logging.getLogger("berth.blobstore")
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    # Seconds: a client that connects and sends nothing must not hold a thread for ever.
-    timeout = 10
 
 
 class ProbeServer:
-    """Serves until ``stop()``; ``start()`` raises ConfigError when the address cannot be used."""
+    """Serves until ``stop()``; raises ConfigError (naming blobstore.http_addr) when the address
+    cannot be used."""
 
     def __init__(self, addr: str, readiness: Readiness, *, metrics: bool) -> None:
         host, _, port = addr.rpartition(":")

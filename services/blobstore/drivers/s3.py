@@ -348,6 +348,11 @@ class S3Driver(StorageDriver):
         if src == dst:
             return
         extra = dict(self.sse)
+        if head.size < self.copy_config.multipart_threshold:
+            # One CopyObject: no transfer manager (and its thread pool) for the common case.
+            self._call("copy_object", Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, CopySourceIfMatch=head.etag, **extra)
+            self._call("delete_object", Key=src)
+            return
         try:
             with create_transfer_manager(self.client, self.copy_config) as manager:
                 manager.copy(
