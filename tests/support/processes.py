@@ -34,6 +34,18 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; waits for it either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class Berth:
     """One blobstore and one gateway sharing an environment (config via REGISTRY_* variables), and
@@ -107,12 +119,7 @@ class Berth:
             proc = self.procs.pop(service, None)
             if proc is None:
                 continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=15)
 
     def restart(self) -> None:
         self.stop()

@@ -7,7 +7,6 @@ server (and what it holds) stays, which stopping the server cannot do.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop_process
 
 
 @dataclass
@@ -37,14 +36,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stops this server (by its PID) and waits for it."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_redis(workdir: Path, port: int | None = None) -> RedisServer:

@@ -5,7 +5,6 @@ by starting servers, which cost a couple of seconds each.
 """
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import uuid
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import free_port, wait_for_port
+from tests.support.processes import free_port, stop_process, wait_for_port
 
 ACCESS_KEY = "berth-test"
 SECRET_KEY = "berth-test-secret"
@@ -84,13 +83,7 @@ class MotoServer:
         return [line.split('"')[1] for line in self.log.read_text(errors="replace").splitlines() if line.count('"') >= 2]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_moto(log: Path | None = None) -> MotoServer:
