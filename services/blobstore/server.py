@@ -269,7 +269,9 @@ class Blobstore:
 
     def _serve_when_usable(self) -> None:
         """SERVING once the storage takes a write: until then a probe keeps traffic away rather
-        than letting every call fail."""
+        than letting every call fail. It stays SERVING until shutdown: a store that fails later
+        (say, writes refused while reads work) shows in /_ready and the call metrics, and taking
+        every replica of a shared store out of rotation at once would stop the reads too."""
         while not self._stopped.is_set():
             reason = self.readiness.check()
             if reason is None:
