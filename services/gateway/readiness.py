@@ -1,8 +1,8 @@
 """The gateway's readiness checks (``/_ready``; see ``services.common.health``).
 
 - ``blobstore`` (critical): the standard gRPC health service answers SERVING. It is cheap (no
-  storage access at the gateway's expense: the blobstore reports its own storage probe through it),
-  needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
+  storage access at the gateway's expense: a blobstore turns SERVING once its storage took a
+  write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
   the probe at once rather than after ``blobstore.call_timeout``. A blobstore too old to have the
   health service (UNIMPLEMENTED) has answered all the same, which is what reachable means.
 - ``search`` (only with ``search_backend`` set; not critical): the search service's own
