@@ -2,6 +2,8 @@
 by a repository only through a link that a push or a mount put there."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,22 +18,45 @@ class BlobInfo:
     size: int
 
 
+# Sizes of blob data remembered per process: content-addressed data never changes size, and
+# nothing deletes it (deletes only unlink; a garbage collector would have to clear this).
+_SIZES_MAX = 65536
+
+
 class Blobs:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+        self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._sizes_lock = threading.Lock()
 
     def stat(self, repository: str, digest: str) -> BlobInfo:
-        """The blob's size, if the repository may read it (one request per path on any driver)."""
-        size = None
+        """The blob's size, if the repository may read it: the link is always checked (links
+        come and go), the data's size once per process."""
         if self.driver.file_size(layout.layer_link(repository, digest)) is not None:
-            size = self.driver.file_size(layout.blob_data(digest))
-        if size is None:
-            raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
-        return BlobInfo(digest, size)
+            found = self.stat_global(digest)
+            if found is not None:
+                return found
+        raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
 
     def stat_global(self, digest: str) -> BlobInfo | None:
+        with self._sizes_lock:
+            size = self._sizes.get(digest)
+            if size is not None:
+                self._sizes.move_to_end(digest)
+                return BlobInfo(digest, size)
         size = self.driver.file_size(layout.blob_data(digest))
-        return None if size is None else BlobInfo(digest, size)
+        if size is None:
+            return None  # absence is not remembered: the blob may be pushed any moment
+        self.stored(digest, size)
+        return BlobInfo(digest, size)
+
+    def stored(self, digest: str, size: int) -> None:
+        """Notes that verified data of ``size`` bytes now lies at the digest's path."""
+        with self._sizes_lock:
+            self._sizes[digest] = size
+            self._sizes.move_to_end(digest)
+            if len(self._sizes) > _SIZES_MAX:
+                self._sizes.popitem(last=False)
 
     def read(self, repository: str, digest: str, offset: int, length: int, chunk_size: int) -> tuple[int, Iterator[bytes]]:
         """Total size and a stream of ``length`` bytes from ``offset`` (0 = to the end).

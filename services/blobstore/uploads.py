@@ -151,6 +151,7 @@ class Uploads:
                 raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
             if self.blobs.stat_global(digest) is None:
                 self.driver.move(data_path, layout.blob_data(digest))
+                self.blobs.stored(digest, size)
             self.blobs.link(repository, digest)
             self._observe_duration(repository, upload_id, session)
             self._remove(repository, upload_id)

@@ -339,3 +339,22 @@ def test_a_failed_part_leaves_the_content_as_it_was(make: Callable[..., Any]) ->
         writer.write(more)
         writer.commit()
     assert driver.get_content("/u/data") == first + more
+
+
+def test_a_blob_head_costs_one_request_once_its_size_is_known(make: Callable[..., Any]) -> None:
+    from services.blobstore import layout
+    from services.blobstore.blobs import Blobs
+    from services.common.errors import RegistryError
+
+    driver = make()
+    blobs = Blobs(driver)
+    digest = "sha256:" + hashlib.sha256(b"layer").hexdigest()
+    driver.put_content(layout.blob_data(digest), b"layer")
+    blobs.link("a/repo", digest)
+    counted = Requests(driver)
+    assert counted.during(lambda: blobs.stat("a/repo", digest)) == {"HeadObject": 2}  # link, data
+    assert counted.during(lambda: blobs.stat("a/repo", digest)) == {"HeadObject": 1}  # the link only
+    # The link is always asked: an unlinked blob is unknown at once, whatever the size cache holds.
+    blobs.delete("a/repo", digest)
+    with pytest.raises(RegistryError):
+        blobs.stat("a/repo", digest)
