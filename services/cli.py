@@ -29,12 +29,20 @@ from services.common import config, logs
 log = logging.getLogger("berth")
 
 
+# Set by `berth run` for its children, so what the configuration warns about is said once.
+QUIET_ENV = "BERTH_CONFIG_WARNED"
+
+
 def _settings(args: argparse.Namespace) -> config.Settings:
     try:
-        return config.load(args.config)
+        settings = config.load(args.config)
     except config.ConfigError as exc:
         print(f"berth: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if not os.environ.get(QUIET_ENV):
+        for warning in settings.warnings:
+            print(f"berth: configuration warning: {warning}", file=sys.stderr)
+    return settings
 
 
 def cmd_blobstore(args: argparse.Namespace) -> int:
@@ -227,8 +235,37 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         forwarded.TrustedProxies(settings.http.trusted_proxies, header=settings.http.forwarded_header)
     except config.ConfigError as exc:
         return _unusable(exc)
+    names = {"berth": "Berth's own", "classic": "the classic registry's", "registry2": "registry:2's"}
+    print(f"berth: configuration read in {names[settings.dialect]} form", file=sys.stderr)
     print(json.dumps(redact.redact(settings.model_dump()), indent=2))
     return 0
+
+
+def _listeners(settings: config.Settings) -> list[tuple[str, str, str]]:
+    """(service, config key, address) of every listener `berth run` opens, in start order."""
+    out = [("blobstore", "blobstore.addr", settings.blobstore.addr)]
+    if settings.blobstore.http_addr:
+        out.append(("blobstore", "blobstore.http_addr", settings.blobstore.http_addr))
+    if settings.auth.type == "token":  # before the gateway, which may fetch its JWKS
+        out.append(("auth", "token_service.addr", settings.token_service.addr))
+    if settings.search_service:  # before the gateway, which sends it events
+        out.append(("search", "search.addr", settings.search.addr))
+    out.append(("gateway", "http.addr", settings.http.addr))
+    return out
+
+
+def _address_in_use(addr: str) -> OSError | None:
+    """Whether something else listens on ``addr`` already (a bind fails); None when it is free."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            return exc
+    return None
 
 
 def _wait_for_port(addr: str, timeout: float, child: subprocess.Popen[bytes]) -> bool:
@@ -250,7 +287,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     (search_backend sqlalchemy), then the gateway; a signal or a dying child stops them all."""
     settings = _settings(args)
     logs.configure("berth", settings)
+    listeners = _listeners(settings)
+    seen: dict[str, str] = {}
+    for _, key, addr in listeners:
+        if addr in seen:
+            return _unusable(ValueError(f"{key} and {seen[addr]} are both {addr}"))
+        seen[addr] = key
+        # A service answering there already would be taken for ours (and get our traffic).
+        busy = _address_in_use(addr)
+        if busy is not None:
+            return _unusable(ValueError(f"{key}: {addr} cannot be used ({busy.strerror}); another program listens there, or pick another address"))
     base = [sys.executable, "-m", "services.cli"] + (["--config", args.config] if args.config else [])
+    child_env = {**os.environ, QUIET_ENV: "1"}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -261,14 +309,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        services = [("blobstore", settings.blobstore.addr)]
-        if settings.auth.type == "token":  # before the gateway, which may fetch its JWKS
-            services.append(("auth", settings.token_service.addr))
-        if settings.search_backend == "sqlalchemy":  # before the gateway, which sends it events
-            services.append(("search", settings.search.addr))
-        services.append(("gateway", settings.http.addr))
+        services = [(name, addr) for name, key, addr in listeners if key != "blobstore.http_addr"]
         for name, addr in services:
-            child = subprocess.Popen([*base, name], start_new_session=True)
+            child = subprocess.Popen([*base, name], start_new_session=True, env=child_env)
             children.append((name, child))
             if not _wait_for_port(addr, 30, child):
                 log.error("%s did not start listening on %s", name, addr)
@@ -277,7 +320,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("Berth is up: registry at %s://%s/v2/ (storage: %s)", scheme, settings.http.addr, settings.storage.driver)
         if settings.auth.type == "token":
             log.info("token service at http://%s/token", settings.token_service.addr)
-        if settings.search_backend == "sqlalchemy":
+        if settings.search_service:
             log.info("search service at http://%s", settings.search.addr)
         while not stopping:
             for name, child in children:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from services.common import config
 from tests.support.processes import ROOT
@@ -168,7 +169,7 @@ def _keys(model: type, prefix: str = "") -> set[str]:
     for name, field in model.model_fields.items():
         out.add(prefix + name)
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, config.BaseModel):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out |= _keys(annotation, f"{prefix}{name}.")
     return out
 

@@ -1,45 +1,32 @@
-"""Berth's configuration: one YAML file with flavors, environment values and overrides.
+"""Berth's configuration schema: the one truth about which keys exist, their types and defaults.
 
-Loading follows the classic registry and registry:2 together:
-
-1. The file is ``DOCKER_REGISTRY_CONFIG`` (or ``--config``); without one, embedded defaults apply.
-2. A file whose top level has ``common`` or flavor sections is flavored: ``common`` is the base and
-   the flavor named by ``SETTINGS_FLAVOR`` (default ``dev``) is merged over it. A flat file is used
-   as it is.
-3. A string value ``_env:VAR:default`` becomes the value of ``VAR`` (or ``default``).
-4. ``REGISTRY_<SECTION>_<KEY>`` environment variables override single keys
-   (``REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY``, ``REGISTRY_HTTP_SECRET``).
-5. The result is validated; an error names the offending key.
-
-Every service reads the same file and uses the sections it needs.
+Every dialect (Berth's own, the classic registry's flat keys, registry:2's nested ones) is
+translated onto these models before validation (``loader``); services read only ``Settings``.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal, get_origin
+import re
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-DEFAULT_FLAVOR = "dev"
-ENV_PREFIX = "REGISTRY_"
+from services.common.config.durations import to_seconds
 
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the key."""
-
+# Seconds; a number, or a Go duration as registry:2 writes them ("1s", "500ms", "1m30s", "168h").
+Seconds = Annotated[float, BeforeValidator(to_seconds)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 def _check_addr(value: str) -> str:
+    """host:port; registry:2's ``:5000`` (every interface) is read as ``0.0.0.0:5000``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if sep and not host:
+        host = "0.0.0.0"
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port, got {value!r}")
-    return value
+    return f"{host}:{port}"
 
 
 class TLSSettings(_Section):
@@ -75,8 +62,19 @@ class HTTPSettings(_Section):
     # their address.
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     tls: TLSSettings = Field(default_factory=TLSSettings)
+    # Location headers as paths (/v2/...) rather than absolute URLs (registry:2's relativeurls).
+    relativeurls: bool = False
+    # Added to every response of the gateway (registry:2's http.headers).
+    headers: dict[str, list[str]] = Field(default_factory=dict)
 
     _addr = field_validator("addr")(_check_addr)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -111,6 +109,8 @@ class S3Settings(_Section):
     # Path-style addressing (http://endpoint/bucket/key) rather than virtual-host style.
     forcepathstyle: bool = False
     secure: bool = True
+    # Do not verify the store's TLS certificate (a test store with a self-signed certificate).
+    skipverify: bool = False
     # Part size of multipart uploads (S3's minimum is 5 MiB) and parts sent at once per writer.
     chunksize: int = Field(default=10 << 20, ge=5 << 20, le=5 << 30)
     uploadconcurrency: int = Field(default=4, ge=1, le=64)
@@ -124,11 +124,21 @@ class S3Settings(_Section):
     maxconnections: int = Field(default=64, ge=1, le=1024)
 
 
+class ReadOnlySettings(_Section):
+    # Every write answers 405 UNSUPPORTED; pulls, listings and search keep working.
+    enabled: bool = False
+
+
+class MaintenanceSettings(_Section):
+    readonly: ReadOnlySettings = Field(default_factory=ReadOnlySettings)
+
+
 class StorageSettings(_Section):
     driver: Literal["filesystem", "inmemory", "s3"] = "filesystem"
     filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     delete: DeleteSettings = Field(default_factory=DeleteSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @model_validator(mode="after")
     def _driver_complete(self) -> "StorageSettings":
@@ -245,6 +255,9 @@ class TokenAuthSettings(_Section):
     # The token service's /authorize, asked which search results a caller may see; empty: next to
     # the realm (http://host/token -> http://host/authorize).
     authorize: str = ""
+    # A PEM public key (the classic registry's privileged_key) trusted like rootcertbundle's keys:
+    # whoever holds its private key signs their own tokens, with any access they write into them.
+    privileged_key: str = ""
 
     @property
     def authorize_url(self) -> str:
@@ -303,11 +316,11 @@ class NotificationEndpoint(_Section):
     url: str
     headers: dict[str, list[str]] = Field(default_factory=dict)
     # Seconds per delivery attempt.
-    timeout: float = Field(default=5.0, gt=0)
+    timeout: Seconds = Field(default=5.0, gt=0)
     # Failures in a row before the endpoint counts as down (and backs off).
     threshold: int = Field(default=5, ge=1)
     # Seconds to wait between retries while down (doubles up to 60 s).
-    backoff: float = Field(default=1.0, gt=0)
+    backoff: Seconds = Field(default=1.0, gt=0)
     # Events kept while the endpoint is slow or down; beyond it the oldest are dropped (counted).
     queue_size: int = Field(default=10_000, ge=1)
     ignoredmediatypes: list[str] = Field(default_factory=list)
@@ -347,7 +360,7 @@ class RedisSettings(_Section):
     password: str = ""
     db: int = Field(default=0, ge=0)
     # Seconds to wait on one Redis call before treating Redis as down (and serving without it).
-    timeout: float = Field(default=0.25, gt=0, le=30)
+    timeout: Seconds = Field(default=0.25, gt=0, le=30)
 
     @property
     def enabled(self) -> bool:
@@ -369,6 +382,41 @@ class LRUCacheSettings(RedisSettings):
 class LogSettings(_Section):
     # text: one readable line per event. json: one JSON object per line (for log shippers).
     formatter: Literal["text", "json"] = "text"
+    # Added to every line (registry:2's log.fields), e.g. {environment: production}.
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class ProxySettings(_Section):
+    """A pull-through cache of another registry (registry:2's ``proxy``, the classic ``mirroring``)."""
+
+    remoteurl: str = ""
+    username: str = ""
+    password: str = ""
+    # Cached content expires after this long unless pulled again.
+    ttl: Seconds = Field(default=168 * 3600, ge=0)
+    # How long a tag's digest is trusted without asking the upstream (classic tags_cache_ttl).
+    tag_ttl: Seconds = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _available(self) -> "ProxySettings":
+        if self.remoteurl:
+            raise ValueError(
+                "proxy.remoteurl: Berth cannot act as a pull-through cache yet; "
+                "remove the proxy (or mirroring) section to serve this registry's own content"
+            )
+        return self
+
+
+_LOG_LEVELS = {"warn": "warning", "fatal": "critical", "panic": "critical", "trace": "debug"}
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _log_level(value: Any) -> Any:
+    """Python's names, and the classic registry's and registry:2's (``warn``, ``fatal``, ``panic``)."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return _LOG_LEVELS.get(value, value)
+    return value
 
 
 class MetricsSettings(_Section):
@@ -404,7 +452,7 @@ class EmailExceptionsSettings(_Section):
 
 
 class Settings(_Section):
-    loglevel: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    loglevel: Annotated[Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_log_level)] = "info"
     log: LogSettings = Field(default_factory=LogSettings)
     # Adds versions and host details to /_ping, as the classic registry did.
     debug: bool = False
@@ -417,8 +465,9 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     token_service: TokenServiceSettings = Field(default_factory=TokenServiceSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
-    # Empty: no index, /v1/search answers no results. "sqlalchemy": the search service.
-    search_backend: Literal["", "sqlalchemy"] = "sqlalchemy"
+    # Empty: no index, /v1/search answers no results. "sqlalchemy": the search service's SQL index.
+    # A dotted module path (my.search.module): the search service serves that module's Index class.
+    search_backend: str = "sqlalchemy"
     search: SearchSettings = Field(default_factory=SearchSettings)
     # Blob GETs answer 307 to a presigned URL of the store, when its driver has one (s3).
     storage_redirect: bool = False
@@ -426,126 +475,30 @@ class Settings(_Section):
     cache: RedisSettings = Field(default_factory=RedisSettings)
     # The gateways' metadata cache.
     cache_lru: LRUCacheSettings = Field(default_factory=LRUCacheSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
 
+    # Said about the configuration while loading it (keys accepted but without effect); printed
+    # once at start by the command line.
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+    # Which form the file was read as: berth, classic or registry2.
+    _dialect: str = PrivateAttr(default="berth")
 
-def load(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    flavor: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Reads, merges, resolves and validates the configuration."""
-    env = os.environ if environ is None else environ
-    path = path or env.get("DOCKER_REGISTRY_CONFIG") or None
-    flavor = flavor or env.get("SETTINGS_FLAVOR") or DEFAULT_FLAVOR
-    raw: dict[str, Any] = _read(Path(path)) if path else {}
-    merged = _pick_flavor(raw, flavor, explicit=bool(env.get("SETTINGS_FLAVOR")))
-    merged = _resolve_env_values(merged, env, "")
-    _apply_overrides(merged, env)
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    @field_validator("search_backend")
+    @classmethod
+    def _search_backend(cls, value: str) -> str:
+        if value not in ("", "sqlalchemy") and not _MODULE_PATH.fullmatch(value):
+            raise ValueError("expected '', 'sqlalchemy' or a dotted module path with an Index class (my.search.index)")
+        return value
 
+    @property
+    def warnings(self) -> list[str]:
+        return self._warnings
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"DOCKER_REGISTRY_CONFIG: no such file {str(path)!r}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return data
+    @property
+    def dialect(self) -> str:
+        return self._dialect
 
-
-def _pick_flavor(raw: dict[str, Any], flavor: str, *, explicit: bool) -> dict[str, Any]:
-    flavored = "common" in raw or flavor in raw
-    if not flavored:
-        return raw
-    base = raw.get("common") or {}
-    if flavor not in raw and explicit:
-        raise ConfigError(f"SETTINGS_FLAVOR: no flavor {flavor!r} in the file (have: {', '.join(sorted(raw))})")
-    over = raw.get(flavor) or {}
-    for name, section in (("common", base), (flavor, over)):
-        if not isinstance(section, dict):
-            raise ConfigError(f"{name}: a flavor must be a mapping")
-    return _merge(base, over)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _resolve_env_values(value: Any, env: Mapping[str, str], where: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _resolve_env_values(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_env_values(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str) and value.startswith("_env:"):
-        var, _, default = value[len("_env:") :].partition(":")
-        if not var:
-            raise ConfigError(f"{where}: '_env:' needs a variable name")
-        return env.get(var, default)
-    return value
-
-
-def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    for var in sorted(env):
-        if not var.startswith(ENV_PREFIX):
-            continue
-        path = _override_path(Settings, var[len(ENV_PREFIX) :].lower())
-        if path is None:
-            continue
-        node = data
-        for key in path[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        value: Any = env[var]
-        if _is_list(path):  # REGISTRY_HTTP_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        node[path[-1]] = value
-
-
-def _is_list(path: list[str]) -> bool:
-    model: Any = Settings
-    for key in path[:-1]:
-        model = model.model_fields[key].annotation
-    return get_origin(model.model_fields[path[-1]].annotation) is list
-
-
-def _override_path(model: type[BaseModel], rest: str) -> list[str] | None:
-    """Maps ``storage_filesystem_rootdirectory`` onto the schema's keys, longest key first."""
-    for name in sorted(model.model_fields, key=len, reverse=True):
-        annotation = model.model_fields[name].annotation
-        if rest == name:
-            return [name]
-        if rest.startswith(name + "_") and isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            tail = _override_path(annotation, rest[len(name) + 1 :])
-            if tail is not None:
-                return [name, *tail]
-    return None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"config key {key!r}: unknown option")
-        else:
-            got = err.get("input")
-            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            lines.append(f"config key {key!r}: {err['msg']}{shown}")
-    return "; ".join(lines)
-
+    @property
+    def search_service(self) -> bool:
+        """Whether the search service runs (any backend but none)."""
+        return bool(self.search_backend)
