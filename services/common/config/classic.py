@@ -48,9 +48,9 @@ KEYS: tuple[Key, ...] = (
     Key("privileged_key", "renamed", "auth.token.privileged_key", "trusted for token auth: its holder signs tokens with any access (docs/auth.md)", "/etc/registry/privileged.pem"),
     Key("search_backend", "same", "search_backend", "empty: no search; sqlalchemy; or a module path whose Index class is served", "sqlalchemy"),
     Key("sqlalchemy_index_database", "renamed", "search.database", "any SQLAlchemy URL", "sqlite:////tmp/docker-registry.db"),
-    Key("mirroring.source", "renamed", "proxy.remoteurl", "refused until Berth can mirror (pull-through cache)", ""),
-    Key("mirroring.source_index", "warned", "", "the v1 index is not used", "https://index.docker.io"),
-    Key("mirroring.tags_cache_ttl", "renamed", "proxy.tag_ttl", "seconds", 172800),
+    Key("mirroring.source", "converted", "proxy.remoteurl", "the upstream registry; refused until Berth can mirror (pull-through cache). Empty: mirroring is off", ""),
+    Key("mirroring.source_index", "converted", "", "the v1 index is not used (a warning when mirroring is on)", "https://index.docker.io"),
+    Key("mirroring.tags_cache_ttl", "converted", "proxy.tag_ttl", "seconds a tag's digest is trusted (when mirroring is on)", 172800),
     *(Key(f"{section}.{k}", "same", f"{section}.{k}", "", v) for section in ("cache", "cache_lru")
       for k, v in (("host", "localhost"), ("port", 6379), ("db", 0), ("password", "pw"))),
     *(Key(f"email_exceptions.{k}", "same", f"email_exceptions.{k}", "", v) for k, v in (
@@ -82,7 +82,7 @@ def translate(t: Translation) -> None:
     for key in _EMAIL_KEYS:
         value = t.pop(key)
         if value is not MISSING:
-            t.put(f"email_exceptions.{key}", value, f"classic key {key!r}")
+            t.put(f"email_exceptions.{key}", value, t.label(LABEL, key))
     t.apply_table(KEYS, LABEL)
 
 
@@ -104,17 +104,17 @@ def _storage(t: Translation) -> None:
         driver = DRIVERS.get(kind.strip().lower())
         if driver is None:
             t.refuse("storage", f"driver {kind!r} is not supported: Berth's are local (file), s3 and inmemory")
-        t.put("storage", {"driver": driver}, f"classic key 'storage' ({kind})")
+        t.put("storage", {"driver": driver}, t.label(LABEL, "storage"))
     driver = t.get("storage.driver", "filesystem")
     path = t.pop("storage_path")
     if path is not MISSING:
         target = "storage.s3.rootdirectory" if driver == "s3" else "storage.filesystem.rootdirectory"
-        t.put(target, path, "classic key 'storage_path'")
+        t.put(target, path, t.label(LABEL, "storage_path"))
     bucket, boto_bucket = t.get("s3_bucket", None), t.pop("boto_bucket")
     if boto_bucket not in (MISSING, None, ""):
         if bucket not in (None, "") and bucket != boto_bucket:
             t.refuse("boto_bucket", f"names another bucket ({boto_bucket!r}) than s3_bucket ({bucket!r})")
-        t.put("storage.s3.bucket", boto_bucket, "classic key 'boto_bucket'")
+        t.put("storage.s3.bucket", boto_bucket, t.label(LABEL, "boto_bucket"))
     host, port, fmt = t.pop("boto_host"), t.pop("boto_port"), t.pop("boto_calling_format")
     if host not in (MISSING, None, ""):
         secure = truthy(t.get("s3_secure", True))
@@ -129,7 +129,12 @@ def _storage(t: Translation) -> None:
 
 
 def _mirroring(t: Translation) -> None:
-    mirroring = t.get("mirroring", MISSING)
-    if isinstance(mirroring, dict) and not mirroring.get("source"):
-        t.pop("mirroring")  # no source: mirroring is off, whatever else the section says
+    mirroring = t.pop("mirroring")
+    if not isinstance(mirroring, dict) or not mirroring.get("source"):
+        return  # no source: mirroring is off, whatever else the section says
+    t.put("proxy.remoteurl", mirroring["source"], t.label(LABEL, "mirroring.source"))
+    if mirroring.get("tags_cache_ttl") is not None:
+        t.put("proxy.tag_ttl", mirroring["tags_cache_ttl"], t.label(LABEL, "mirroring.tags_cache_ttl"))
+    if mirroring.get("source_index"):
+        t.warn("mirroring.source_index (classic): the v1 index is not used")
 

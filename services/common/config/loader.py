@@ -30,6 +30,7 @@ from services.common.config.translation import Translation
 DEFAULT_FLAVOR = "dev"
 BUILT_IN = Path(__file__).with_name("defaults.yml")
 _ENV = "_env:"
+_UNSET = object()
 # Environment variables read only through defaults.yml's _env: values (a warning when a file that
 # does not read them is used while they are set); AWS_REGION and DEBUG mean too much elsewhere.
 _GENERIC = {"AWS_REGION", "DEBUG"}
@@ -52,19 +53,19 @@ def load(
         chosen = "s3"  # the classic quick start without SETTINGS_FLAVOR: AWS_BUCKET means S3
         warnings.append("AWS_BUCKET is set and SETTINGS_FLAVOR is not: using the s3 flavor")
     tree = pick_flavor(document, chosen, explicit=bool(explicit) or not source)
-    read: set[str] = set()
-    tree = _resolve_env_values(tree, env, "", read)
+    variables: dict[str, str] = {}
+    tree = _resolve_env_values(tree, env, "", variables)
     dialect = "registry2" if "version" in tree else "classic" if classic.is_classic(tree) else "berth"
-    t = Translation(tree, dialect, warnings)
+    t = Translation(tree, dialect, warnings, variables=variables)
     classic.translate(t)
     registry2.expand_selectors(t.tree)
     environment.apply(t, env)
     named = [str(t.get(k)) for k in ("http.debug.addr",) if t.has(k)]
     registry2.normalize(t, own_defaults=dialect == "registry2")
     ports.place(t, named)
-    _unread_classic_variables(t, env, read)
+    _unread_classic_variables(t, env, set(variables.values()))
     try:
-        settings = Settings.model_validate(t.tree)
+        settings = Settings.model_validate(_drop_nones(t.tree))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, t)) from None
     settings._warnings = t.warnings
@@ -156,23 +157,33 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_env_values(value: Any, env: Mapping[str, str], where: str, read: set[str]) -> Any:
-    """Resolves ``_env:`` values and drops keys left without a value (None means "not set")."""
+def _resolve_env_values(value: Any, env: Mapping[str, str], where: str, variables: dict[str, str]) -> Any:
+    """Resolves ``_env:`` values, noting key -> variable; ``_env:VAR`` with VAR unset drops the key."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            resolved = _resolve_env_values(v, env, f"{where}.{k}" if where else str(k), read)
-            if resolved is not None:
+            resolved = _resolve_env_values(v, env, f"{where}.{k}" if where else str(k), variables)
+            if resolved is not _UNSET:
                 out[k] = resolved
         return out
     if isinstance(value, list):
-        return [_resolve_env_values(v, env, f"{where}[{i}]", read) for i, v in enumerate(value)]
+        return [_resolve_env_values(v, env, f"{where}[{i}]", variables) for i, v in enumerate(value)]
     if isinstance(value, str) and value.startswith(_ENV):
         var, colon, default = value[len(_ENV):].partition(":")
         if not var:
             raise ConfigError(f"config key {where!r}: '_env:' needs a variable name")
-        read.add(var)
-        return env.get(var, default if colon else None)
+        variables[where] = var
+        return env.get(var, default if colon else _UNSET)
+    return value
+
+
+def _drop_nones(value: Any) -> Any:
+    """A key written without a value means "not set" (the default applies), as in both registries;
+    kept until translation, where ``inmemory:`` alone still names a driver."""
+    if isinstance(value, dict):
+        return {k: _drop_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nones(v) for v in value]
     return value
 
 
@@ -196,7 +207,7 @@ def _describe(exc: ValidationError, t: Translation) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        origin = t.origins.get(key)
+        origin = t.origin_of(key)
         came = f" (from {origin})" if origin else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"config key {key!r}{came}: unknown option")

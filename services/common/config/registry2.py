@@ -30,7 +30,7 @@ _METRICS_NOTE = "Berth opens no debug listener: /metrics is on every service's o
 
 KEYS: tuple[Key, ...] = (
     Key("version", "converted", "", "must be 0.1; marks the file as registry:2's", "0.1"),
-    Key("loglevel", "same", "loglevel", "deprecated in registry:2; log.level wins", "debug"),
+    Key("loglevel", "same", "loglevel", "deprecated in registry:2; log.level wins", "warn"),
     Key("log.level", "renamed", "loglevel", "error, warn, info, debug", "warn"),
     Key("log.formatter", "converted", "log.formatter", "text and json; logstash is written as json (with a warning)", "json"),
     Key("log.fields", "same", "log.fields", "added to every line, in both formats", {"service": "registry"}),

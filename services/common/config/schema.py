@@ -123,6 +123,13 @@ class S3Settings(_Section):
     # Connection pool size towards the store.
     maxconnections: int = Field(default=64, ge=1, le=1024)
 
+    @model_validator(mode="after")
+    def _credentials(self) -> "S3Settings":
+        if bool(self.accesskey) != bool(self.secretkey):
+            missing = "accesskey" if self.secretkey else "secretkey"
+            raise ValueError(f"storage.s3.{missing}: accesskey and secretkey go together (or leave both empty for the AWS chain)")
+        return self
+
 
 class ReadOnlySettings(_Section):
     # Every write answers 405 UNSUPPORTED; pulls, listings and search keep working.

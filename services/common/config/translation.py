@@ -87,6 +87,13 @@ class Translation:
     warnings: list[str] = field(default_factory=list)
     # Berth key (dotted) -> where its value came from, for error messages.
     origins: dict[str, str] = field(default_factory=dict)
+    # Document key (dotted, before translation) -> the variable its ``_env:`` value came from.
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def label(self, dialect_label: str, source: str) -> str:
+        """"classic key 's3_bucket' (_env:AWS_BUCKET)": where a translated value came from."""
+        var = self.variables.get(source)
+        return f"{dialect_label} key {source!r}" + (f" (_env:{var})" if var else "")
 
     def get(self, dotted: str, default: Any = MISSING) -> Any:
         value = lookup(self.tree, dotted.split("."))
@@ -114,6 +121,16 @@ class Translation:
     def refuse(self, key: str, message: str) -> NoReturn:
         raise ConfigError(f"config key {key!r} ({DIALECT_NAMES.get(self.dialect, self.dialect)}): {message}")
 
+    def origin_of(self, dotted: str) -> str:
+        """Where the value of a Berth key, or of the keys under a section, came from ("" if the file)."""
+        if dotted in self.origins:
+            return self.origins[dotted]
+        if dotted in self.variables:
+            return f"_env:{self.variables[dotted]}"
+        inner = [o for k, o in self.origins.items() if k.startswith(dotted + ".")]
+        inner += [f"_env:{v}" for k, v in self.variables.items() if k.startswith(dotted + ".") and self.has(k)]
+        return ", ".join(dict.fromkeys(inner[:3]))
+
     def apply_table(self, table: Iterable[Key], label: str) -> None:
         """The table's simple cases: renames, warnings and refusals of keys present in the tree."""
         for key in table:
@@ -126,7 +143,7 @@ class Translation:
                 self.refuse(key.source.removesuffix(".*"), key.note)
             pop(self.tree, key.path)
             if key.treatment == "renamed":
-                self.put(key.target, value, f"{label} key {key.source!r}")
+                self.put(key.target, value, self.label(label, key.source))
             else:
                 self.warn(f"{key.source.removesuffix('.*')} ({label}): {key.note}")
 
