@@ -15,6 +15,7 @@ dialect translation, ``REGISTRY_*`` overrides, then validation against the schem
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ DEFAULT_FLAVOR = "dev"
 BUILT_IN = Path(__file__).with_name("defaults.yml")
 _ENV = "_env:"
 _UNSET = object()
+_NAMED_KEY = re.compile(r"([a-z0-9_]+(?:\.[a-z0-9_]+)+)[ :]")
 # Environment variables read only through defaults.yml's _env: values (a warning when a file that
 # does not read them is used while they are set); AWS_REGION and DEBUG mean too much elsewhere.
 _GENERIC = {"AWS_REGION", "DEBUG"}
@@ -136,7 +138,8 @@ def pick_flavor(raw: dict[str, Any], flavor: str, *, explicit: bool) -> dict[str
     )
     if not flavored:
         return raw
-    if flavor not in raw and (explicit or "common" not in raw):
+    # The default flavor may be absent when common is there (the README's snippets are common: only).
+    if flavor not in raw and ("common" not in raw or (explicit and flavor != DEFAULT_FLAVOR)):
         have = ", ".join(sorted(k for k in raw if k != "common")) or "none"
         raise ConfigError(f"SETTINGS_FLAVOR: no flavor {flavor!r} in the configuration (flavors: {have})")
     base = raw.get("common") or {}
@@ -207,7 +210,9 @@ def _describe(exc: ValidationError, t: Translation) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        origin = t.origin_of(key)
+        # A section's check names the key it is about ("storage.s3.bucket is required ..."): its origin tells more.
+        named = _NAMED_KEY.match(err["msg"].removeprefix("Value error, "))
+        origin = (named and t.origin_of(named.group(1))) or t.origin_of(key)
         came = f" (from {origin})" if origin else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"config key {key!r}{came}: unknown option")

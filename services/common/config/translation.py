@@ -122,14 +122,13 @@ class Translation:
         raise ConfigError(f"config key {key!r} ({DIALECT_NAMES.get(self.dialect, self.dialect)}): {message}")
 
     def origin_of(self, dotted: str) -> str:
-        """Where the value of a Berth key, or of the keys under a section, came from ("" if the file)."""
-        if dotted in self.origins:
-            return self.origins[dotted]
+        """Where the value of a Berth key, and of the keys under it, came from ("" if the file)."""
+        found = [self.origins[dotted]] if dotted in self.origins else []
         if dotted in self.variables:
-            return f"_env:{self.variables[dotted]}"
-        inner = [o for k, o in self.origins.items() if k.startswith(dotted + ".")]
-        inner += [f"_env:{v}" for k, v in self.variables.items() if k.startswith(dotted + ".") and self.has(k)]
-        return ", ".join(dict.fromkeys(inner[:3]))
+            found.append(f"_env:{self.variables[dotted]}")
+        found += [o for k, o in self.origins.items() if k.startswith(dotted + ".")]
+        found += [f"_env:{v}" for k, v in self.variables.items() if k.startswith(dotted + ".") and self.has(k)]
+        return ", ".join(list(dict.fromkeys(found))[:4])
 
     def apply_table(self, table: Iterable[Key], label: str) -> None:
         """The table's simple cases: renames, warnings and refusals of keys present in the tree."""
@@ -138,6 +137,9 @@ class Translation:
                 continue
             value = lookup(self.tree, key.path)
             if value is MISSING:
+                if key.treatment == "renamed" and key.source in self.variables:
+                    # An _env: value whose variable is unset: say so if the key turns out required.
+                    self.origins.setdefault(key.target, f"{label} key {key.source!r} (_env:{self.variables[key.source]}, unset)")
                 continue
             if key.treatment == "refused":
                 self.refuse(key.source.removesuffix(".*"), key.note)

@@ -1,0 +1,100 @@
+"""The configurations in ../shared/seeds (copied into seeds/ here, as written) load as they describe.
+
+Each case is what a user of the classic registry or registry:2 has in hand: a file from the
+README, or the environment variables of a `docker run` line. tests/e2e/test_seed_setups.py starts
+the runnable ones and pushes and pulls through them with skopeo.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common import config
+
+SEEDS = Path(__file__).with_name("seeds")
+
+
+def seed(name: str, **environ: str) -> config.Settings:
+    return config.load(SEEDS / name, environ=environ)
+
+
+def test_registry2_image_config() -> None:
+    settings = seed("registry2-image-config.yml")
+    assert settings.dialect == "registry2"
+    assert settings.loglevel == "debug"
+    assert settings.log.fields == {"service": "registry", "environment": "development"}
+    assert settings.storage.driver == "filesystem" and settings.storage.filesystem.rootdirectory == "/tmp/registry-dev"
+    assert settings.http.addr == "0.0.0.0:5000" and settings.http.secret == "asecretforlocaldevelopment"
+    assert [e.name for e in settings.notifications.endpoints] == ["local-8082", "local-8083"]
+    endpoint = settings.notifications.endpoints[0]
+    assert (endpoint.timeout, endpoint.backoff, endpoint.threshold, endpoint.disabled) == (1.0, 1.0, 10, True)
+    assert endpoint.headers == {"Authorization": ["Bearer <an example token>"]}
+    assert settings.storage.delete.enabled is False  # registry:2's default
+    assert settings.cache_lru.host == ""  # redis is configured but layerinfo is inmemory: unused, as in registry:2
+    # localhost:5001 (debug) and localhost:5003 (a webhook) are the file's: Berth's listeners avoid them.
+    internal = [settings.blobstore.addr, settings.token_service.addr, settings.search.addr, settings.blobstore.http_addr]
+    assert not {a.rpartition(":")[2] for a in internal} & {"5000", "5001", "5003"}
+    said = "\n".join(settings.warnings)
+    for subject in ("tabs", "http.debug.addr", "redis", "blobstore.addr", "search.addr"):
+        assert subject in said
+
+
+def test_registry2_config_with_the_tls_block_names_unreadable_certificates(tmp_path: Path) -> None:
+    settings = seed("registry2-image-config-tls.yml")
+    assert settings.http.tls.certificate == "/go/src/github.com/docker/distribution/certs/domain.crt"
+    from services.common import https
+
+    with pytest.raises(config.ConfigError, match="http.tls.certificate"):
+        https.server_context(settings.http.tls, "http.tls")
+
+
+@pytest.mark.parametrize(("flavor", "driver", "root"), [("dev", "filesystem", "/home/myself/docker"), ("test", "filesystem", "/tmp/tmpdockertmp")])
+def test_classic_example_config_local_flavors(flavor: str, driver: str, root: str) -> None:
+    settings = seed("classic-0.9.1-example.yml", SETTINGS_FLAVOR=flavor)
+    assert settings.dialect == "classic"
+    assert settings.storage.driver == driver and settings.storage.filesystem.rootdirectory == root
+    assert settings.loglevel == ("debug" if flavor == "dev" else "info")
+    assert settings.search_backend == "" and settings.search.database == "sqlite:////tmp/docker-registry.db"
+
+
+def test_classic_example_config_prod_flavor_with_its_variables() -> None:
+    settings = seed("classic-0.9.1-example.yml", SETTINGS_FLAVOR="prod", AWS_S3_ACCESS_KEY="AKIA", AWS_S3_SECRET_KEY="secret",
+                    AWS_S3_BUCKET="acme", SEARCH_BACKEND="sqlalchemy")
+    s3 = settings.storage.s3
+    assert settings.storage.driver == "s3" and (s3.bucket, s3.accesskey, s3.secretkey, s3.rootdirectory) == ("acme", "AKIA", "secret", "/srv/docker")
+    assert settings.loglevel == "warning"
+    mail = settings.email_exceptions
+    assert (mail.smtp_host, mail.from_addr, mail.to_addr) == ("localhost", "docker@myself.com", ["my@myself.com"])
+    assert settings.search_backend == "sqlalchemy"
+    with pytest.raises(config.ConfigError, match=r"storage.*_env:AWS_S3_BUCKET"):
+        seed("classic-0.9.1-example.yml", SETTINGS_FLAVOR="prod")  # the bucket's variable unset: named
+
+
+def test_classic_readme_snippets() -> None:
+    local = seed("classic-0.9.1-local.yml", SETTINGS_FLAVOR="local")
+    assert local.storage.driver == "filesystem" and local.storage.filesystem.rootdirectory == "/mnt/registry"
+    s3 = seed("classic-0.9.1-s3.yml", SETTINGS_FLAVOR="prod").storage
+    assert s3.driver == "s3" and (s3.s3.region, s3.s3.bucket, s3.s3.rootdirectory) == ("us-west-1", "acme-docker", "/registry")
+    search = seed("classic-0.9.1-search-sqlalchemy.yml")
+    assert search.search_backend == "sqlalchemy" and search.search.database == "sqlite:////tmp/docker-registry.db"
+    assert seed("classic-0.9.1-search-module.yml").search_backend == "foo.registry.index.xapian"
+    with pytest.raises(config.ConfigError, match="mirroring.source"):
+        seed("classic-0.9.1-mirroring.yml")
+
+
+def test_classic_quick_start_environment() -> None:
+    settings = config.load(None, environ={
+        "SETTINGS_FLAVOR": "s3", "AWS_BUCKET": "mybucket", "STORAGE_PATH": "/registry", "AWS_KEY": "myawskey",
+        "AWS_SECRET": "myawssecret", "SEARCH_BACKEND": "sqlalchemy",
+    })
+    assert settings.storage.driver == "s3" and settings.storage.s3.bucket == "mybucket" and settings.search_backend == "sqlalchemy"
+
+
+def test_registry2_documented_environment_forms(tmp_path: Path) -> None:
+    tls = {"REGISTRY_HTTP_TLS_CERTIFICATE": "/certs/domain.crt", "REGISTRY_HTTP_TLS_KEY": "/certs/domain.key"}
+    assert config.load(None, environ=tls).http.tls.certificate == "/certs/domain.crt"
+    htpasswd = config.load(None, environ={
+        "REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm", "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd", **tls,
+    })
+    assert htpasswd.auth.type == "htpasswd" and htpasswd.auth.htpasswd.realm == "Registry Realm"
