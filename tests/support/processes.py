@@ -138,3 +138,40 @@ class Berth:
 
     def log(self, service: str) -> str:
         return (self.workdir / f"{service}.log").read_text(errors="replace")
+
+
+@dataclass
+class BerthRun:
+    """`berth run` as a user starts it: one command, a working directory, an environment (no
+    REGISTRY_* from the test's own), and the gateway at ``url``."""
+
+    workdir: Path
+    env: dict[str, str]
+    url: str
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 60) -> "BerthRun":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"))}
+        env.update(self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run"], cwd=self.workdir, env=env,
+            stdout=open(self.workdir / "run.log", "w"), stderr=subprocess.STDOUT, text=True,  # noqa: SIM115 - lives as long as the process
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"berth run exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                httpx.get(f"{self.url}/", timeout=1, verify=False)
+                return self
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"berth run did not come up:\n{self.log()}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return (self.workdir / "run.log").read_text(errors="replace")
