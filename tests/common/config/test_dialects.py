@@ -117,3 +117,12 @@ def test_every_table_entry_documents_what_berth_does() -> None:
             assert key.note, f"{key.source}: a warning or refusal must say why"
     sources = [k.source for k in classic.KEYS] + [k.source for k in registry2.KEYS]
     assert len(sources) == len(set(sources)) + len({k.source for k in classic.KEYS} & {k.source for k in registry2.KEYS})
+
+
+def test_migrating_doc_tables_are_generated_from_these_tables() -> None:
+    from services.common.config import reference
+
+    assert reference.main(["--check"]) == 0, "docs/migrating.md is stale: python -m services.common.config.reference"
+    text = reference.DOC.read_text()
+    for key in (*classic.KEYS, *registry2.KEYS):
+        assert f"| `{key.source}` |" in text
