@@ -7,7 +7,7 @@ dialect translation, ``REGISTRY_*`` overrides, then validation against the schem
 2. A flavored document (``common`` and flavor sections, YAML merge keys allowed) is reduced to the
    flavor ``SETTINGS_FLAVOR`` names (default ``dev``) merged over ``common``.
 3. ``_env:VAR:default`` values are resolved; ``_env:VAR`` with VAR unset, like an empty key, means
-   "not set" (the default applies).
+   "not set" (the default applies). A default may itself be ``_env:OTHER[:default]``.
 4. Classic keys, then ``REGISTRY_*`` variables, then registry:2 shapes become Berth's keys.
 5. Internal listeners move off ports the document uses for other things; then the schema validates,
    and errors name the key and where its value came from.
@@ -65,7 +65,7 @@ def load(
     named = [str(t.get(k)) for k in ("http.debug.addr",) if t.has(k)]
     registry2.normalize(t, own_defaults=dialect == "registry2")
     ports.place(t, named)
-    _unread_classic_variables(t, env, set(variables.values()))
+    _unread_classic_variables(t, env, {v for chain in variables.values() for v in chain.split(" or ")})
     try:
         settings = Settings.model_validate(_drop_nones(t.tree))
     except ValidationError as exc:
@@ -176,7 +176,13 @@ def _resolve_env_values(value: Any, env: Mapping[str, str], where: str, variable
         if not var:
             raise ConfigError(f"config key {where!r}: '_env:' needs a variable name")
         variables[where] = var
-        return env.get(var, default if colon else _UNSET)
+        if var in env:
+            return env[var]
+        if default.startswith(_ENV):  # _env:AWS_KEY:_env:AWS_S3_ACCESS_KEY: either name
+            resolved = _resolve_env_values(default, env, where, variables)
+            variables[where] = f"{var} or {variables[where]}"
+            return resolved
+        return default if colon else _UNSET
     return value
 
 
@@ -198,12 +204,7 @@ def _unread_classic_variables(t: Translation, env: Mapping[str, str], read: set[
 
 
 def _classic_variables() -> set[str]:
-    found: set[str] = set()
-    for line in BUILT_IN.read_text().splitlines():
-        _, marker, rest = line.partition(_ENV)
-        if marker:
-            found.add(rest.split(":", 1)[0].strip())
-    return found
+    return set(re.findall(r"_env:([A-Z0-9_]+)", BUILT_IN.read_text()))
 
 
 def _describe(exc: ValidationError, t: Translation) -> str:

@@ -48,13 +48,13 @@ def variable_table() -> str:
     defaults: dict[str, dict[str, str]] = {}
     for flavor in (f for f in document if f != "common"):
         for key, value in walk(pick_flavor(document, flavor, explicit=True)):
-            match = re.fullmatch(r"_env:([A-Z0-9_]+)(?::(.*))?", str(value))
-            if match:
-                var = match.group(1)
+            text = str(value)
+            while (match := re.fullmatch(r"_env:([A-Z0-9_]+)(?::(.*))?", text)):
+                var, text = match.group(1), match.group(2) or ""
                 keys.setdefault(var, [])
                 if key not in keys[var]:
                     keys[var].append(key)
-                defaults.setdefault(var, {})[flavor] = match.group(2) or ""
+                defaults.setdefault(var, {})[flavor] = "" if text.startswith("_env:") else text
     rows = ["| variable | classic key | flavors: default |", "|---|---|---|"]
     for var, by_flavor in defaults.items():
         values = set(by_flavor.values())

@@ -251,7 +251,7 @@ def test_classic_flavors_without_a_file() -> None:
 def test_aws_bucket_without_a_flavor_means_s3_and_a_lone_secret_is_refused_naming_it() -> None:
     settings = config.load(None, environ={"AWS_BUCKET": "acme-docker", "STORAGE_PATH": "/registry", "AWS_KEY": "k", "AWS_SECRET": "s"})
     assert settings.storage.driver == "s3" and any("AWS_BUCKET" in w for w in settings.warnings)
-    with pytest.raises(config.ConfigError, match=r"_env:AWS_KEY, unset.*accesskey and secretkey go together"):
+    with pytest.raises(config.ConfigError, match=r"_env:AWS_KEY or AWS_S3_ACCESS_KEY, unset.*accesskey and secretkey go together"):
         config.load(None, environ={"AWS_BUCKET": "acme-docker", "STORAGE_PATH": "/registry", "AWS_SECRET": "s"})
 
 
@@ -297,3 +297,10 @@ def test_internal_listeners_move_off_ports_the_file_names(tmp_path: Path) -> Non
     assert moved.auth.token.jwks == f"http://{moved.token_service.addr}/.well-known/jwks.json"
     kept = load(tmp_path, {"http": {"addr": "127.0.0.1:5002"}, "blobstore": {"addr": "127.0.0.1:6001"}})
     assert kept.blobstore.addr == "127.0.0.1:6001"
+
+
+def test_the_readme_example_variable_names_work_without_a_file_too() -> None:
+    settings = config.load(None, environ={"SETTINGS_FLAVOR": "prod", "AWS_S3_BUCKET": "b", "AWS_S3_ACCESS_KEY": "k", "AWS_S3_SECRET_KEY": "s"})
+    assert (settings.storage.s3.bucket, settings.storage.s3.accesskey, settings.storage.s3.secretkey) == ("b", "k", "s")
+    both = config.load(None, environ={"SETTINGS_FLAVOR": "s3", "AWS_BUCKET": "a", "AWS_S3_BUCKET": "b"})
+    assert both.storage.s3.bucket == "a" and any("AWS_S3_BUCKET" in w for w in both.warnings)  # the first name wins, the other is named
