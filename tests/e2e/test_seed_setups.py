@@ -79,6 +79,24 @@ def test_registry2_sample_config_serves_with_its_own_ports_kept_free(tmp_path: P
     assert "blobstore.addr: port 5001" in log and "search.addr: port 5003" in log
 
 
+def test_classic_example_config_found_under_config_like_the_classic_registry(tmp_path: Path, running: list[BerthRun]) -> None:
+    (tmp_path / "config").mkdir()
+    shutil.copy(SEEDS / "classic-0.9.1-example.yml", tmp_path / "config" / "config.yml")
+    port = free_port()
+    run = BerthRun(tmp_path, {
+        "DOCKER_REGISTRY_CONFIG": "config.yml",  # relative: looked up under config/, as the classic registry did
+        "SETTINGS_FLAVOR": "dev",
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "docker"),  # the file's /home/myself/docker
+        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}", "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
+    }, f"http://127.0.0.1:{port}")
+    running.append(run.start())
+    round_trip(f"127.0.0.1:{port}", tmp_path, "classic/app")
+    assert (tmp_path / "docker" / "docker" / "registry" / "v2" / "repositories" / "classic" / "app").is_dir()
+    # search_backend is "_env:SEARCH_BACKEND:" (empty): no search service, an empty answer.
+    assert httpx.get(f"{run.url}/v1/search", params={"q": "app"}, timeout=10).json()["num_results"] == 0
+
+
 def test_classic_quick_start_stores_into_s3(tmp_path: Path, running: list[BerthRun], moto: MotoServer) -> None:
     bucket = moto.new_bucket("quickstart")
     endpoint = httpx.URL(moto.endpoint)

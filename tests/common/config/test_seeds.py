@@ -98,3 +98,31 @@ def test_registry2_documented_environment_forms(tmp_path: Path) -> None:
         "REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm", "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd", **tls,
     })
     assert htpasswd.auth.type == "htpasswd" and htpasswd.auth.htpasswd.realm == "Registry Realm"
+
+
+@pytest.mark.parametrize(("name", "environ", "status", "said"), [
+    ("registry2-image-config.yml", {}, 0, "registry:2's form"),
+    ("registry2-image-config-tls.yml", {}, 2, "http.tls.certificate"),
+    ("classic-0.9.1-example.yml", {}, 0, "classic registry's form"),
+    ("classic-0.9.1-example.yml", {"SETTINGS_FLAVOR": "prod", "AWS_S3_BUCKET": "b", "AWS_S3_ACCESS_KEY": "k", "AWS_S3_SECRET_KEY": "s"}, 0, "classic"),
+    ("classic-0.9.1-local.yml", {"SETTINGS_FLAVOR": "local"}, 0, "classic"),
+    ("classic-0.9.1-s3.yml", {"SETTINGS_FLAVOR": "prod"}, 0, "classic"),
+    ("classic-0.9.1-search-sqlalchemy.yml", {}, 0, "classic"),
+    ("classic-0.9.1-mirroring.yml", {}, 2, "mirroring.source"),
+])
+def test_config_check_of_each_seed(name: str, environ: dict[str, str], status: int, said: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"))}
+    result = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(SEEDS / name), "config", "check"],
+                            cwd=ROOT, env={**env, **environ}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert said in result.stderr
+    if status == 0:
+        import json
+
+        assert json.loads(result.stdout)["storage"]["driver"] in ("filesystem", "s3")
