@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common import digests
+from services.common.config import ManifestValidationSettings
 from services.common.errors import MANIFEST_INVALID, RegistryError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,6 +44,8 @@ class ParsedManifest:
     media_type: str
     blobs: list[str] = field(default_factory=list)
     manifests: list[str] = field(default_factory=list)
+    # An index's children by digest: (os, architecture, variant) where the child names a platform.
+    platforms: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     subject: str = ""
     artifact_type: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
@@ -149,7 +152,37 @@ def _parse_index(doc: dict[str, Any], parsed: ParsedManifest) -> None:
     if not isinstance(children, list):
         raise _invalid("manifests must be a list")
     for i, raw in enumerate(children):
-        parsed.manifests.append(_descriptor(raw, f"manifests[{i}]").digest)
+        digest = _descriptor(raw, f"manifests[{i}]").digest
+        parsed.manifests.append(digest)
+        platform = raw.get("platform")
+        if platform is not None:
+            if not isinstance(platform, dict) or not all(isinstance(platform.get(k, ""), str) for k in ("os", "architecture", "variant")):
+                raise _invalid(f"manifests[{i}].platform must be an object with string os, architecture and variant")
+            parsed.platforms[digest] = (platform.get("os", ""), platform.get("architecture", ""), platform.get("variant", ""))
+
+
+def required(parsed: ParsedManifest, policy: ManifestValidationSettings) -> tuple[list[str], list[str]]:
+    """The blobs and child manifests that must exist before this manifest is accepted.
+
+    Strict by default (everything it references); ``sparse`` requires nothing, and an index's
+    ``platforms`` policy picks which children must exist (registry:2 3.x's semantics: ``none``, or
+    ``list`` for the children whose platform is listed, a listed platform without a variant
+    matching every variant)."""
+    if policy.sparse:
+        return [], []
+    indexes = policy.indexes
+    if indexes.platforms == "none":
+        return parsed.blobs, []
+    if indexes.platforms == "list":
+        wanted = [(p.os, p.architecture, p.variant) for p in indexes.platformlist]
+        children = [d for d in parsed.manifests if d in parsed.platforms and _listed(parsed.platforms[d], wanted)]
+        return parsed.blobs, children
+    return parsed.blobs, parsed.manifests
+
+
+def _listed(platform: tuple[str, str, str], wanted: list[tuple[str, str, str]]) -> bool:
+    os_, arch, variant = platform
+    return any(os_ == w_os and arch == w_arch and (not w_variant or variant == w_variant) for w_os, w_arch, w_variant in wanted)
 
 
 def _descriptor(raw: Any, where: str) -> Descriptor:

@@ -112,8 +112,9 @@ KEYS: tuple[Key, ...] = (
     Key("validation.enabled", "warned", "", "Berth always validates manifests", True),
     Key("validation.disabled", "warned", "", "Berth always validates manifests", False),
     Key("validation.manifests.urls.*", "warned", "", "Berth accepts foreign-layer URLs and never fetches them", {"allow": ["^https?://"]}),
-    Key("validation.manifests.indexes.*", "converted", "", "platforms: all is what Berth does (every child must exist); none and list are refused",
-        {"platforms": "all"}),
+    Key("validation.manifests.indexes.platforms", "same", "validation.manifests.indexes.platforms", "all (every child of an index must exist), none, or list", "none"),
+    Key("validation.manifests.indexes.platformlist", "same", "validation.manifests.indexes.platformlist", "the platforms whose children must exist with platforms: list",
+        [{"os": "linux", "architecture": "amd64", "variant": ""}]),
     Key("compatibility.schema1.enabled", "converted", "", "false is what Berth does; true is refused (schema1 manifests are not accepted)", False),
     Key("compatibility.schema1.signingkeyfile", "warned", "", "Berth signs no schema1 manifests", "/etc/registry/key.json"),
     Key("catalog.maxentries", "warned", "", "Berth's catalog pages hold up to 1000 entries", 1000),
@@ -272,9 +273,6 @@ def _redis(t: Translation) -> None:
 
 
 def _validation_and_compatibility(t: Translation) -> None:
-    indexes = t.pop("validation.manifests.indexes")
-    if isinstance(indexes, dict) and indexes.get("platforms", "all") != "all":
-        t.refuse("validation.manifests.indexes.platforms", "Berth requires every child of an index to exist (all)")
     if truthy(t.pop("compatibility.schema1.enabled")):
         t.refuse("compatibility.schema1.enabled", "Berth does not accept schema1 manifests")
 

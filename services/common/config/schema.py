@@ -231,6 +231,37 @@ class BlobstoreSettings(_Section):
         return self
 
 
+class Platform(_Section):
+    os: str
+    architecture: str
+    variant: str = ""
+
+
+class IndexValidationSettings(_Section):
+    """Which children of a pushed index must exist (registry:2 3.x): all of them, none, or those
+    whose platform is in ``platformlist``."""
+
+    platforms: Literal["all", "none", "list"] = "all"
+    platformlist: list[Platform] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _listed(self) -> "IndexValidationSettings":
+        if self.platforms == "list" and not self.platformlist:
+            raise ValueError("validation.manifests.indexes.platformlist: required when platforms is list")
+        return self
+
+
+class ManifestValidationSettings(_Section):
+    # Accept image manifests whose config and layers, and indexes whose children, were never
+    # pushed (the spec allows it); they are served byte for byte, and missing content is 404.
+    sparse: bool = False
+    indexes: IndexValidationSettings = Field(default_factory=IndexValidationSettings)
+
+
+class ValidationSettings(_Section):
+    manifests: ManifestValidationSettings = Field(default_factory=ManifestValidationSettings)
+
+
 class LimitsSettings(_Section):
     manifest_size: int = Field(default=4 << 20, ge=1024)
 
@@ -469,6 +500,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     blobstore: BlobstoreSettings = Field(default_factory=BlobstoreSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     token_service: TokenServiceSettings = Field(default_factory=TokenServiceSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)

@@ -100,14 +100,15 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
     else:
         digest, tag = digests.of(payload), reference
 
+    required_blobs, required_manifests = mv.required(parsed, gw.settings.validation.manifests)
     await gw.blobstore.put_manifest(
         pb.PutManifestRequest(
             repository=name,
             digest=digest,
             payload=payload,
             tag=tag,
-            required_blobs=parsed.blobs,
-            required_manifests=parsed.manifests,
+            required_blobs=required_blobs,
+            required_manifests=required_manifests,
             subject=parsed.subject,
             referrer_descriptor=json.dumps(parsed.referrer_descriptor(digest, len(payload))).encode() if parsed.subject else b"",
         )

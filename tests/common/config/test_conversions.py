@@ -160,7 +160,7 @@ def test_registry2_mail_hook_becomes_email_exceptions(tmp_path: Path) -> None:
     ({"proxy": {"remoteurl": "https://registry-1.docker.io"}}, "'proxy'"),
     ({"notifications": {"endpoints": [{"name": "n", "url": "http://x", "timeout": "fast"}]}}, "'notifications.endpoints.0.timeout'"),
     ({"compatibility": {"schema1": {"enabled": True}}}, "'compatibility.schema1.enabled'"),
-    ({"validation": {"manifests": {"indexes": {"platforms": "none"}}}}, "'validation.manifests.indexes.platforms'"),
+    ({"validation": {"manifests": {"indexes": {"platforms": "list"}}}}, "validation.manifests.indexes.platformlist"),
     ({"storage": {"cache": {"blobdescriptor": "redis"}}}, "'storage.cache.blobdescriptor'"),
     ({"redis": {"addr": "r:6379", "tls": {"enabled": True}}, "storage": {"cache": {"blobdescriptor": "redis"}}}, "'redis.tls.enabled'"),
     ({"http": {"addr": "nowhere"}}, "'http.addr'"),
