@@ -12,14 +12,19 @@ _CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The (offset, length) a ``Range`` header asks for, or None to send the whole blob.
 
-    Headers we do not understand (several ranges, other units) are ignored as RFC 9110 allows;
-    a well-formed range that cannot be satisfied raises RANGE_INVALID (416).
+    A range that is malformed (another unit, end before start, no numbers) or that the blob cannot
+    satisfy raises RANGE_INVALID (416 with ``Content-Range: bytes */size``), so a client never takes
+    the whole blob for the part it asked for. Several ranges at once are ignored (the whole blob),
+    as RFC 9110 allows.
     """
     if not header:
         return None
-    m = _RANGE_RE.fullmatch(header.strip())
-    if not m or (not m.group(1) and not m.group(2)):
+    value = header.strip()
+    if value.lower().startswith("bytes=") and "," in value:
         return None
+    m = _RANGE_RE.fullmatch(value)
+    if not m or (not m.group(1) and not m.group(2)):
+        raise _unsatisfiable(size)
     first, last = m.group(1), m.group(2)
     if not first:  # suffix: the last N bytes
         n = int(last)
@@ -28,11 +33,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         n = min(n, size)
         return size - n, n
     start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if last and int(last) < start:
-        return None  # invalid range: ignored
-    if start >= size:
+    if (last and int(last) < start) or start >= size:
         raise _unsatisfiable(size)
+    end = size - 1 if not last else min(int(last), size - 1)
     return start, end - start + 1
 
 

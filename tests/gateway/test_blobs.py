@@ -65,15 +65,15 @@ def test_range_request_gives_partial_content(client, repo, blob, header, start, 
     assert r.content == DATA[start : end + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
-def test_unsatisfiable_range_is_416(client, repo, blob, header):
+@pytest.mark.parametrize("header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0", "bytes=500-0", "bytes=9-0", "items=0-9", "bytes=", "bytes=a-b", "0-9"])
+def test_unsatisfiable_or_malformed_range_is_416(client, repo, blob, header):
     r = client.get(f"/v2/{repo}/blobs/{blob}", headers={"Range": header})
     assert_error(r, 416, "RANGE_INVALID")
     assert r.headers["content-range"] == f"bytes */{len(DATA)}"
 
 
-@pytest.mark.parametrize("header", ["items=0-9", "bytes=9-0", "bytes=0-1,5-6"])
-def test_range_it_does_not_understand_is_ignored(client, repo, blob, header):
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6"])
+def test_several_ranges_are_ignored(client, repo, blob, header):
     r = client.get(f"/v2/{repo}/blobs/{blob}", headers={"Range": header})
     assert r.status_code == 200
     assert r.content == DATA
