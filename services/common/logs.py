@@ -2,7 +2,10 @@
 
 ``text`` is the readable line people tail; ``json`` is one object per line for log shippers, with
 the same facts as fields (and whatever a call passed in ``extra``). uvicorn's loggers, the access
-log included, go through the same handler, so a service writes one format only.
+log included, go through the same handler, so a service writes one format only. ``log.fields``
+(registry:2's option: environment, cluster ...) go on every line of either: keys of the JSON
+object, `` key=value`` pairs after a text line's message, so lines from several deployments that
+end up in one place can be told apart.
 
 The request id is read when the record is made (``_RequestIdFilter`` runs in the thread and task
 that logged), not when it is formatted, so handlers that format later elsewhere (the exception
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -41,23 +45,33 @@ class _RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``12:00:01 gateway   INFO    berth.gateway [abc123]: message`` (no brackets without an id)."""
+    """``12:00:01 gateway   INFO    berth.gateway [abc123]: message env=prod`` (no brackets without
+    an id; the fields, on the message's line, ahead of any traceback)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, fields: Mapping[str, str] | None = None) -> None:
         super().__init__(f"%(asctime)s {service:<9} %(levelname)-7s %(name)s%(rid)s: %(message)s", "%H:%M:%S")
+        self.suffix = "".join(f" {key}={_logfmt(value)}" for key, value in (fields or {}).items())
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", "")
         record.rid = f" [{rid}]" if rid else ""
-        return super().formatMessage(record)
+        return super().formatMessage(record) + self.suffix
+
+
+def _logfmt(value: str) -> str:
+    """The value as it is, or quoted (logfmt's way) when it is empty or a space, quote, ``=`` or
+    line break would blur where it ends."""
+    return json.dumps(value, ensure_ascii=False) if not value or any(c in value for c in ' "=\t\r\n') else value
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, message, request_id, exc_info, extras."""
+    """One JSON object per line: time, level, service, logger, message, request_id, exc_info,
+    extras, then the configured fields (what a record says itself wins over them)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, fields: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.service = service
+        self.fields = dict(fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -80,6 +94,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _NOT_EXTRA and key not in out:
                 out[key] = value
+        for key, value in self.fields.items():
+            out.setdefault(key, value)
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
@@ -101,8 +117,8 @@ class _ExceptionCounter(logging.Handler):
 _installed: list[logging.Handler] = []
 
 
-def formatter_for(service: str, formatter: Formatter) -> logging.Formatter:
-    return JsonFormatter(service) if formatter == "json" else TextFormatter(service)
+def formatter_for(service: str, formatter: Formatter, fields: Mapping[str, str] | None = None) -> logging.Formatter:
+    return JsonFormatter(service, fields) if formatter == "json" else TextFormatter(service, fields)
 
 
 def setup(
@@ -111,12 +127,13 @@ def setup(
     *,
     formatter: Formatter = "text",
     email: EmailExceptionsSettings | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> None:
-    """Routes every log record of the process to stderr in ``formatter``'s shape, at ``level``;
-    mails exceptions when ``email`` names an SMTP host."""
+    """Routes every log record of the process to stderr in ``formatter``'s shape, at ``level``,
+    with ``fields`` on every line; mails exceptions when ``email`` names an SMTP host."""
     request_id = _RequestIdFilter()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter_for(service, formatter))
+    handler.setFormatter(formatter_for(service, formatter, fields))
     handlers: list[logging.Handler] = [handler, _ExceptionCounter(service)]
     if email is not None and email.smtp_host:
         handlers.append(ExceptionMailer(service, email))
@@ -140,4 +157,4 @@ def setup(
 
 def configure(service: str, settings: Settings) -> None:
     """``setup`` with everything the configuration says about logs (level, format, mails)."""
-    setup(service, settings.loglevel, formatter=settings.log.formatter, email=settings.email_exceptions)
+    setup(service, settings.loglevel, formatter=settings.log.formatter, email=settings.email_exceptions, fields=settings.log.fields)

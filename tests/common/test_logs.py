@@ -12,9 +12,14 @@ from prometheus_client import REGISTRY
 from services.common import config, logs, request_ids
 
 
-def capture(service: str, formatter: str, level: str = "info") -> io.StringIO:
+def capture(service: str, formatter: str, level: str = "info", fields: dict[str, str] | None = None) -> io.StringIO:
     """Sets logging up as the services do, with stderr swapped for a buffer."""
-    logs.setup(service, level, formatter=formatter)  # type: ignore[arg-type]
+    logs.setup(service, level, formatter=formatter, fields=fields)  # type: ignore[arg-type]
+    return redirected()
+
+
+def redirected() -> io.StringIO:
+    """The installed handler's stderr swapped for a buffer."""
     out = io.StringIO()
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
@@ -117,3 +122,35 @@ def test_an_exception_logged_twice_counts_once() -> None:
 
 def exceptions_counted(service: str) -> float:
     return REGISTRY.get_sample_value("berth_unhandled_exceptions_total", {"service": service}) or 0.0
+
+
+
+def test_fields_go_on_every_line_of_either_format() -> None:
+    """log.fields (registry:2's): text ``key=value`` pairs after the message (quoted where a space
+    would blur the value's end), ahead of any traceback; JSON keys."""
+    out = capture("gateway", "text", fields={"environment": "production", "site": "eu west"})
+    log = logging.getLogger("berth.gateway")
+    log.info("pushed %s", "a/b:1")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed")
+    first, second, *traceback = lines(out)
+    assert first.endswith(' berth.gateway: pushed a/b:1 environment=production site="eu west"')
+    assert second.endswith(' berth.gateway: failed environment=production site="eu west"')
+    assert traceback[0].startswith("Traceback") and traceback[-1] == "RuntimeError: boom"
+
+    out = capture("search", "json", fields={"environment": "production", "service": "registry", "repository": "x"})
+    logging.getLogger("berth.search").info("applied", extra={"repository": "a/b"})
+    record = json.loads(lines(out)[0])
+    assert record["environment"] == "production"
+    # What the record says itself wins: the service's name, and a call's own extra.
+    assert record["service"] == "search" and record["repository"] == "a/b"
+
+
+def test_configure_passes_the_fields_on() -> None:
+    settings = config.load(environ={"REGISTRY_LOG_FORMATTER": "json", "REGISTRY_LOG_FIELDS": "{environment: staging}"})
+    logs.configure("blobstore", settings)
+    out = redirected()
+    logging.getLogger("berth.blobstore").warning("slow storage")
+    assert json.loads(lines(out)[0])["environment"] == "staging"
