@@ -262,6 +262,20 @@ def test_driver_from_configuration(moto: MotoServer, bucket: str) -> None:
     assert driver.get_content("/x") == b"1"
 
 
+def test_skipverify_builds_a_client_that_checks_no_certificate(moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.blobstore.drivers import s3
+
+    built: list[dict[str, Any]] = []
+    real = s3._SESSION.client
+    monkeypatch.setattr(s3._SESSION, "client", lambda *args, **kwargs: built.append(kwargs) or real(*args, **kwargs))
+    for skipverify in ("true", "false"):
+        settings = config.load(environ={**moto.berth_env(bucket), "REGISTRY_STORAGE_S3_SKIPVERIFY": skipverify})
+        driver = create(settings.storage.driver, settings.storage.driver_parameters)
+        driver.put_content("/x", b"1")
+    # None is botocore's default: verify, with its own CA bundle (or AWS_CA_BUNDLE).
+    assert [kwargs["verify"] for kwargs in built] == [False, None]
+
+
 # --- requests per operation ------------------------------------------------------------------
 
 

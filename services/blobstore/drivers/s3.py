@@ -638,6 +638,9 @@ def _client(parameters: dict[str, Any]) -> Any:
             region_name=parameters.get("region") or "us-east-1",
             endpoint_url=_endpoint(parameters),
             use_ssl=bool(parameters.get("secure", True)),
+            # skipverify: a store whose certificate cannot be checked (self-signed, in a test
+            # setup); None keeps botocore's default, which verifies.
+            verify=False if parameters.get("skipverify") else None,
             config=config,
             **credentials,
         )
