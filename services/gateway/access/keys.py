@@ -1,4 +1,5 @@
-"""The public keys tokens may be signed with: a PEM bundle read at startup and/or a JWKS URL.
+"""The public keys tokens may be signed with: PEM files read at startup (rootcertbundle and the
+classic registry's privileged_key) and/or a JWKS URL.
 
 Bundle keys are known by their libtrust key ID (what registry:2 and its token servers put in
 ``kid``). JWKS keys are known by their ``kid``; the set is cached for ``jwks_ttl`` seconds and
@@ -65,12 +66,16 @@ def _public(key: Any) -> PublicKey:
     return key
 
 
-def load_bundle(path: str) -> dict[str, TrustedKey]:
-    """The certificates and public keys of a PEM file, by libtrust key ID; ValueError if none."""
+def load_bundle(path: str, setting: str = "auth.token.rootcertbundle") -> dict[str, TrustedKey]:
+    """The certificates and public keys of a PEM file, by libtrust key ID; ValueError if none.
+
+    ``setting`` names the key the path came from (rootcertbundle, privileged_key), so an operator
+    told the file is unusable knows which setting to fix.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"auth.token.rootcertbundle: cannot read {path!r}: {exc.strerror}") from None
+        raise ValueError(f"{setting}: cannot read {path!r}: {exc.strerror}") from None
     keys: dict[str, TrustedKey] = {}
     for match in _PEM.finditer(data):
         label = match.group(1).decode()
@@ -80,14 +85,14 @@ def load_bundle(path: str) -> dict[str, TrustedKey]:
             elif label in ("PUBLIC KEY", "RSA PUBLIC KEY"):
                 key = _public(load_pem_public_key(match.group(0)))
             else:
-                log.warning("auth.token.rootcertbundle %s: skipping a %s block (only certificates and public keys)", path, label)
+                log.warning("%s %s: skipping a %s block (only certificates and public keys)", setting, path, label)
                 continue
         except ValueError as exc:
-            raise ValueError(f"auth.token.rootcertbundle {path!r}: bad {label}: {exc}") from None
+            raise ValueError(f"{setting} {path!r}: bad {label}: {exc}") from None
         kid = libtrust_key_id(key)
         keys[kid] = TrustedKey(kid, key)
     if not keys:
-        raise ValueError(f"auth.token.rootcertbundle {path!r}: no certificates or public keys in it")
+        raise ValueError(f"{setting} {path!r}: no certificates or public keys in it")
     return keys
 
 

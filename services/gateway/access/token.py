@@ -1,9 +1,11 @@
-"""Docker token auth: Bearer JWTs from the token service, checked against trusted public keys.
+"""Docker token auth: Bearer JWTs from the token service, checked against trusted public keys
+(rootcertbundle's, privileged_key's, the JWKS's).
 
 A token is accepted when its signature verifies with a trusted key (``kid`` names it; a token
-without ``kid`` must verify with exactly one bundle key), ``iss`` is the configured issuer, ``aud``
-names this service, and ``exp``/``nbf`` hold within ``leeway``. Verified tokens are cached by their
-raw text until they expire, so the signature is checked once per token, not once per request.
+without ``kid`` must verify with exactly one key of the PEM files), ``iss`` is the configured
+issuer, ``aud`` names this service, and ``exp``/``nbf`` hold within ``leeway``. Verified tokens are
+cached by their raw text until they expire, so the signature is checked once per token, not once
+per request.
 
 Refusals follow registry:2: no Bearer token is 401 UNAUTHORIZED with a challenge naming the scope
 the request needs; a bad token adds ``error="invalid_token"``; a good token that lacks an action is
@@ -175,16 +177,27 @@ def _grants(access: Any) -> tuple[Grant, ...]:
     return tuple(grants)
 
 
+def trusted_files(settings: TokenAuthSettings) -> dict[str, TrustedKey]:
+    """The keys of rootcertbundle and privileged_key, one set: the privileged key (the classic
+    registry's) signs tokens like any bundle key, so whoever holds it grants themselves access."""
+    keys: dict[str, TrustedKey] = {}
+    if settings.rootcertbundle:
+        keys |= load_bundle(settings.rootcertbundle, "auth.token.rootcertbundle")
+    if settings.privileged_key:
+        keys |= load_bundle(settings.privileged_key, "auth.token.privileged_key")
+    return keys
+
+
 class TokenAccessController:
     """registry:2's token access controller: a grant, or a Bearer challenge for what is missing."""
 
     def __init__(self, settings: TokenAuthSettings, verifier: TokenVerifier | None = None) -> None:
         self.settings = settings
         if verifier is None:
-            bundle = load_bundle(settings.rootcertbundle) if settings.rootcertbundle else {}
+            bundle = trusted_files(settings)
             jwks = JWKSKeys(settings.jwks, settings.jwks_ttl, settings.jwks_refresh_interval) if settings.jwks else None
             if not bundle and jwks is None:
-                raise ValueError("auth.token: set jwks and/or rootcertbundle, or no token can be verified")
+                raise ValueError("auth.token: set jwks, rootcertbundle and/or privileged_key, or no token can be verified")
             verifier = TokenVerifier(settings, bundle, jwks)
         self.verifier = verifier
         self.rules = RulesClient(settings.authorize_url)
