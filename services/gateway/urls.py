@@ -14,6 +14,7 @@ class URLBuilder:
     def __init__(self, http: HTTPSettings) -> None:
         self.prefix = http.prefix
         self.fixed_base = http.host.rstrip("/")
+        self.relative = http.relativeurls
 
     def base(self, request: Request) -> str:
         """scheme://host of the registry as the client sees it: ``http.host`` when set, else the
@@ -29,13 +30,26 @@ class URLBuilder:
         return f"{out}?{urlencode(query)}" if query else out
 
     def absolute(self, request: Request, *parts: str, query: dict[str, str] | None = None) -> str:
+        """The full URL: what notifications carry, since their receivers (the search service
+        among them) fetch from it with no request of their own to resolve a path against."""
         return self.base(request) + self.path(*parts, query=query)
 
+    def location(self, request: Request, *parts: str, query: dict[str, str] | None = None) -> str:
+        """A ``Location`` header's value: a bare path with ``http.relativeurls`` (registry:2's
+        option, for proxies that rewrite the host and clients that resolve against the URL they
+        asked), else absolute."""
+        if self.relative:
+            return self.path(*parts, query=query)
+        return self.absolute(request, *parts, query=query)
+
     def blob(self, request: Request, name: str, digest: str) -> str:
-        return self.absolute(request, name, "blobs", digest)
+        """Where a pushed or mounted blob is (``Location``)."""
+        return self.location(request, name, "blobs", digest)
 
     def manifest(self, request: Request, name: str, reference: str) -> str:
-        return self.absolute(request, name, "manifests", reference)
+        """Where a pushed manifest is (``Location``)."""
+        return self.location(request, name, "manifests", reference)
 
     def upload(self, request: Request, name: str, upload_id: str, state: str) -> str:
-        return self.absolute(request, name, "blobs", "uploads", upload_id, query={"_state": state})
+        """Where an upload goes on (``Location``), with its signed state."""
+        return self.location(request, name, "blobs", "uploads", upload_id, query={"_state": state})

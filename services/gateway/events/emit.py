@@ -23,10 +23,9 @@ def _emit(request: Request, action: str, repository: str, url_kind: str = "", **
         bus = gw.events
         if not bus.enabled:
             return
-        if url_kind == "manifests":
-            fields["url"] = gw.urls.manifest(request, repository, fields["digest"])
-        elif url_kind == "blobs":
-            fields["url"] = gw.urls.blob(request, repository, fields["digest"])
+        if url_kind:
+            # Absolute whatever http.relativeurls says (which is about Location headers).
+            fields["url"] = gw.urls.absolute(request, repository, url_kind, fields["digest"])
         target = envelope.target(repository, **fields)
         bus.publish(envelope.event(action, target, envelope.request_record(request), envelope.actor(request), bus.source))
     except Exception:  # noqa: BLE001 - see the module docstring
