@@ -1,6 +1,7 @@
 """The gateway application: the registry HTTP API over the blobstore."""
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,7 +9,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import forwarded, observability
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings
 from services.common.rpc import security as blobstore_security
 from services.gateway import access, readiness, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
@@ -20,6 +21,9 @@ from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+# RFC 9110's token: what a header name may be.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
 
 
 class APIVersionHeader:
@@ -45,11 +49,53 @@ class APIVersionHeader:
         await self.app(scope, receive, send_with_header)
 
 
+class ConfiguredHeaders:
+    """``http.headers`` (registry:2's option: HSTS, X-Content-Type-Options, ...) on every response,
+    errors and health probes included. A header the route set itself wins, as it does in
+    registry:2, where these are set before the handler runs.
+
+    Plain ASGI, so streamed bodies pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, lines: list[tuple[bytes, bytes]]) -> None:
+        self.app = app
+        self.lines = lines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                own = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in own}
+                message["headers"] = own + [line for line in self.lines if line[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def header_lines(headers: dict[str, list[str]]) -> list[tuple[bytes, bytes]]:
+    """``http.headers`` as response header lines, one per value. ConfigError for what would break
+    every response: a name that is no token, a value with a line break or beyond Latin-1."""
+    lines = []
+    for name, values in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"http.headers: {name!r} is not a valid header name")
+        for value in values:
+            if _BAD_VALUE.search(value):
+                raise ConfigError(f"http.headers.{name}: {value!r} is not a valid header value")
+            lines.append((name.lower().encode(), value.encode("latin-1")))
+    return lines
+
+
 def create_app(settings: Settings) -> FastAPI:
     # Built before serving: a bad auth configuration (unreadable key bundle) stops the gateway here.
     controller = access.create(settings.auth)
-    # Likewise unreadable blobstore credentials (ConfigError naming the key).
+    # Likewise unreadable blobstore credentials (ConfigError naming the key), and bad http.headers.
     blobstore_security.channel_credentials(settings.blobstore)
+    configured_headers = header_lines(settings.http.headers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,4 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
     routes.install(app, settings.http.prefix, dependencies=[Depends(access.dependency(controller, settings.http.prefix))])
     app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
     observability.install(app, "gateway", settings)
+    if configured_headers:
+        # Outermost, around observability's layers and Starlette's own error layer, so a 500 for an
+        # unhandled error carries them too (add_middleware would put them inside that layer).
+        build_inner = app.build_middleware_stack
+        app.build_middleware_stack = lambda: ConfiguredHeaders(build_inner(), configured_headers)  # type: ignore[method-assign]
     return app
