@@ -75,6 +75,8 @@ def parse(payload: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise _invalid("not valid JSON") from None
+    except RecursionError:  # nesting deeper than the parser's stack: no manifest needs it
+        raise _invalid("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise _invalid("a manifest is a JSON object")
     if doc.get("schemaVersion") != 2:

@@ -80,7 +80,7 @@ class Describer:
             raise FetchError(type(exc).__name__) from None
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a pushed config nested absurdly deep
             raise FetchError("not JSON") from None
         if not isinstance(doc, dict):
             raise FetchError("not a JSON object")

@@ -508,3 +508,9 @@ def test_manifest_without_media_type_is_served_as_oci(client, repo):
     assert r.status_code == 200
     assert r.headers["content-type"] == OCI_MANIFEST
     assert r.content == payload
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_400_not_a_crash(client, repo, depth):
+    payload = b'{"schemaVersion": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    assert_error(put_manifest(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
