@@ -1,6 +1,7 @@
 """Liveness and readiness endpoints, the same on every HTTP service.
 
-    GET /, /_ping, /v1/_ping   200 while the process serves requests (liveness). ``{}``; with
+    GET /, /_ping, /v1/_ping   200 while the process serves requests (liveness). ``{}``, or the
+                               service's own facts (the gateway's ``"readonly": true``); with
                                ``debug: true`` also versions and host details, as the classic
                                registry's /_ping had them.
     GET /_ready                200 when the service's dependencies answer, else 503 naming the
@@ -26,7 +27,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -101,19 +102,31 @@ class _Runner:
                         result, f" ({detail})" if detail else "")
 
 
-def install(app: FastAPI, service: str, *, debug: bool, checks: Sequence[Check] = (), prefix: str = "") -> None:
+def install(
+    app: FastAPI,
+    service: str,
+    *,
+    debug: bool,
+    checks: Sequence[Check] = (),
+    prefix: str = "",
+    facts: Mapping[str, Any] | None = None,
+) -> None:
     """Adds the endpoints to ``app``; call it before the service's own routes so these win.
 
     ``prefix``: also serve them under it (``http.prefix``), where the gateway's own routes live.
+    ``facts``: what /_ping says whatever ``debug`` says: a state an operator must see at a glance,
+    such as a gateway refusing writes.
     """
     started_wall, started = datetime.now(UTC), time.monotonic()
     versions = _versions() if debug else {}
     runner = _Runner(checks)
+    said = dict(facts or {})
 
     async def ping(request: Request) -> Response:
         if not debug:
-            return JSONResponse({}, headers=_NO_STORE)
+            return JSONResponse(said, headers=_NO_STORE)
         return JSONResponse({
+            **said,
             "service": service,
             "versions": versions,
             "host": {

@@ -40,6 +40,9 @@ STORAGE_CALLS = Counter("berth_storage_calls_total", "Calls to the storage backe
 CACHE_REQUESTS = Counter("berth_cache_requests_total", "Metadata cache lookups.", ["kind", "result"])  # result: hit|miss|error
 CACHE_UP = Gauge("berth_cache_up", "1 when the Redis cache answered its last call, 0 when it is down.", ["cache"])
 
+# Read-only mode (storage.maintenance.readonly.enabled), as the gateways enforce it.
+READONLY = Gauge("berth_readonly", "1 while the registry refuses every write (read-only mode), else 0.", ["service"])
+
 # Notifications.
 EVENTS_QUEUED = Gauge("berth_notification_queue_depth", "Events waiting per endpoint.", ["endpoint"])
 EVENTS_SENT = Counter("berth_notifications_sent_total", "Events delivered.", ["endpoint"])

@@ -10,8 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import forwarded, observability
 from services.common.config import ConfigError, Settings
+from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
-from services.gateway import access, readiness, responses, routes
+from services.gateway import access, readiness, readonly, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
@@ -96,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Likewise unreadable blobstore credentials (ConfigError naming the key), and bad http.headers.
     blobstore_security.channel_credentials(settings.blobstore)
     configured_headers = header_lines(settings.http.headers)
+    read_only = settings.storage.maintenance.readonly.enabled
+    READONLY.labels("gateway").set(1 if read_only else 0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,8 +139,12 @@ def create_app(settings: Settings) -> FastAPI:
     forwarded.install(app, settings.http)
     readiness.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
     # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
-    # request.state.identity can filter its results.
-    routes.install(app, settings.http.prefix, dependencies=[Depends(access.dependency(controller, settings.http.prefix))])
+    # request.state.identity can filter its results. In read-only mode writes are refused first:
+    # no credentials asked for what cannot be done anyway, no work started.
+    checks = [Depends(access.dependency(controller, settings.http.prefix))]
+    if read_only:
+        checks.insert(0, Depends(readonly.refuse_writes))
+    routes.install(app, settings.http.prefix, dependencies=checks)
     app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
     observability.install(app, "gateway", settings)
     if configured_headers:

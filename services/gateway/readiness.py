@@ -39,7 +39,9 @@ def install(app: FastAPI, settings: Settings) -> None:
             await http_ready(f"{base}/_ready", TIMEOUT)
 
         checks.append(health.Check("search", search, critical=False, timeout=TIMEOUT))
-    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix)
+    # Read-only mode shows in /_ping: a registry refusing pushes is alive, and should say why.
+    facts = {"readonly": True} if settings.storage.maintenance.readonly.enabled else {}
+    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix, facts=facts)
 
 
 async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:

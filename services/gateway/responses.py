@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from services.common.errors import BLOB_UPLOAD_INVALID, NOT_FOUND, UNKNOWN, UNSUPPORTED, RegistryError
-from services.gateway import routes, state
+from services.gateway import readonly, routes, state
 
 log = logging.getLogger("berth.gateway")
 
@@ -19,9 +19,12 @@ _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _allow(request: Request) -> str:
-    """What a 405 must list (RFC 9110 15.5.6): the methods the path serves, bar the one refused."""
-    prefix = state.of(request).settings.http.prefix
-    methods = routes.allowed_methods(request.url.path, prefix) - {request.method}
+    """What a 405 must list (RFC 9110 15.5.6): the methods the path serves, bar the one refused
+    (and bar every write in read-only mode: possibly none at all, which an empty Allow says)."""
+    settings = state.of(request).settings
+    methods = routes.allowed_methods(request.url.path, settings.http.prefix) - {request.method}
+    if settings.storage.maintenance.readonly.enabled:
+        methods &= readonly.READS
     return ", ".join(m for m in _METHOD_ORDER if m in methods)
 
 

@@ -44,6 +44,18 @@ def test_ping_with_debug_has_versions_and_host() -> None:
     assert body["host"]["uptime"] >= 0 and body["host"]["started"].endswith("Z")
 
 
+def test_ping_says_the_services_facts_with_or_without_debug() -> None:
+    app = FastAPI()
+    health.install(app, "test", debug=False, facts={"readonly": True}, prefix="/registry")
+    client = TestClient(app)
+    for path in ("/", "/_ping", "/v1/_ping", "/registry/_ping"):
+        assert client.get(path).json() == {"readonly": True}
+    app = FastAPI()
+    health.install(app, "test", debug=True, facts={"readonly": True})
+    body = TestClient(app).get("/_ping").json()
+    assert body["readonly"] is True and body["service"] == "test"
+
+
 def test_ready_when_every_critical_check_passes() -> None:
     client = app_with(health.Check("db", ok), health.Check("extra", broken, critical=False))
     r = client.get("/_ready")
