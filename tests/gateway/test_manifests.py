@@ -514,3 +514,14 @@ def test_manifest_without_media_type_is_served_as_oci(client, repo):
 def test_deeply_nested_json_is_400_not_a_crash(client, repo, depth):
     payload = b'{"schemaVersion": 2, "x": ' + b"[" * depth + b"]" * depth + b"}"
     assert_error(put_manifest(client, repo, "v1", payload), 400, "MANIFEST_INVALID")
+
+
+@pytest.mark.parametrize("name", ["a" * 255, "/".join(["b" * 60] * 4) + "/x", "longest/" + "c" * 247])
+def test_longest_names_and_tags_the_grammar_allows_are_stored(client, name):
+    digest, payload = push_image(client, name, "t" * 128)
+    got = client.get(f"/v2/{name}/manifests/{'t' * 128}", headers={"Accept": OCI_MANIFEST})
+    assert got.status_code == 200 and got.content == payload
+    assert "t" * 128 in client.get(f"/v2/{name}/tags/list").json()["tags"]
+    assert_error(put_manifest(client, name, "t" * 129, payload), 400, "TAG_INVALID")
+    assert_error(put_manifest(client, name, "x" * 5000, payload), 400, "TAG_INVALID")
+    assert_error(client.get(f"/v2/{name + 'z'}/tags/list") if len(name) == 255 else client.get("/v2/" + "d" * 256 + "/tags/list"), 400, "NAME_INVALID")
