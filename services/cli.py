@@ -180,6 +180,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except SchemaError as exc:  # a database written by a newer Berth
         return _unusable(exc, "search index")
+    except config.ConfigError as exc:  # a search_backend module that cannot be loaded
+        return _unusable(exc)
     return _serve_http(app, settings.search.addr, settings)
 
 
@@ -229,10 +231,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     lists) the way the services will at startup, so a bad setting shows here first."""
     settings = _settings(args)
     from services.common import forwarded, https, redact
+    from services.search import backends
 
     try:
         https.server_context(settings.http.tls, "http.tls")
         forwarded.TrustedProxies(settings.http.trusted_proxies, header=settings.http.forwarded_header)
+        backends.check(settings.search_backend)
     except config.ConfigError as exc:
         return _unusable(exc)
     names = {"berth": "Berth's own", "classic": "the classic registry's", "registry2": "registry:2's"}

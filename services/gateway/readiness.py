@@ -5,9 +5,9 @@
   write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
   the probe at once rather than after ``blobstore.call_timeout``. A blobstore too old to have the
   health service (UNIMPLEMENTED) has answered all the same, which is what reachable means.
-- ``search`` (only with ``search_backend`` set; not critical): the search service's own
-  ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every gateway out of
-  rotation at once; it shows in the body and in the log.
+- ``search`` (only when the search service runs, ``search_backend`` set; not critical): the
+  search service's own ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every
+  gateway out of rotation at once; it shows in the body and in the log.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         await blobstore_serving(app.state.gateway.blobstore.channel, TIMEOUT)
 
     checks = [health.Check("blobstore", blobstore, timeout=TIMEOUT)]
-    if settings.search_backend:
+    if settings.search_service:
         base = settings.search.base_url
 
         async def search() -> None:

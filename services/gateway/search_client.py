@@ -31,7 +31,7 @@ class SearchClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchClient:
-        return cls(settings.search.base_url if settings.search_backend == "sqlalchemy" else None)
+        return cls(settings.search.base_url if settings.search_service else None)
 
     async def search(self, query: SearchQuery) -> dict[str, Any]:
         """The search service's answer; UNAVAILABLE (503) when it cannot be had."""

@@ -9,4 +9,5 @@
     describe.py  an image's description, read from its manifest and config
     events.py    notification envelopes applied to the index
     reindex.py   the index rebuilt from a registry's catalog
+    backends.py  a custom index instead (search_backend: a module path): its interface and loading
 """

@@ -4,6 +4,9 @@
     GET  /v1/search   Docker Hub's v1 search over the index
     GET  /_ping       liveness; GET /_ready: the database (services.common.health)
 
+The index is Berth's SQL one, or a custom one (``search_backend`` a module path, ``backends``)
+behind the same routes and answers.
+
 Event envelopes are stored in one transaction before the answer, so an acknowledged event is
 never lost; descriptions, which need the registry, are read afterwards by background tasks (a few
 at a time) and land a moment later. A description read that fails leaves the old one: ``berth
@@ -14,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -26,6 +30,8 @@ from starlette.responses import JSONResponse, Response
 from services.common import health, observability, search_query
 from services.common.config import Settings
 from services.common.errors import SIZE_INVALID, UNSUPPORTED, RegistryError
+from services.common.search_query import SearchQuery
+from services.search import backends
 from services.search.describe import Describer, FetchError, base_of
 from services.search.events import DescribeJob, EventApplier
 from services.search.index import Index
@@ -83,9 +89,18 @@ def _error(error: RegistryError) -> Response:
     return JSONResponse({"errors": [error.to_json()]}, status_code=error.status)
 
 
+Apply = Callable[[Any], tuple[int, list[DescribeJob]]]
+Search = Callable[[SearchQuery], tuple[int, list[dict[str, Any]]]]
+
+
 def create_app(settings: Settings, index: Index | None = None, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The app over ``index`` (default: opened, and migrated, from ``search.database`` now, so a
-    database the service cannot use stops it before it listens)."""
+    database the service cannot use stops it before it listens), or over the custom index that
+    ``search_backend`` names. That index is made now too, for the same reason: ConfigError if it
+    cannot be."""
+    if backends.is_custom(settings.search_backend):
+        custom = backends.CustomBackend(backends.load(settings.search_backend), settings.search_backend)
+        return _app(settings, custom.apply, custom.search, [], None)
     index = index if index is not None else Index.open(settings.search.database)
     applier = EventApplier(index)
 
@@ -103,13 +118,25 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
             await client.aclose()
             index.close()
 
+    def search(query: SearchQuery) -> tuple[int, list[dict[str, Any]]]:
+        total, rows = index.search(query)
+        return total, [search_query.result(name, description) for name, description in rows]
+
+    checks = [health.Check("database", health.sql_check(index.engine))]
+    return _app(settings, applier.apply, search, checks, lifespan)
+
+
+def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.Check],
+         lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None) -> FastAPI:
+    """The routes, the same over either index: ``apply`` takes an envelope, ``search`` answers a
+    query with (number of matches, this page's v1 results)."""
     app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> Response:
         return _error(exc)
 
-    health.install(app, "search", debug=settings.debug, checks=[health.Check("database", health.sql_check(index.engine))])
+    health.install(app, "search", debug=settings.debug, checks=checks)
 
     @app.post("/events")
     async def events(request: Request) -> Response:
@@ -120,19 +147,18 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
                 raise RegistryError(SIZE_INVALID, {"reason": f"envelope larger than {MAX_ENVELOPE} bytes"}, status=413)
         try:
             envelope = json.loads(body)
-            applied, jobs = await run_in_threadpool(applier.apply, envelope)
+            applied, jobs = await run_in_threadpool(apply, envelope)
         except ValueError as exc:  # JSON errors are ValueErrors too
             raise RegistryError(UNSUPPORTED, {"reason": f"not an event envelope: {str(exc)[:200]}"}, status=400) from None
-        state: SearchState = request.app.state.search
-        for job in jobs:
-            state.schedule(job)
+        for job in jobs:  # only the SQL index has descriptions to read (and the state to read them)
+            request.app.state.search.schedule(job)
         return JSONResponse({"applied": applied})
 
     @app.get("/v1/search")
-    async def search(request: Request) -> Response:
+    async def v1_search(request: Request) -> Response:
         query = search_query.parse(request.query_params)
-        total, rows = await run_in_threadpool(index.search, query)
-        return JSONResponse(search_query.answer(query, total, [search_query.result(n, d) for n, d in rows]))
+        total, results = await run_in_threadpool(search, query)
+        return JSONResponse(search_query.answer(query, total, results))
 
     observability.install(app, "search", settings)
     return app

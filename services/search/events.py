@@ -11,6 +11,9 @@ One envelope is one transaction. Events are trusted only as far as their shape: 
 digests are checked, and an event that does not fit is skipped, never failing the rest (a listener
 that rejects envelopes makes the registry retry them forever). Event ids seen recently are
 skipped, so an envelope delivered twice (a retry after a lost answer) counts pulls once.
+
+``read`` says what an event means; ``EventApplier`` writes that to the SQL index, and a custom
+index (``backends``) gets it through its hooks, so both follow the same events.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from services.common import names
 from services.common.errors import RegistryError
@@ -68,7 +71,7 @@ def _is_manifest(target: dict[str, Any]) -> bool:
     return target.get("mediaType") in MANIFEST_MEDIA_TYPES or (isinstance(url, str) and "/manifests/" in url)
 
 
-def _logged_as(event: dict[str, Any]) -> dict[str, str]:
+def logged_as(event: dict[str, Any]) -> dict[str, str]:
     """``extra`` for a log line about the event: the id of the registry request it came from, so
     the line is found with that request's other lines."""
     request = event.get("request")
@@ -99,8 +102,64 @@ class RecentIds:
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
 
+    def remember(self, events: list[dict[str, Any]]) -> None:
+        """Adds the ids of ``events`` (once they are applied: an envelope that failed is retried)."""
+        for event in events:
+            if isinstance(event.get("id"), str):
+                self.add(event["id"])
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one event asks of an index: ``action`` is push (a tagged manifest), pull (of a
+    manifest, by someone else) or delete (of ``tag``, or else of every tag pointing at ``digest``)."""
+
+    action: Literal["push", "pull", "delete"]
+    repository: str
+    tag: str
+    digest: str
+    event: dict[str, Any]
+
+
+def read(event: dict[str, Any]) -> Change | None:
+    """The event's change; None when it concerns no index (blobs, mounts, untagged pushes, our own
+    reads) or does not fit (a malformed name: logged, and only that event skipped)."""
+    target = event.get("target")
+    if not isinstance(target, dict):
+        return None
+    repository = _field(target, "repository")
+    try:
+        names.check_name(repository)
+    except RegistryError as exc:
+        log.info("skipped event %.64s: %s", str(event.get("id", "")), exc)
+        return None
+    action = event.get("action")
+    tag, digest = _field(target, "tag", _TAG), _field(target, "digest", _DIGEST)
+    if action == "delete":
+        return Change("delete", repository, tag, digest, event) if tag or digest else None
+    if not _is_manifest(target):
+        return None
+    if action == "pull":
+        request = event.get("request")
+        agent = request.get("useragent") if isinstance(request, dict) else None
+        if isinstance(agent, str) and agent.startswith(SELF_AGENT):
+            return None  # our own description reads
+        return Change("pull", repository, tag, digest, event)
+    if action == "push" and tag and digest:
+        return Change("push", repository, tag, digest, event)
+    return None
+
+
+def envelope_events(envelope: Any, seen: RecentIds) -> list[dict[str, Any]]:
+    """The envelope's events not seen recently; ValueError when it is not an envelope at all."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
+        raise ValueError('expected {"events": [...]}')
+    return [e for e in envelope["events"] if isinstance(e, dict) and not (isinstance(e.get("id"), str) and e["id"] in seen)]
+
 
 class EventApplier:
+    """Envelopes applied to Berth's SQL index."""
+
     def __init__(self, index: Index) -> None:
         self.index = index
         self.seen = RecentIds()
@@ -108,59 +167,34 @@ class EventApplier:
     def apply(self, envelope: Any) -> tuple[int, list[DescribeJob]]:
         """Applies the envelope's events; returns how many changed the index, and the
         descriptions to read. ValueError when it is not an envelope at all."""
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("events"), list):
-            raise ValueError('expected {"events": [...]}')
-        fresh = [e for e in envelope["events"] if isinstance(e, dict) and not self._seen(e)]
+        fresh = envelope_events(envelope, self.seen)
         applied, jobs = 0, []
         with self.index.writing() as conn:
             for event in fresh:
-                try:
-                    changed, job = self._apply_one(conn, event)
-                except RegistryError as exc:  # a malformed name: skip that event only
-                    log.info("skipped event %.64s: %s", str(event.get("id", "")), exc)
+                change = read(event)
+                if change is None:
                     continue
-                applied += changed
+                applied += 1
+                job = self._apply_one(conn, change)
                 if job is not None:
                     jobs.append(job)
-        for event in fresh:
-            if isinstance(event.get("id"), str):
-                self.seen.add(event["id"])
+        self.seen.remember(fresh)
         return applied, jobs
 
-    def _seen(self, event: dict[str, Any]) -> bool:
-        event_id = event.get("id")
-        return isinstance(event_id, str) and event_id in self.seen
-
-    def _apply_one(self, conn: Any, event: dict[str, Any]) -> tuple[bool, DescribeJob | None]:
-        """(whether the event concerned the index, the description to read after it)."""
-        target = event.get("target")
-        if not isinstance(target, dict):
-            return False, None
-        repository = _field(target, "repository")
-        names.check_name(repository)
-        action = event.get("action")
-        tag, digest = _field(target, "tag", _TAG), _field(target, "digest", _DIGEST)
-        if action == "delete":
+    def _apply_one(self, conn: Any, change: Change) -> DescribeJob | None:
+        """Writes the change; returns the description to read after it."""
+        repository, tag, digest, event = change.repository, change.tag, change.digest, change.event
+        if change.action == "delete":
             if tag:
                 self.index.tag_deleted(conn, repository, tag)
-            elif digest:
-                self.index.manifest_deleted(conn, repository, digest)
             else:
-                return False, None
-            log.info("%s: deleted %s", repository, tag or digest, extra=_logged_as(event))
-            return True, None
-        if not _is_manifest(target):
-            return False, None
-        if action == "pull":
-            request = event.get("request")
-            agent = request.get("useragent") if isinstance(request, dict) else None
-            if isinstance(agent, str) and agent.startswith(SELF_AGENT):
-                return False, None  # our own description reads
+                self.index.manifest_deleted(conn, repository, digest)
+            log.info("%s: deleted %s", repository, tag or digest, extra=logged_as(event))
+            return None
+        if change.action == "pull":
             self.index.pulled(conn, repository)
-            return True, None
-        if action == "push" and tag and digest:
-            at = parse_time(event.get("timestamp"))
-            self.index.tag_pushed(conn, repository, tag, digest, at)
-            log.info("%s:%s pushed (%s)", repository, tag, digest, extra=_logged_as(event))
-            return True, DescribeJob(repository, _field(target, "url"), digest, at)
-        return False, None
+            return None
+        at = parse_time(event.get("timestamp"))
+        self.index.tag_pushed(conn, repository, tag, digest, at)
+        log.info("%s:%s pushed (%s)", repository, tag, digest, extra=logged_as(event))
+        return DescribeJob(repository, _field(event["target"], "url"), digest, at)

@@ -1,9 +1,9 @@
 """Fans events out to the configured endpoints, each through its own queue.
 
 The endpoint list is the configuration's, minus disabled ones, plus the search service's
-``/events`` when ``search_backend`` is ``sqlalchemy`` and no endpoint is named ``search`` (so the
-index follows pushes and deletes without extra configuration; name one ``search`` to override it,
-or set ``disabled: true`` on it to turn it off).
+``/events`` when the search service runs (``search_backend`` set: ``sqlalchemy`` or a custom module)
+and no endpoint is named ``search`` (so the index follows pushes and deletes without extra
+configuration; name one ``search`` to override it, or set ``disabled: true`` on it to turn it off).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SHUTDOWN_GRACE = 5.0
 def configured_endpoints(settings: Settings) -> list[NotificationEndpoint]:
     """The endpoints to deliver to: enabled ones, with the search service's added when it is on."""
     endpoints = list(settings.notifications.endpoints)
-    if settings.search_backend == "sqlalchemy" and not any(e.name == SEARCH_ENDPOINT for e in endpoints):
+    if settings.search_service and not any(e.name == SEARCH_ENDPOINT for e in endpoints):
         endpoints.append(NotificationEndpoint(name=SEARCH_ENDPOINT, url=f"{settings.search.base_url}/events"))
     return [e for e in endpoints if not e.disabled]
 
