@@ -53,8 +53,8 @@ def _abort_for(context: grpc.ServicerContext, method: str, exc: Exception) -> No
         log.info("%s cancelled by the caller", method)
         context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")
     else:
-        log.exception("%s failed", method)
-        abort(context, RegistryError(UNKNOWN, {"reason": type(exc).__name__}))
+        log.exception("%s failed", method)  # the traceback stays here, under the request id
+        abort(context, RegistryError(UNKNOWN))
 
 
 def _errors_to_status(method: F) -> F:

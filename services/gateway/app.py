@@ -145,11 +145,14 @@ def create_app(settings: Settings) -> FastAPI:
     if read_only:
         checks.insert(0, Depends(readonly.refuse_writes))
     routes.install(app, settings.http.prefix, dependencies=checks)
-    app.add_middleware(APIVersionHeader, prefix=settings.http.prefix)
     observability.install(app, "gateway", settings)
-    if configured_headers:
-        # Outermost, around observability's layers and Starlette's own error layer, so a 500 for an
-        # unhandled error carries them too (add_middleware would put them inside that layer).
-        build_inner = app.build_middleware_stack
-        app.build_middleware_stack = lambda: ConfiguredHeaders(build_inner(), configured_headers)  # type: ignore[method-assign]
+    # Outermost, around observability's layers and Starlette's own error layer, so a 500 for an
+    # unhandled error carries these headers too (add_middleware would put them inside that layer).
+    build_inner = app.build_middleware_stack
+
+    def build_outer() -> ASGIApp:
+        outer: ASGIApp = APIVersionHeader(build_inner(), prefix=settings.http.prefix)
+        return ConfiguredHeaders(outer, configured_headers) if configured_headers else outer
+
+    app.build_middleware_stack = build_outer  # type: ignore[method-assign]
     return app

@@ -10,6 +10,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from services.common.errors import BLOB_UPLOAD_INVALID, NOT_FOUND, UNKNOWN, UNSUPPORTED, RegistryError
+from services.common import request_ids
 from services.gateway import readonly, routes, state
 
 log = logging.getLogger("berth.gateway")
@@ -31,6 +32,9 @@ def _allow(request: Request) -> str:
 def error_response(error: RegistryError, request: Request | None = None) -> Response:
     # The error's own body decides the length, whatever headers were attached on the way.
     headers = {k: v for k, v in error.headers.items() if k.lower() != "content-length"}
+    if error.code is UNKNOWN and error.status >= 500:
+        # What went wrong inside is for the log (which carries the same request id), not for clients.
+        error = RegistryError(UNKNOWN, {"request_id": request_ids.current()}, message="internal error", status=error.status)
     if error.status == 405 and request is not None and not any(k.lower() == "allow" for k in headers):
         headers["Allow"] = _allow(request)
     if request is not None and request.method == "HEAD":
