@@ -195,6 +195,9 @@ def cmd_search_reindex(args: argparse.Namespace) -> int:
     """Exit codes: see REINDEX_HELP."""
     settings = _settings(args)
     logs.configure("search", settings)
+    if settings.search_backend != "sqlalchemy":
+        what = "no search index" if not settings.search_backend else f"the module {settings.search_backend!r} keeps its own index"
+        return _unusable(ValueError(f"search_backend: {what}; reindex rebuilds the sqlalchemy index only"))
     import asyncio
 
     import sqlalchemy
@@ -288,7 +291,7 @@ def _wait_for_port(addr: str, timeout: float, child: subprocess.Popen[bytes]) ->
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Starts the blobstore, the token service (auth.type token), the search service
-    (search_backend sqlalchemy), then the gateway; a signal or a dying child stops them all."""
+    (any search_backend), then the gateway; a signal or a dying child stops them all."""
     settings = _settings(args)
     logs.configure("berth", settings)
     listeners = _listeners(settings)
@@ -431,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--registry", default="", help="registry base URL (default: search.registry, else http(s)://<http.addr><http.prefix>)")
     reindex.set_defaults(func=cmd_search_reindex)
     _command(sub, "run", "run every service until interrupted",
-             "Runs the blobstore, the token service (auth.type token), the search service (search_backend\n"
-             "sqlalchemy) and the gateway as child processes; Ctrl-C or SIGTERM stops them all.",
+             "Runs the blobstore, the token service (auth.type token), the search service (unless\n"
+             "search_backend is empty) and the gateway as child processes; Ctrl-C or SIGTERM stops them all.",
              EXIT_CODES.format(runtime="a service failed to start or died", usage="bad arguments or an invalid configuration"),
              ).set_defaults(func=cmd_run)
     users_text = ("Manages the token service's accounts in its SQL user table (token_service.database).\n"

@@ -157,6 +157,8 @@ def test_reindex_exit_codes(registry: FakeRegistry, tmp_path: Path) -> None:
     bad_database = berth("search", "reindex", "--registry", registry.url, env={"REGISTRY_SEARCH_DATABASE": "nosuchdialect://x"})
     assert bad_database.returncode == 2 and "search.database" in bad_database.stderr
     assert berth("search", "reindex", "--no-such-option", env=env).returncode == 2
+    no_index = berth("search", "reindex", "--registry", registry.url, env={**env, "REGISTRY_SEARCH_BACKEND": ""})
+    assert no_index.returncode == 2 and "search_backend" in no_index.stderr
 
 
 def test_reindex_reports_progress_and_a_summary(registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
