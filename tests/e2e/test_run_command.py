@@ -50,3 +50,19 @@ def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_refuses_an_address_another_program_holds(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{free_port()}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{taken}",
+                   REGISTRY_BLOBSTORE_HTTP_ADDR="", REGISTRY_SEARCH_BACKEND="")
+        result = subprocess.run([sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"blobstore.addr: 127.0.0.1:{taken} cannot be used" in result.stderr
