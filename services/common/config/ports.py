@@ -63,9 +63,9 @@ def _local_port(address: str) -> int | None:
     if "://" in address:
         parts = urlsplit(address)
         try:
-            port = parts.port
+            url_port = parts.port
         except ValueError:
             return None
-        return port if port is not None and (parts.hostname or "") in _LOCAL else None
+        return url_port if url_port is not None and (parts.hostname or "") in _LOCAL else None
     host, _, port = address.rpartition(":")
     return int(port) if port.isdigit() and host.strip() in _LOCAL else None
