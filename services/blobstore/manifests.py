@@ -52,12 +52,14 @@ class Manifests:
         digest: str,
         payload: bytes,
         *,
-        tag: str = "",
+        tags: Sequence[str] = (),
         required_blobs: Sequence[str] = (),
         required_manifests: Sequence[str] = (),
         subject: str = "",
         referrer_descriptor: bytes = b"",
     ) -> None:
+        # Every tag's links first: a tag the grammar refuses fails the push before anything is written.
+        tag_links = [(layout.tag_index_link(repository, tag, digest), layout.tag_current_link(repository, tag)) for tag in tags]
         missing = self.blobs.missing(repository, list(required_blobs))
         missing += [d for d in dict.fromkeys(required_manifests) if not self._has_revision(repository, d)]
         if missing:
@@ -67,9 +69,9 @@ class Manifests:
         self.driver.put_content(layout.revision_link(repository, digest), digest.encode())
         if subject:
             self.driver.put_content(layout.referrer_entry(repository, subject, digest), referrer_descriptor)
-        if tag:
-            self.driver.put_content(layout.tag_index_link(repository, tag, digest), digest.encode())
-            self.driver.put_content(layout.tag_current_link(repository, tag), digest.encode())
+        for index_link, current_link in tag_links:
+            self.driver.put_content(index_link, digest.encode())
+            self.driver.put_content(current_link, digest.encode())
 
     def get(self, repository: str, reference: str) -> StoredManifest:
         digest = reference if digests.is_digest(reference) else self.resolve_tag(repository, reference)

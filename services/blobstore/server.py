@@ -29,6 +29,7 @@ from services.blobstore.readiness import Readiness
 from services.common.rpc.security import interceptors as security_interceptors
 from services.common.rpc.security import server_credentials
 from services.blobstore.uploads import Uploads
+from services.common import digests
 from services.common.config import ConfigError, Settings
 from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
 from services.common.metrics import UPLOAD_BYTES
@@ -95,6 +96,14 @@ def _drain(request_iterator: Iterator[Any]) -> None:
         pass  # the caller cancelled meanwhile
 
 
+def _streaming_algorithm(head: pb.WriteUploadHeader) -> str:
+    """What to hash a write's bytes with as they arrive: the algorithm of the digest it commits
+    to (the one the commit checks), else the one the client announced, else sha256."""
+    if head.commit_digest:
+        return digests.parse(head.commit_digest).algorithm
+    return head.digest_algorithm or digests.CANONICAL
+
+
 def _counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Counts upload bytes as they arrive, so a long push shows on the graph while it runs."""
     for chunk in chunks:
@@ -143,7 +152,7 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
 
     @_errors_to_status
     def StartUpload(self, request: pb.StartUploadRequest, context: grpc.ServicerContext) -> pb.UploadInfo:
-        info = self.uploads.start(request.repository)
+        info = self.uploads.start(request.repository, request.digest_algorithm or digests.CANONICAL)
         return pb.UploadInfo(upload_id=info.upload_id, size=0, started_at=info.started_at)
 
     @_errors_to_status
@@ -153,12 +162,14 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
             raise RegistryError(UNKNOWN, {"reason": "WriteUpload must start with a header"})
         head = first.header
         upload_id = head.upload_id
-        created = not upload_id
-        if created:
-            upload_id = self.uploads.start(head.repository).upload_id
+        created = False
         data = _counted(message.data for message in request_iterator)
         try:
-            info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length)
+            algorithm = _streaming_algorithm(head)
+            if not upload_id:
+                upload_id = self.uploads.start(head.repository, algorithm).upload_id
+                created = True
+            info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length, algorithm)
             if head.commit_digest:
                 blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
                 return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
@@ -195,7 +206,7 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
             request.repository,
             request.digest,
             request.payload,
-            tag=request.tag,
+            tags=list(request.tags),
             required_blobs=list(request.required_blobs),
             required_manifests=list(request.required_manifests),
             subject=request.subject,

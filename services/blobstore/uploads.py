@@ -5,10 +5,11 @@ digest. Then the content is hashed and compared, and only verified content is mo
 content-addressed path, atomically; a mismatch removes the session and stores nothing. A reader
 can therefore never see a partial or unverified blob.
 
-Hashing happens while bytes stream in (sha256, the digest nearly every client uses). The running
-hash lives in this process; when a session moved here from another replica or survived a restart,
-the hash is rebuilt from the stored bytes at commit, so correctness never depends on which
-blobstore received which chunk.
+Hashing happens while bytes stream in, with the algorithm the client announced (its
+``digest-algorithm``, or the digest of a write that also commits), else sha256, the digest nearly
+every client uses. The running hash lives in this process; when a session moved here from another
+replica or survived a restart, or the commit names another algorithm, the hash is rebuilt from the
+stored bytes at commit, so correctness never depends on which blobstore received which chunk.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ from services.common.errors import (
     RegistryError,
 )
 
-_STREAMING_ALGORITHM = "sha256"
 _MAX_SESSIONS = 4096
 _REHASH_CHUNK = 1 << 20
 
@@ -79,13 +79,15 @@ class Uploads:
         with self._sessions_lock:
             self._sessions.pop(upload_id, None)
 
-    def start(self, repository: str) -> UploadInfo:
+    def start(self, repository: str, algorithm: str = digests.CANONICAL) -> UploadInfo:
+        """A new session, its bytes hashed with ``algorithm`` as they arrive (DIGEST_INVALID if unsupported)."""
+        session_hasher = digests.hasher(algorithm)
         upload_id = str(uuid.uuid4())
         started = int(time.time())
         self.driver.put_content(layout.upload_started_at(repository, upload_id), str(started).encode())
         self.driver.writer(layout.upload_data(repository, upload_id)).commit()
         session = self._session(upload_id)
-        session.hasher = digests.hasher(_STREAMING_ALGORITHM)
+        session.hasher = session_hasher
         session.started_at = started
         return UploadInfo(upload_id, 0, started)
 
@@ -105,9 +107,19 @@ class Uploads:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
         return size
 
-    def write(self, repository: str, upload_id: str, offset: int, data: Iterable[bytes], expected_length: int = -1) -> UploadInfo:
+    def write(
+        self,
+        repository: str,
+        upload_id: str,
+        offset: int,
+        data: Iterable[bytes],
+        expected_length: int = -1,
+        algorithm: str = digests.CANONICAL,
+    ) -> UploadInfo:
         """Appends ``data`` at ``offset``, which must be where the upload ends now (negative: anywhere).
 
+        ``algorithm`` hashes an upload that is still empty (the client's latest word on it); bytes
+        already received keep the running hash they have, if any.
         The answer's ``started_at`` is 0 unless the session started in this process.
         """
         session = self._session(upload_id)
@@ -115,10 +127,11 @@ class Uploads:
             current = self._size(repository, upload_id)
             if offset >= 0 and offset != current:
                 raise RegistryError(RANGE_INVALID, {"size": current, "offset": offset})
-            if session.hasher is None or session.hashed != current:
+            if current == 0:
+                session.hasher, session.hashed = digests.hasher(algorithm), 0
+            elif session.hashed != current:
                 # The bytes so far were hashed elsewhere (or not at all): hash at commit instead.
-                session.hasher = digests.hasher(_STREAMING_ALGORITHM) if current == 0 else None
-                session.hashed = 0
+                session.hasher, session.hashed = None, 0
             received = 0
             writer = self.driver.writer(layout.upload_data(repository, upload_id), append=True)
             try:
@@ -142,7 +155,7 @@ class Uploads:
         with session.lock:
             size = self._size(repository, upload_id)
             data_path = layout.upload_data(repository, upload_id)
-            if wanted.algorithm == _STREAMING_ALGORITHM and session.hasher is not None and session.hashed == size:
+            if session.hasher is not None and session.hasher.name == wanted.algorithm and session.hashed == size:
                 actual = session.hasher.hexdigest()
             else:
                 actual = self._rehash(data_path, wanted.algorithm)

@@ -45,8 +45,18 @@ def is_digest(reference: str) -> bool:
     return ":" in reference
 
 
+def check_algorithm(algorithm: str) -> str:
+    """An algorithm content may be hashed with (a client's ``digest-algorithm``); DIGEST_INVALID
+    otherwise, so an unknown name is refused before any byte is taken, not at commit."""
+    if algorithm not in ALGORITHMS:
+        reason = f"unsupported algorithm, use one of {', '.join(ALGORITHMS)}"
+        raise RegistryError(DIGEST_INVALID, {"algorithm": algorithm[:100], "reason": reason})
+    return algorithm
+
+
 def hasher(algorithm: str) -> "hashlib._Hash":
-    return hashlib.new(algorithm)
+    """A running hash; only for supported algorithms (hashlib knows others, such as md5)."""
+    return hashlib.new(check_algorithm(algorithm))
 
 
 def of(data: bytes, algorithm: str = CANONICAL) -> str:

@@ -186,8 +186,8 @@ class BlobstoreClient:
 
     # Uploads
 
-    async def start_upload(self, repository: str) -> pb.UploadInfo:
-        return await self._unary("StartUpload", pb.StartUploadRequest(repository=repository))
+    async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo:
+        return await self._unary("StartUpload", pb.StartUploadRequest(repository=repository, digest_algorithm=digest_algorithm))
 
     async def write_upload(
         self,
@@ -198,6 +198,7 @@ class BlobstoreClient:
         *,
         commit_digest: str = "",
         expected_length: int = -1,
+        digest_algorithm: str = "",
     ) -> pb.UploadInfo:
         """Streams ``data`` into an upload (a new one when ``upload_id`` is empty)."""
         header = pb.WriteUploadHeader(
@@ -206,6 +207,7 @@ class BlobstoreClient:
             offset=offset,
             commit_digest=commit_digest,
             expected_length=expected_length,
+            digest_algorithm=digest_algorithm,
         )
 
         source_failure: list[Exception] = []

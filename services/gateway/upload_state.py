@@ -1,5 +1,9 @@
 """Upload state in ``Location`` URLs, signed so a client cannot point an upload at another
-repository or forge a session; any gateway replica with the same ``http.secret`` can check it."""
+repository or forge a session; any gateway replica with the same ``http.secret`` can check it.
+
+The state also carries the digest algorithm the client announced when it started the upload
+(``digest-algorithm``), so whichever blobstore takes the next chunk hashes it with that algorithm.
+"""
 from __future__ import annotations
 
 import base64
@@ -7,20 +11,33 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import dataclass
 
 from services.common.errors import BLOB_UPLOAD_INVALID, RegistryError
+
+
+@dataclass(frozen=True)
+class UploadState:
+    """What a genuine token says: the bytes received when it was issued, and the announced
+    algorithm (empty when the client announced none, as in every token before it was added)."""
+
+    offset: int
+    algorithm: str = ""
 
 
 class UploadStateSigner:
     def __init__(self, secret: str) -> None:
         self._key = secret.encode() if secret else secrets.token_bytes(32)
 
-    def pack(self, name: str, upload_id: str, offset: int) -> str:
-        body = base64.urlsafe_b64encode(json.dumps({"n": name, "u": upload_id, "o": offset}, separators=(",", ":")).encode())
+    def pack(self, name: str, upload_id: str, offset: int, algorithm: str = "") -> str:
+        state: dict[str, str | int] = {"n": name, "u": upload_id, "o": offset}
+        if algorithm:
+            state["a"] = algorithm
+        body = base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode())
         return f"{body.decode()}.{self._sign(body)}"
 
-    def check(self, token: str | None, name: str, upload_id: str) -> int:
-        """Returns the offset recorded in a genuine token for this upload; BLOB_UPLOAD_INVALID otherwise."""
+    def check(self, token: str | None, name: str, upload_id: str) -> UploadState:
+        """The state in a genuine token for this upload; BLOB_UPLOAD_INVALID otherwise."""
         if not token or "." not in token or len(token) > 4096:
             raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "missing or malformed upload state"})
         body, _, signature = token.rpartition(".")
@@ -30,7 +47,7 @@ class UploadStateSigner:
             state = json.loads(base64.urlsafe_b64decode(body.encode()))
             if state["n"] != name or state["u"] != upload_id:
                 raise ValueError
-            return int(state["o"])
+            return UploadState(int(state["o"]), str(state.get("a", "")))
         except (ValueError, KeyError, TypeError):
             raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "upload state does not match this upload"}) from None
 

@@ -7,6 +7,7 @@ gateway processes that share one blobstore and one Redis.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -335,6 +336,29 @@ def test_a_moved_tag_is_seen_at_once_by_another_gateway(http: dict[str, httpx.Cl
 
     second, _ = push_image(one, repo, "latest", layers=[b"second"])
     assert manifest(two, repo, "latest").headers["docker-content-digest"] == second
+
+
+def test_tags_pushed_with_a_digest_move_at_once_everywhere(http: dict[str, httpx.Client], redis_server: RedisServer, repo: str) -> None:
+    """A push by digest may move several tags: each is invalidated, and cached reads by tag say
+    the digest the manifest was pushed under (sha512 here), not one computed again."""
+    one, two = http["one"], http["two"]
+    first, _ = push_image(one, repo, "latest", layers=[b"first"])
+    push_image(one, repo, "stable", layers=[b"stable"])
+    for ref in ("latest", "stable"):
+        assert manifest(two, repo, ref).status_code == 200
+        assert f"{PREFIX}tag:{repo}:{ref}" in cached_keys(redis_server.client(), repo)
+
+    _, payload = push_image(one, repo, "source", layers=[b"second"])
+    digest = "sha512:" + hashlib.sha512(payload).hexdigest()
+    r = one.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", "latest"), ("tag", "stable")], content=payload,
+                headers={"Content-Type": json.loads(payload)["mediaType"]})
+    assert r.status_code == 201 and r.headers.get_list("oci-tag") == ["latest", "stable"]
+    for ref in ("latest", "stable", digest):
+        for _ in range(2):  # filled by the first read, served from Redis by the second
+            got = manifest(two, repo, ref)
+            assert (got.status_code, got.content, got.headers["docker-content-digest"]) == (200, payload, digest), ref
+    assert redis_server.client().get(f"{PREFIX}tag:{repo}:latest") == digest.encode()
+    assert manifest(two, repo, first).status_code == 200
 
 
 def test_a_deleted_manifest_is_gone_at_once_everywhere(http: dict[str, httpx.Client], redis_server: RedisServer, repo: str) -> None:

@@ -7,6 +7,7 @@ gateway keeps for /metrics.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -170,6 +171,28 @@ def seen(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 def stats_of(client: TestClient) -> dict[str, EndpointStats]:
     return client.app.state.gateway.events.stats()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_push_by_digest_with_tags_is_one_push_per_tag_under_the_pushed_digest(blobstore: Berth, receiver: Receiver) -> None:
+    """As if each tag had been pushed on its own, but with the digest the client chose (sha512),
+    which the pull by tag reports too."""
+    repo = "events/tagged"
+    with gateway(blobstore, [{"name": "all", "url": f"{receiver.url}/all", "backoff": 0.05}]) as client:
+        config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        layer = b"tagged layer"
+        for blob in (config, layer):
+            push_blob(client, repo, blob)  # type: ignore[arg-type]
+        payload = json.dumps(image_manifest(config, [layer])).encode()
+        digest = "sha512:" + hashlib.sha512(payload).hexdigest()
+        r = client.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", "a"), ("tag", "b")], content=payload,
+                       headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+        assert client.get(f"/v2/{repo}/manifests/a").status_code == 200
+        wait_until(lambda: len(receiver.events("/all")) >= 5, 15, "events")
+    url = f"http://registry.test/v2/{repo}/manifests/{digest}"
+    manifests = [(e["action"], e["target"].get("tag"), e["target"]["digest"], e["target"]["url"])
+                 for e in receiver.events("/all") if e["target"].get("mediaType") == OCI_MANIFEST]
+    assert manifests == [("push", "a", digest, url), ("push", "b", digest, url), ("pull", "a", digest, url)]
 
 
 def test_a_down_endpoint_delays_no_push_and_loses_nothing_within_its_queue(blobstore: Berth, receiver: Receiver) -> None:

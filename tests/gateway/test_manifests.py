@@ -399,11 +399,23 @@ def test_manifest_over_4_mib_without_content_length_is_413(client, repo):
 # Tags and references
 
 
-@pytest.mark.parametrize("tag", ["-bad", ".bad", "a" * 129, "bad~tag", "bad+tag"])
-def test_invalid_tag_is_400(client, repo, tag):
+INVALID_TAGS = ["-bad", ".bad", "a" * 129, "bad~tag", "bad+tag", ".INVALID_MANIFEST_NAME"]
+
+
+@pytest.mark.parametrize("tag", INVALID_TAGS)
+def test_pushing_an_invalid_tag_is_400(client, repo, tag):
     payload = oci_image(client, repo)
     assert_error(put_manifest(client, repo, tag, payload), 400, "TAG_INVALID")
-    assert_error(client.get(f"/v2/{repo}/manifests/{tag}"), 400, "TAG_INVALID")
+
+
+@pytest.mark.parametrize("tag", [*INVALID_TAGS, "x" * 5000])
+def test_reading_or_deleting_an_invalid_tag_is_404(client, repo, tag):
+    """A reference that is neither a tag nor a digest names no manifest: 404 MANIFEST_UNKNOWN, as
+    readers and the conformance suite (``.INVALID_MANIFEST_NAME``) expect, and for a delete too."""
+    push_image(client, repo, "v1")
+    assert_absent(client, repo, tag)
+    assert_error(client.delete(f"/v2/{repo}/manifests/{tag}"), 404, "MANIFEST_UNKNOWN")
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
 
 
 @pytest.mark.parametrize("tag", ["a" * 128, "_under", "UPPER.lower-1_2", "0"])
@@ -449,6 +461,120 @@ def test_unknown_repository_is_404_name_unknown(client):
     assert client.head(f"/v2/{name}/manifests/v1").status_code == 404
     assert_error(client.delete(f"/v2/{name}/manifests/v1"), 404, "NAME_UNKNOWN")
     assert_error(client.delete(f"/v2/{name}/manifests/{sha256(b'x')}"), 404, "NAME_UNKNOWN")
+
+
+# Tags pushed with a digest (newest spec): PUT /v2/<name>/manifests/<digest>?tag=a&tag=b
+
+
+def sha512(data: bytes) -> str:
+    return "sha512:" + hashlib.sha512(data).hexdigest()
+
+
+def put_with_tags(client: httpx.Client, repo: str, digest: str, payload: bytes, tags: list[str], media_type: str = OCI_MANIFEST) -> httpx.Response:
+    return client.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", t) for t in tags], content=payload,
+                      headers={"Content-Type": media_type})
+
+
+def tags_of(client: httpx.Client, repo: str) -> list[str]:
+    r = client.get(f"/v2/{repo}/tags/list")
+    return r.json()["tags"] if r.status_code == 200 else []
+
+
+def test_push_by_digest_tags_every_listed_tag(client, repo, manifest):
+    media_type, payload = manifest
+    tags = [f"v{i}" for i in range(12)]  # more than the 10 the spec asks registries to accept
+    r = put_with_tags(client, repo, sha256(payload), payload, tags, media_type)
+    assert r.status_code == 201, r.text
+    assert r.headers.get_list("oci-tag") == tags
+    assert r.headers["docker-content-digest"] == sha256(payload)
+    for tag in tags:
+        assert_manifest(client.get(f"/v2/{repo}/manifests/{tag}"), media_type, payload)
+    assert tags_of(client, repo) == sorted(tags)
+
+
+def test_push_by_digest_without_tags_has_no_oci_tag_header(client, repo):
+    payload = oci_image(client, repo)
+    r = put_with_tags(client, repo, sha256(payload), payload, [])
+    assert r.status_code == 201 and "oci-tag" not in r.headers
+    assert "oci-tag" not in put_manifest(client, repo, "v1", payload).headers  # nor a push by tag
+
+
+def test_a_tag_listed_twice_is_tagged_once(client, repo):
+    payload = oci_image(client, repo)
+    r = put_with_tags(client, repo, sha256(payload), payload, ["b", "a", "b"])
+    assert r.status_code == 201 and r.headers.get_list("oci-tag") == ["b", "a"]
+    assert tags_of(client, repo) == ["a", "b"]
+
+
+def test_tags_pushed_with_a_digest_move_like_any_tag(client, repo):
+    first, _ = push_image(client, repo, "latest", layers=[b"first"])
+    payload = oci_image(client, repo, "second")
+    assert put_with_tags(client, repo, sha256(payload), payload, ["latest", "v2"]).status_code == 201
+    for tag in ("latest", "v2"):
+        assert client.get(f"/v2/{repo}/manifests/{tag}").headers["docker-content-digest"] == sha256(payload)
+    assert client.get(f"/v2/{repo}/manifests/{first}").status_code == 200
+
+
+def test_the_most_tags_a_push_takes(client, repo):
+    payload = oci_image(client, repo)
+    tags = [f"t{i:03}" for i in range(100)]
+    r = put_with_tags(client, repo, sha256(payload), payload, tags)
+    assert r.status_code == 201 and r.headers.get_list("oci-tag") == tags
+    assert tags_of(client, repo) == tags
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [[f"t{i}" for i in range(101)], ["good", "also-good", ".bad"], ["good", "a" * 129], ["good", ""]],
+    ids=["too-many", "one-bad", "one-too-long", "one-empty"],
+)
+def test_tags_are_all_or_nothing(client, repo, tags):
+    push_image(client, repo, "existing")
+    payload = oci_image(client, repo, "new")
+    assert_error(put_with_tags(client, repo, sha256(payload), payload, tags), 400, "TAG_INVALID")
+    assert tags_of(client, repo) == ["existing"]
+    assert_absent(client, repo, sha256(payload))
+    assert_absent(client, repo, "good")
+
+
+def test_tag_parameters_on_a_push_by_tag_are_400(client, repo):
+    payload = oci_image(client, repo)
+    r = client.put(f"/v2/{repo}/manifests/v1", params={"tag": "v2"}, content=payload, headers={"Content-Type": OCI_MANIFEST})
+    assert_error(r, 400, "TAG_INVALID")
+    assert tags_of(client, repo) == []
+
+
+def test_a_sha512_manifest_is_known_by_its_sha512_digest_everywhere(client, repo):
+    """Pushed by a sha512 digest with tags: the tags point at that digest, and every answer about
+    the manifest (push, reads by tag and digest, referrers) says so; the sha256 of the same bytes
+    names nothing."""
+    subject, _ = push_image(client, repo, "subject")
+    config, layer = _blobs(client, repo, "sha512")
+    doc = image_manifest(config, [layer], subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": 10},
+                         artifactType="application/vnd.example.sig")
+    payload = json.dumps(doc).encode()
+    digest = sha512(payload)
+    r = put_with_tags(client, repo, digest, payload, ["signed", "signed-too"])
+    assert r.status_code == 201, r.text
+    assert r.headers["docker-content-digest"] == digest
+    assert urlsplit(r.headers["location"]).path == f"/v2/{repo}/manifests/{digest}"
+    assert r.headers.get_list("oci-tag") == ["signed", "signed-too"]
+    for reference in ("signed", "signed-too", digest):
+        for _ in range(2):  # the second read may come from a cache
+            got = client.get(f"/v2/{repo}/manifests/{reference}")
+            assert (got.status_code, got.content, got.headers["docker-content-digest"]) == (200, payload, digest)
+            assert got.headers["etag"] == f'"{digest}"'
+            head = client.head(f"/v2/{repo}/manifests/{reference}")
+            assert (head.status_code, head.headers["docker-content-digest"]) == (200, digest)
+    assert tags_of(client, repo) == ["signed", "signed-too", "subject"]
+    referrers = client.get(f"/v2/{repo}/referrers/{subject}").json()["manifests"]
+    assert [(d["digest"], d["size"]) for d in referrers] == [(digest, len(payload))]
+    assert_absent(client, repo, sha256(payload))
+
+    assert client.delete(f"/v2/{repo}/manifests/{digest}").status_code == 202
+    for reference in ("signed", "signed-too", digest):
+        assert_absent(client, repo, reference)
+    assert tags_of(client, repo) == ["subject"]
 
 
 # Subjects and artifacts

@@ -6,11 +6,15 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from services.common import config
+from services.gateway.app import create_app
 from services.gateway.upload_state import UploadStateSigner
 from tests.images import sha256
 from tests.support.registry import assert_error, checked_client, push_blob, raw_request, start_upload
@@ -123,6 +127,117 @@ def test_single_post_sha512(client, repo):
     r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=DATA)
     assert_created(r, repo, digest)
     assert_blob(client, repo, DATA, digest)
+
+
+# digest-algorithm (newest spec): the algorithm announced when the upload starts
+
+
+def sha512(data: bytes) -> str:
+    return "sha512:" + hashlib.sha512(data).hexdigest()
+
+
+def start_announced(client: httpx.Client, repo: str, algorithm: str) -> str:
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": algorithm})
+    assert r.status_code == 202, r.text
+    return r.headers["location"]
+
+
+def assert_blob_by(client: httpx.Client, repo: str, data: bytes, digest: str) -> None:
+    assert_blob(client, repo, data, digest)
+    r = client.head(f"/v2/{repo}/blobs/{digest}")
+    assert (r.status_code, r.headers["docker-content-digest"], r.headers["content-length"]) == (200, digest, str(len(data)))
+
+
+def test_announced_sha512_monolithic_upload(client, repo):
+    location = start_announced(client, repo, "sha512")
+    r = client.put(finish(location, sha512(DATA)), content=DATA)
+    assert_created(r, repo, sha512(DATA))
+    assert_blob_by(client, repo, DATA, sha512(DATA))
+    assert client.head(f"/v2/{repo}/blobs/{sha256(DATA)}").status_code == 404  # stored under sha512 only
+
+
+def test_announced_sha512_single_post(client, repo):
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": "sha512", "digest": sha512(DATA)}, content=DATA)
+    assert_created(r, repo, sha512(DATA))
+    assert_blob_by(client, repo, DATA, sha512(DATA))
+
+
+def test_announced_sha512_chunked_upload(client, repo):
+    location = start_announced(client, repo, "sha512")
+    uid = upload_id(location)
+    r = patch(client, location, DATA[:10], start=0)
+    assert_progress(r, 202, 10, uid)
+    status = client.get(r.headers["location"])  # the announcement survives every new Location
+    assert_progress(status, 204, 10, uid)
+    r = patch(client, status.headers["location"], DATA[10:], start=10)
+    assert_progress(r, 202, len(DATA), uid)
+    r = client.put(finish(r.headers["location"], sha512(DATA)))
+    assert_created(r, repo, sha512(DATA))
+    assert_blob_by(client, repo, DATA, sha512(DATA))
+
+
+def test_announced_sha512_upload_checks_the_content(client, repo):
+    location = start_announced(client, repo, "sha512")
+    r = patch(client, location, DATA, start=0)
+    wrong = sha512(DATA + b"!")
+    assert_error(client.put(finish(r.headers["location"], wrong)), 400, "DIGEST_INVALID")
+    assert client.head(f"/v2/{repo}/blobs/{wrong}").status_code == 404
+    assert client.head(f"/v2/{repo}/blobs/{sha512(DATA)}").status_code == 404
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha384", "blake3", "SHA512", "sha256:abc", ""])
+def test_unknown_digest_algorithm_is_400(client, repo, algorithm):
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": algorithm})
+    assert "location" not in r.headers
+    assert_error(r, 400, "DIGEST_INVALID")
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": algorithm, "digest": sha256(DATA)}, content=DATA)
+    assert_error(r, 400, "DIGEST_INVALID")
+    assert client.head(f"/v2/{repo}/blobs/{sha256(DATA)}").status_code == 404
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["monolithic", "chunked"])
+def test_digest_of_another_algorithm_than_announced_is_accepted(client, repo, chunked):
+    """digest-algorithm is a hint (the spec's word): the closing digest decides, and is verified
+    against the bytes whatever was announced; only a wrong digest is refused."""
+    location = start_announced(client, repo, "sha512")
+    if chunked:
+        location = patch(client, location, DATA, start=0).headers["location"]
+    body = b"" if chunked else DATA
+    assert_error(client.put(finish(location, sha256(DATA + b"!")), content=body), 400, "DIGEST_INVALID")
+
+    location = start_announced(client, repo, "sha512")
+    if chunked:
+        location = patch(client, location, DATA, start=0).headers["location"]
+    assert_created(client.put(finish(location, sha256(DATA)), content=body), repo, sha256(DATA))
+    assert_blob_by(client, repo, DATA, sha256(DATA))
+    assert client.head(f"/v2/{repo}/blobs/{sha512(DATA)}").status_code == 404
+
+
+def test_single_post_digest_of_another_algorithm_than_announced_is_accepted(client, repo):
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": "sha512", "digest": sha256(DATA)}, content=DATA)
+    assert_created(r, repo, sha256(DATA))
+    assert_blob_by(client, repo, DATA, sha256(DATA))
+
+
+def test_the_announcement_reaches_the_blobstore_with_every_chunk(berth, repo):
+    """It travels in the upload's signed state, so whichever gateway and blobstore take a chunk
+    hash it with the announced algorithm (seen here on the gateway's blobstore calls)."""
+    app = create_app(config.load(environ=berth.environment()))
+    announced: list[str] = []
+    with TestClient(app) as c:
+        blobstore = app.state.gateway.blobstore
+        write_upload = blobstore.write_upload
+
+        async def recording(*args: Any, **kwargs: Any) -> Any:
+            announced.append(kwargs["digest_algorithm"])
+            return await write_upload(*args, **kwargs)
+
+        blobstore.write_upload = recording
+        location = c.post(f"/v2/{repo}/blobs/uploads/", params={"digest-algorithm": "sha512"}).headers["location"]
+        location = c.patch(location, content=DATA[:10], headers={"Content-Range": "0-9"}).headers["location"]
+        location = c.get(location).headers["location"]
+        assert_created(c.put(finish(location, sha512(DATA)), content=DATA[10:]), repo, sha512(DATA))
+    assert announced == ["sha512", "sha512"]
 
 
 # Chunked
@@ -375,6 +490,34 @@ def test_upload_id_that_is_not_a_uuid_is_404(client, repo):
     assert_error(client.get(f"/v2/{repo}/blobs/uploads/not-an-upload?_state={state}"), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
+def _unsigned_request(client: httpx.Client, method: str, url: str) -> httpx.Response:
+    """``method`` on an upload URL as a client would send it to finish or resume an upload."""
+    if method == "PUT":
+        url += ("&" if "?" in url else "?") + urlencode({"digest": sha256(DATA)})
+    return client.request(method, url, content=DATA if method in ("PATCH", "PUT") else b"")
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
+@pytest.mark.parametrize(
+    "state",
+    [None, "garbage", UploadStateSigner("another-secret").pack("any", "any", 0)],
+    ids=["no-state", "malformed-state", "foreign-state"],
+)
+@pytest.mark.parametrize("uid", [str(uuid.uuid4()), "made-up", "0" * 300], ids=["uuid", "made-up", "long"])
+def test_upload_the_registry_never_issued_is_404(client, repo, method, state, uid):
+    """An id without Berth's state (or with one Berth did not sign) names a session that does not
+    exist: 404 BLOB_UPLOAD_UNKNOWN, as the spec says, not 400 for the missing state."""
+    start_upload(client, repo)  # the repository has uploads, just not this one
+    url = f"/v2/{repo}/blobs/uploads/{uid}" + (f"?{urlencode({'_state': state})}" if state is not None else "")
+    assert_error(_unsigned_request(client, method, url), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+def test_upload_in_a_repository_that_does_not_exist_is_404(client):
+    url = f"/v2/test_uploads/never-pushed/blobs/uploads/{uuid.uuid4()}"
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        assert_error(_unsigned_request(client, method, url), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
 def test_patch_to_finished_upload_is_404(client, repo):
     location = start_upload(client, repo)
     r = patch(client, location, DATA, start=0)
@@ -416,14 +559,19 @@ def test_state_of_another_upload_is_400(client, repo):
     assert_progress(client.get(first), 204, 0, upload_id(first))
 
 
-def test_state_of_another_repository_is_400(client, repo):
+def test_upload_of_another_repository_is_unknown_here(client, repo):
+    """The session exists, but not in this repository: from here it is unknown (404), and the
+    move changes nothing for the upload where it belongs."""
     other = start_upload(client, f"{repo}-other")
     moved = other.replace(f"/{repo}-other/", f"/{repo}/")
-    assert_error(client.get(moved), 400, "BLOB_UPLOAD_INVALID")
+    assert_error(client.get(moved), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_error(patch(client, moved, DATA, start=0), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_progress(client.get(other), 204, 0, upload_id(other))
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
 def test_missing_state_is_400(client, repo, method):
+    """The session exists: the request reaching it without its state is what is wrong."""
     location = start_upload(client, repo)
     url = with_state(location, None) + (f"?digest={sha256(DATA)}" if method == "PUT" else "")
     assert_error(client.request(method, url, content=b""), 400, "BLOB_UPLOAD_INVALID")

@@ -37,19 +37,23 @@ class CachedBlobstore:
         self.cache = cache
         self._late: set[asyncio.Task[None]] = set()
 
-    async def _write(self, call: Awaitable[T], repository: str, what: str, name: str) -> T:
+    async def _write(self, call: Awaitable[T], repository: str, what: str, *names: str) -> T:
+        """Runs a write, then drops what it may have changed: each of ``names`` (tags or digests)."""
         try:
             return await call
         except BaseException:
             asyncio.get_running_loop().call_later(
-                self.client.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, name
+                self.client.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, names
             )
             raise
         finally:
-            await self.cache.invalidate(repository, what, name)
+            await self._invalidate(repository, what, names)
 
-    def _invalidate_late(self, repository: str, what: str, name: str) -> None:
-        task = asyncio.ensure_future(self.cache.invalidate(repository, what, name))
+    async def _invalidate(self, repository: str, what: str, names: tuple[str, ...]) -> None:
+        await asyncio.gather(*(self.cache.invalidate(repository, what, name) for name in names))
+
+    def _invalidate_late(self, repository: str, what: str, names: tuple[str, ...]) -> None:
+        task = asyncio.ensure_future(self._invalidate(repository, what, names))
         self._late.add(task)
         task.add_done_callback(self._late.discard)
 
@@ -75,10 +79,10 @@ class CachedBlobstore:
         return found
 
     async def put_manifest(self, request: pb.PutManifestRequest) -> pb.ManifestInfo:
-        if not request.tag:  # a new digest makes no cached answer wrong
+        if not request.tags:  # a new digest makes no cached answer wrong
             return await self.client.put_manifest(request)
-        # The tag may have pointed elsewhere.
-        return await self._write(self.client.put_manifest(request), request.repository, "tag", request.tag)
+        # Each tag may have pointed elsewhere.
+        return await self._write(self.client.put_manifest(request), request.repository, "tag", *request.tags)
 
     async def delete_manifest(self, repository: str, digest: str, subject: str) -> None:
         await self._write(self.client.delete_manifest(repository, digest, subject), repository, "manifest", digest)

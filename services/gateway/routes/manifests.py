@@ -1,4 +1,9 @@
-"""Manifests by tag or digest: ``/v2/<name>/manifests/<reference>``."""
+"""Manifests by tag or digest: ``/v2/<name>/manifests/<reference>``.
+
+A push by digest may also tag the manifest (newest spec): ``PUT .../manifests/<digest>?tag=a&tag=b``
+points every listed tag at that digest, whatever its algorithm, and answers one ``OCI-Tag`` header
+per tag, so clients that see none fall back to pushing each tag.
+"""
 from __future__ import annotations
 
 import json
@@ -11,6 +16,7 @@ from services.common.errors import (
     DIGEST_INVALID,
     MANIFEST_INVALID,
     MANIFEST_UNKNOWN,
+    TAG_INVALID,
     UNSUPPORTED,
     RegistryError,
 )
@@ -21,12 +27,40 @@ from services.gateway.events import emit
 
 router = APIRouter()
 
+# The most ``tag`` parameters one push by digest may carry (the spec asks for at least 10).
+MAX_PUSHED_TAGS = 100
+
 
 def _check_reference(reference: str) -> None:
+    """For pushes: a reference that is neither a digest nor a valid tag is the client's error."""
     if digests.is_digest(reference):
         digests.parse(reference)
     else:
         names.check_tag(reference)
+
+
+def _check_existing_reference(reference: str) -> None:
+    """For reads and deletes: a tag the grammar refuses can name no manifest, so it is unknown
+    (404 MANIFEST_UNKNOWN, as the conformance suite expects for ``.INVALID_MANIFEST_NAME``), not a
+    bad request; a malformed digest is still DIGEST_INVALID."""
+    if digests.is_digest(reference):
+        digests.parse(reference)
+    elif not names.is_valid_tag(reference):
+        raise RegistryError(MANIFEST_UNKNOWN, {"reference": reference[:300]})
+
+
+def _pushed_tags(request: Request, reference: str) -> list[str]:
+    """The tags a push points at its manifest: the reference when it is a tag, else the ``tag``
+    parameters of a push by digest, each once. Every one is checked here, before anything is
+    written, so a push tags all of them or none (TAG_INVALID)."""
+    listed = request.query_params.getlist("tag")
+    if not digests.is_digest(reference):
+        if listed:
+            raise RegistryError(TAG_INVALID, {"reason": "tag parameters need a push by digest"})
+        return [reference]
+    if len(listed) > MAX_PUSHED_TAGS:
+        raise RegistryError(TAG_INVALID, {"reason": f"more than {MAX_PUSHED_TAGS} tag parameters"})
+    return list(dict.fromkeys(names.check_tag(tag) for tag in listed))
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -55,7 +89,7 @@ def _acceptable(accept: str, media_type: str) -> bool:
 
 async def _serve(request: Request, name: str, reference: str, *, with_body: bool) -> Response:
     names.check_name(name)
-    _check_reference(reference)
+    _check_existing_reference(reference)
     found = await state.of(request).blobstore.get_manifest(name, reference)
     media_type = mv.stored_media_type(found.payload)
     accept = ",".join(request.headers.getlist("accept"))
@@ -87,6 +121,7 @@ async def head_manifest(request: Request, name: str, reference: str) -> Response
 async def put_manifest(request: Request, name: str, reference: str) -> Response:
     names.check_name(name)
     _check_reference(reference)
+    tags = _pushed_tags(request, reference)
     gw = state.of(request)
     payload = await _read_limited(request, gw.settings.limits.manifest_size)
     parsed = mv.parse(payload, request.headers.get("content-type"))
@@ -96,9 +131,8 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
         digest = digests.of(payload, algorithm)
         if digest != reference:
             raise RegistryError(DIGEST_INVALID, {"reason": "the manifest does not hash to the digest in the URL", "digest": digest})
-        tag = ""
-    else:
-        digest, tag = digests.of(payload), reference
+    else:  # a push by tag names no algorithm: sha256 (tags keep another one when pushed with it, ?tag=)
+        digest = digests.of(payload)
 
     required_blobs, required_manifests = mv.required(parsed, gw.settings.validation.manifests)
     await gw.blobstore.put_manifest(
@@ -106,14 +140,15 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
             repository=name,
             digest=digest,
             payload=payload,
-            tag=tag,
+            tags=tags,
             required_blobs=required_blobs,
             required_manifests=required_manifests,
             subject=parsed.subject,
             referrer_descriptor=json.dumps(parsed.referrer_descriptor(digest, len(payload))).encode() if parsed.subject else b"",
         )
     )
-    emit.manifest_pushed(request, name, digest, parsed.media_type, len(payload), tag)
+    for tag in tags or [""]:  # one event per tag, as when each is pushed on its own
+        emit.manifest_pushed(request, name, digest, parsed.media_type, len(payload), tag)
     headers = {
         "Location": gw.urls.manifest(request, name, digest),
         "Docker-Content-Digest": digest,
@@ -121,13 +156,17 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
     }
     if parsed.subject:
         headers["OCI-Subject"] = parsed.subject
-    return Response(status_code=201, headers=headers)
+    response = Response(status_code=201, headers=headers)
+    if digests.is_digest(reference):
+        for tag in tags:
+            response.headers.append("OCI-Tag", tag)
+    return response
 
 
 @router.delete("/v2/{name:path}/manifests/{reference}")
 async def delete_manifest(request: Request, name: str, reference: str) -> Response:
     names.check_name(name)
-    _check_reference(reference)
+    _check_existing_reference(reference)
     gw = state.of(request)
     if not gw.deletes_enabled:
         raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})

@@ -1,11 +1,14 @@
 """Blob uploads: ``/v2/<name>/blobs/uploads/[<id>]`` — monolithic, chunked, resumable, mounts.
 
 Bytes are never held whole: the request body is re-cut into chunk-size messages and streamed to
-the blobstore, which hashes and verifies them.
+the blobstore, which hashes and verifies them: with the ``digest-algorithm`` the client announced
+when it started (newest spec; only a hint: the closing digest may use another algorithm, which is
+then verified by re-reading the upload), else sha256.
 """
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -51,14 +54,26 @@ async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
         yield bytes(buffer)
 
 
-def _progress_headers(gw: GatewayState, request: Request, name: str, upload_id: str, size: int) -> dict[str, str]:
-    """Where an upload stands. No Content-Length: these headers also go on 204s (which must not
-    carry one) and on 416 errors (whose JSON body has its own)."""
-    return {
-        "Location": gw.urls.upload(request, name, upload_id, gw.signer.pack(name, upload_id, size)),
-        "Range": f"0-{max(size - 1, 0)}",
-        "Docker-Upload-UUID": upload_id,
-    }
+@dataclass(frozen=True)
+class _Session:
+    """An upload session as the gateway knows it: from the blobstore's answer to a POST, or from
+    the signed state of a later request's URL."""
+
+    gw: GatewayState
+    name: str
+    upload_id: str
+    # The announced digest-algorithm; empty when the client announced none.
+    algorithm: str
+
+    def progress_headers(self, request: Request, size: int) -> dict[str, str]:
+        """Where the upload stands. No Content-Length: these headers also go on 204s (which must
+        not carry one) and on 416 errors (whose JSON body has its own)."""
+        state = self.gw.signer.pack(self.name, self.upload_id, size, self.algorithm)
+        return {
+            "Location": self.gw.urls.upload(request, self.name, self.upload_id, state),
+            "Range": f"0-{max(size - 1, 0)}",
+            "Docker-Upload-UUID": self.upload_id,
+        }
 
 
 def _created(gw: GatewayState, request: Request, name: str, digest: str) -> Response:
@@ -80,12 +95,19 @@ def _digest_param(request: Request) -> str:
     return digest
 
 
+def _announced_algorithm(request: Request) -> str:
+    """The ``digest-algorithm`` parameter: empty when absent, DIGEST_INVALID when unsupported."""
+    announced = request.query_params.get("digest-algorithm")
+    return "" if announced is None else digests.check_algorithm(announced)
+
+
 @router.post("/v2/{name:path}/blobs/uploads/")
 async def start_upload(request: Request, name: str) -> Response:
     names.check_name(name)
     gw = state.of(request)
     params = request.query_params
     length = _content_length(request)
+    algorithm = _announced_algorithm(request)
 
     mount = params.get("mount")
     if mount:
@@ -111,22 +133,34 @@ async def start_upload(request: Request, name: str) -> Response:
         emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
 
-    info = await gw.blobstore.start_upload(name)
-    return Response(status_code=202, headers=_progress_headers(gw, request, name, info.upload_id, 0))
+    info = await gw.blobstore.start_upload(name, algorithm)
+    session = _Session(gw, name, info.upload_id, algorithm)
+    return Response(status_code=202, headers=session.progress_headers(request, 0))
 
 
-async def _checked_upload(request: Request, name: str, upload_id: str) -> GatewayState:
+async def _checked_upload(request: Request, name: str, upload_id: str) -> _Session:
+    """The session a request's URL names, if its signed state is genuine.
+
+    A URL the registry never issued (no state, a forged one, a made-up id) names a session that
+    is either unknown, which the spec answers 404 BLOB_UPLOAD_UNKNOWN, or real but reached with a
+    wrong state: 400 BLOB_UPLOAD_INVALID, as registry:2 answers. Only such failures cost the
+    blobstore call that tells the two apart.
+    """
     names.check_name(name)
     gw = state.of(request)
-    gw.signer.check(request.query_params.get("_state"), name, upload_id)
-    return gw
+    try:
+        upload_state = gw.signer.check(request.query_params.get("_state"), name, upload_id)
+    except RegistryError:
+        await gw.blobstore.upload_status(name, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
+        raise
+    return _Session(gw, name, upload_id, upload_state.algorithm)
 
 
 @router.get("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def upload_status(request: Request, name: str, upload_id: str) -> Response:
-    gw = await _checked_upload(request, name, upload_id)
-    info = await gw.blobstore.upload_status(name, upload_id)
-    return Response(status_code=204, headers=_progress_headers(gw, request, name, upload_id, info.size))
+    session = await _checked_upload(request, name, upload_id)
+    info = await session.gw.blobstore.upload_status(name, upload_id)
+    return Response(status_code=204, headers=session.progress_headers(request, info.size))
 
 
 def _chunk_bounds(request: Request) -> tuple[int, int]:
@@ -141,33 +175,34 @@ def _chunk_bounds(request: Request) -> tuple[int, int]:
     return span[0], expected
 
 
-async def _write_chunk(gw: GatewayState, request: Request, name: str, upload_id: str, commit_digest: str = "") -> pb.UploadInfo:
+async def _write_chunk(session: _Session, request: Request, commit_digest: str = "") -> pb.UploadInfo:
     """Streams the body into the upload; a chunk at the wrong offset (416) says where to resume."""
     offset, expected = _chunk_bounds(request)
     try:
-        return await gw.blobstore.write_upload(
-            name, upload_id, offset, _chunks(request, gw.settings.blobstore.chunk_size),
-            commit_digest=commit_digest, expected_length=expected,
+        return await session.gw.blobstore.write_upload(
+            session.name, session.upload_id, offset, _chunks(request, session.gw.settings.blobstore.chunk_size),
+            commit_digest=commit_digest, expected_length=expected, digest_algorithm=session.algorithm,
         )
     except RegistryError as exc:
         if exc.code is RANGE_INVALID and isinstance(exc.detail, dict) and "size" in exc.detail:
-            exc.headers.update(_progress_headers(gw, request, name, upload_id, int(exc.detail["size"])))
+            exc.headers.update(session.progress_headers(request, int(exc.detail["size"])))
         raise
 
 
 @router.patch("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def upload_chunk(request: Request, name: str, upload_id: str) -> Response:
-    gw = await _checked_upload(request, name, upload_id)
-    info = await _write_chunk(gw, request, name, upload_id)
-    return Response(status_code=202, headers=_progress_headers(gw, request, name, upload_id, info.size))
+    session = await _checked_upload(request, name, upload_id)
+    info = await _write_chunk(session, request)
+    return Response(status_code=202, headers=session.progress_headers(request, info.size))
 
 
 @router.put("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def finish_upload(request: Request, name: str, upload_id: str) -> Response:
-    gw = await _checked_upload(request, name, upload_id)
+    session = await _checked_upload(request, name, upload_id)
+    gw = session.gw
     digest = _digest_param(request)
     if _has_body(request, _content_length(request)):
-        info = await _write_chunk(gw, request, name, upload_id, commit_digest=digest)
+        info = await _write_chunk(session, request, commit_digest=digest)
         emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
     blob = await gw.blobstore.commit_upload(name, upload_id, digest)
@@ -177,6 +212,6 @@ async def finish_upload(request: Request, name: str, upload_id: str) -> Response
 
 @router.delete("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def cancel_upload(request: Request, name: str, upload_id: str) -> Response:
-    gw = await _checked_upload(request, name, upload_id)
-    await gw.blobstore.cancel_upload(name, upload_id)
+    session = await _checked_upload(request, name, upload_id)
+    await session.gw.blobstore.cancel_upload(name, upload_id)
     return Response(status_code=204)
