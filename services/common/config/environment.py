@@ -59,17 +59,24 @@ def _schema_path(model: type[BaseModel], rest: str) -> list[str] | None:
         annotation = model.model_fields[name].annotation
         if rest == name:
             return [name]
-        if rest.startswith(name + "_") and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not rest.startswith(name + "_"):
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             tail = _schema_path(annotation, rest[len(name) + 1:])
             if tail is not None:
                 return [name, *tail]
+        elif get_origin(annotation) is dict:  # REGISTRY_LOG_FIELDS_ENVIRONMENT=production: one entry
+            return [name, rest[len(name) + 1:]]
     return None
 
 
 def _schema_value(path: list[str], raw: str) -> Any:
     model: Any = Settings
     for key in path[:-1]:
-        model = model.model_fields[key].annotation
+        annotation = model.model_fields[key].annotation
+        if get_origin(annotation) is dict:
+            return raw if annotation.__args__[1] is str else _yaml_value(raw)  # an entry of a map
+        model = annotation
     annotation = model.model_fields[path[-1]].annotation
     if get_origin(annotation) is list:
         stripped = raw.strip()

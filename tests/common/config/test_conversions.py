@@ -304,3 +304,8 @@ def test_the_readme_example_variable_names_work_without_a_file_too() -> None:
     assert (settings.storage.s3.bucket, settings.storage.s3.accesskey, settings.storage.s3.secretkey) == ("b", "k", "s")
     both = config.load(None, environ={"SETTINGS_FLAVOR": "s3", "AWS_BUCKET": "a", "AWS_S3_BUCKET": "b"})
     assert both.storage.s3.bucket == "a" and any("AWS_S3_BUCKET" in w for w in both.warnings)  # the first name wins, the other is named
+
+
+def test_environment_sets_single_entries_of_maps() -> None:
+    settings = config.load(None, environ={"REGISTRY_LOG_FIELDS_ENVIRONMENT": "production", "REGISTRY_LOG_FIELDS_SERVICE": "registry"})
+    assert settings.log.fields == {"environment": "production", "service": "registry"}
