@@ -62,7 +62,10 @@ KEYS: tuple[Key, ...] = (
     Key("secret_key", "renamed", "http.secret", "", "a-long-random-secret"),
     Key("bugsnag", "warned", "", "bugsnag reporting is not built in; use email_exceptions or the logs", "apikey"),
     Key("issue", "warned", "", "Berth reports its own version in /_ping (debug: true)", '"docker-registry server"'),
-    Key("cors.*", "refused", "", "Berth sends no CORS headers; add them at a proxy", {"origins": ["https://ui.example.com"]}),
+    Key("cors.origins", "converted", "", "origins are refused: Berth sends no CORS headers (add them at a proxy); without origins CORS is off, as in the classic registry",
+        ""),
+    Key("cors.*", "converted", "", "the other CORS keys mean nothing without origins", {"headers": "[Content-Type]"}),
+    Key("debug_versions", "warned", "", "debug: true puts versions in /_ping", True),
 )
 
 # Keys only the classic registry has: their presence makes a file classic.
@@ -78,6 +81,9 @@ def translate(t: Translation) -> None:
     _auth(t)
     _storage(t)
     _mirroring(t)
+    cors = t.pop("cors")
+    if isinstance(cors, dict) and cors.get("origins"):
+        t.refuse("cors.origins", "Berth sends no CORS headers; add them at a proxy in front of it")
     # Top-level mail keys (the 0.9 README's example) into email_exceptions, which then validates them.
     for key in _EMAIL_KEYS:
         value = t.pop(key)

@@ -110,7 +110,7 @@ KEYS: tuple[Key, ...] = (
     Key("proxy.password", "same", "proxy.password", "", "pw"),
     Key("proxy.ttl", "same", "proxy.ttl", "Go duration", "168h"),
     Key("validation.enabled", "warned", "", "Berth always validates manifests", True),
-    Key("validation.disabled", "warned", "", "Berth always validates manifests", False),
+    Key("validation.disabled", "warned", "", "Berth always validates manifests", True),
     Key("validation.manifests.urls.*", "warned", "", "Berth accepts foreign-layer URLs and never fetches them", {"allow": ["^https?://"]}),
     Key("validation.manifests.indexes.platforms", "same", "validation.manifests.indexes.platforms", "all (every child of an index must exist), none, or list", "none"),
     Key("validation.manifests.indexes.platformlist", "same", "validation.manifests.indexes.platformlist", "the platforms whose children must exist with platforms: list",

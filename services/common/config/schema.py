@@ -29,6 +29,11 @@ def _check_addr(value: str) -> str:
     return f"{host}:{port}"
 
 
+def _is_loopback(addr: str) -> bool:
+    """Whether a listening ``host:port`` is reachable from this machine only."""
+    return addr.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
+
+
 class TLSSettings(_Section):
     """HTTPS for an HTTP service (registry:2's ``http.tls``); empty certificate: plain HTTP."""
 
@@ -191,7 +196,8 @@ class BlobstoreSettings(_Section):
     # anything but loopback, "none" on loopback. token: a shared secret in every call's metadata.
     # mtls: client certificates (see tls).
     security: Literal["auto", "none", "token", "mtls"] = "auto"
-    # The shared secret of security "token" (at least 16 characters).
+    # The shared secret of security "token" (at least 16 characters); also what the search service
+    # asks POST /events for when search.security is token.
     token: str = ""
     tls: BlobstoreTLSSettings = Field(default_factory=BlobstoreTLSSettings)
     # HTTP listener for /metrics, /_ping and /_ready (probes); empty: none.
@@ -213,8 +219,7 @@ class BlobstoreSettings(_Section):
         """The security mode in force: ``auto`` resolved from the listening address."""
         if self.security != "auto":
             return self.security
-        host = self.addr.rpartition(":")[0].strip("[]")
-        return "none" if host in ("127.0.0.1", "localhost", "::1") else "token"
+        return "none" if _is_loopback(self.addr) else "token"
 
     @model_validator(mode="after")
     def _security_complete(self) -> "BlobstoreSettings":
@@ -291,7 +296,9 @@ class TokenAuthSettings(_Section):
     # Tolerated clock difference for exp/nbf/iat, in seconds.
     leeway: int = Field(default=30, ge=0, le=600)
     # The token service's /authorize, asked which search results a caller may see; empty: next to
-    # the realm (http://host/token -> http://host/authorize).
+    # the realm (http://host/token -> http://host/authorize). The gateway also asks the /token next
+    # to it for a token when /v1/search comes with Basic credentials (docker search), so set it to
+    # the token service as the gateways reach it when the realm is a public URL.
     authorize: str = ""
     # A PEM public key (the classic registry's privileged_key) trusted like rootcertbundle's keys:
     # whoever holds its private key signs their own tokens, with any access they write into them.
@@ -300,6 +307,11 @@ class TokenAuthSettings(_Section):
     @property
     def authorize_url(self) -> str:
         return self.authorize or self.realm.rsplit("/", 1)[0] + "/authorize"
+
+    @property
+    def token_url(self) -> str:
+        """The token service's /token as the gateway reaches it: next to ``authorize_url``."""
+        return self.authorize_url.rsplit("/", 1)[0] + "/token"
 
 
 class AuthSettings(_Section):
@@ -382,12 +394,24 @@ class SearchSettings(_Section):
     # carries (target.url), and http://<http.addr><http.prefix> for reindex. Set it when the URL
     # clients use is not reachable from the search service, or to read from one registry only.
     registry: str = ""
+    # Who may POST /events (registry notifications). auto: "token" when the search service listens
+    # on anything but loopback (addr), "none" on loopback. token: senders must present
+    # blobstore.token as "Authorization: Bearer <token>" (gateways do; registry:2 through its
+    # endpoint's headers). none: anyone who reaches the port.
+    security: Literal["auto", "none", "token"] = "auto"
 
     _addr = field_validator("addr")(_check_addr)
 
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/") or f"http://{self.addr}"
+
+    @property
+    def effective_security(self) -> str:
+        """The mode in force: ``auto`` resolved from the listening address, as for the blobstore."""
+        if self.security != "auto":
+            return self.security
+        return "none" if _is_loopback(self.addr) else "token"
 
 
 class RedisSettings(_Section):

@@ -146,7 +146,7 @@ class Translation:
             pop(self.tree, key.path)
             if key.treatment == "renamed":
                 self.put(key.target, value, self.label(label, key.source))
-            else:
+            elif value not in (None, "", 0, False, "0", "false", {}, []):  # switched off: nothing to say
                 self.warn(f"{key.source.removesuffix('.*')} ({label}): {key.note}")
 
 

@@ -78,7 +78,7 @@ def test_classic_mirroring_without_a_source_is_off_and_with_one_is_refused_namin
     ({"storage": "s3", "s3_bucket": "a", "boto_bucket": "b"}, "'boto_bucket'"),
     ({"storage": "local", "loglevel": "loud"}, "'loglevel'"),
     ({"storage": "s3", "s3_bucket": "a", "s3_encrypt": "maybe"}, "'storage.s3.encrypt' (from classic key 's3_encrypt')"),
-    ({"storage": "local", "cors": {"origins": ["*"]}}, "'cors'"),
+    ({"storage": "local", "cors": {"origins": ["*"]}}, "'cors.origins'"),
     ({"storage": "local", "stroage_path": "/x"}, "'stroage_path'"),
 ])
 def test_bad_classic_configurations_name_the_key(tmp_path: Path, doc: dict[str, Any], named: str) -> None:
