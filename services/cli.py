@@ -233,13 +233,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Exit codes: see CONFIG_CHECK_HELP. Checks what validation alone cannot (files, address
     lists) the way the services will at startup, so a bad setting shows here first."""
     settings = _settings(args)
-    from services.common import forwarded, https, redact
+    from services.common import forwarded, https, redact, search_security
     from services.search import backends
 
     try:
         https.server_context(settings.http.tls, "http.tls")
         forwarded.TrustedProxies(settings.http.trusted_proxies, header=settings.http.forwarded_header)
         backends.check(settings.search_backend)
+        if settings.search_service:
+            search_security.required_token(settings)
     except config.ConfigError as exc:
         return _unusable(exc)
     names = {"berth": "Berth's own", "classic": "the classic registry's", "registry2": "registry:2's"}

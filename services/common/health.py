@@ -110,21 +110,25 @@ def install(
     checks: Sequence[Check] = (),
     prefix: str = "",
     facts: Mapping[str, Any] | None = None,
+    ping_headers: Mapping[str, str] | None = None,
 ) -> None:
     """Adds the endpoints to ``app``; call it before the service's own routes so these win.
 
     ``prefix``: also serve them under it (``http.prefix``), where the gateway's own routes live.
     ``facts``: what /_ping says whatever ``debug`` says: a state an operator must see at a glance,
     such as a gateway refusing writes.
+    ``ping_headers``: added to every /, /_ping and /v1/_ping answer (the gateway's v1 registry
+    headers, which the docker daemon reads before it sends credentials to /v1/search).
     """
     started_wall, started = datetime.now(UTC), time.monotonic()
     versions = _versions() if debug else {}
     runner = _Runner(checks)
     said = dict(facts or {})
+    ping_answer_headers = {**_NO_STORE, **(ping_headers or {})}
 
     async def ping(request: Request) -> Response:
         if not debug:
-            return JSONResponse(said, headers=_NO_STORE)
+            return JSONResponse(said, headers=ping_answer_headers)
         return JSONResponse({
             **said,
             "service": service,
@@ -136,7 +140,7 @@ def install(
                 "started": started_wall.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "uptime": round(time.monotonic() - started, 1),
             },
-        }, headers=_NO_STORE)
+        }, headers=ping_answer_headers)
 
     async def ready(request: Request) -> Response:
         results = await runner.run()
@@ -173,6 +177,12 @@ def _versions() -> dict[str, str]:
         if version != "unknown":
             found[name] = version
     return found
+
+
+def berth_version() -> str:
+    """Berth's own version (the installed distribution's), "0" when it is not installed."""
+    found = _version("berth")
+    return "0" if found == "unknown" else found
 
 
 def _version(distribution: str) -> str:

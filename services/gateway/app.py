@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common import forwarded, observability
+from services.common import forwarded, observability, search_security
 from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
@@ -92,6 +92,10 @@ def header_lines(headers: dict[str, list[str]]) -> list[tuple[bytes, bytes]]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # A search service beyond loopback whose token for POST /events this gateway lacks stops it
+    # here (ConfigError naming blobstore.token), as the search service itself stops.
+    if settings.search_service:
+        search_security.required_token(settings)
     # Built before serving: a bad auth configuration (unreadable key bundle) stops the gateway here.
     controller = access.create(settings.auth)
     # Likewise unreadable blobstore credentials (ConfigError naming the key), and bad http.headers.

@@ -8,6 +8,9 @@
 - ``search`` (only when the search service runs, ``search_backend`` set; not critical): the
   search service's own ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every
   gateway out of rotation at once; it shows in the body and in the log.
+
+``/``, ``/_ping`` and ``/v1/_ping`` also answer as a standalone v1 registry (``V1_PING_HEADERS``),
+which is what makes the docker daemon send its stored credentials along with ``docker search``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,14 @@ from services.common.config import Settings
 
 # Seconds per check: under the 3 s a probe's own timeout usually allows for the whole answer.
 TIMEOUT = 1.5
+
+# What a standalone v1 registry's /v1/_ping said (the classic registry's). The docker daemon pings
+# /v1/_ping before `docker search` and sends the stored credentials (Basic) to /v1/search only when
+# the registry says it is standalone, i.e. needs no separate index to log in at.
+V1_PING_HEADERS = {
+    "X-Docker-Registry-Standalone": "true",
+    "X-Docker-Registry-Version": health.berth_version(),
+}
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -41,7 +52,8 @@ def install(app: FastAPI, settings: Settings) -> None:
         checks.append(health.Check("search", search, critical=False, timeout=TIMEOUT))
     # Read-only mode shows in /_ping: a registry refusing pushes is alive, and should say why.
     facts = {"readonly": True} if settings.storage.maintenance.readonly.enabled else {}
-    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix, facts=facts)
+    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix, facts=facts,
+                   ping_headers=V1_PING_HEADERS)
 
 
 async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:

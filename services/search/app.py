@@ -1,6 +1,8 @@
 """The search service's HTTP API.
 
-    POST /events      notification envelopes from the registry (Berth's gateway or registry:2)
+    POST /events      notification envelopes from the registry (Berth's gateway or registry:2);
+                      beyond loopback only with ``Authorization: Bearer <blobstore.token>``
+                      (``services.common.search_security``)
     GET  /v1/search   Docker Hub's v1 search over the index
     GET  /_ping       liveness; GET /_ready: the database (services.common.health)
 
@@ -27,7 +29,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from services.common import health, observability, search_query
+from services.common import health, observability, search_query, search_security
 from services.common.config import Settings
 from services.common.errors import SIZE_INVALID, UNSUPPORTED, RegistryError
 from services.common.search_query import SearchQuery
@@ -86,7 +88,7 @@ class SearchState:
 
 
 def _error(error: RegistryError) -> Response:
-    return JSONResponse({"errors": [error.to_json()]}, status_code=error.status)
+    return JSONResponse({"errors": [error.to_json()]}, status_code=error.status, headers=error.headers or None)
 
 
 Apply = Callable[[Any], tuple[int, list[DescribeJob]]]
@@ -97,7 +99,9 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
     """The app over ``index`` (default: opened, and migrated, from ``search.database`` now, so a
     database the service cannot use stops it before it listens), or over the custom index that
     ``search_backend`` names. That index is made now too, for the same reason: ConfigError if it
-    cannot be."""
+    cannot be. Likewise a service that must ask POST /events for a token it does not have
+    (ConfigError naming blobstore.token)."""
+    search_security.required_token(settings)
     if backends.is_custom(settings.search_backend):
         custom = backends.CustomBackend(backends.load(settings.search_backend), settings.search_backend)
         return _app(settings, custom.apply, custom.search, [], None)
@@ -131,6 +135,9 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
     """The routes, the same over either index: ``apply`` takes an envelope, ``search`` answers a
     query with (number of matches, this page's v1 results)."""
     app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    guard = search_security.EventsGuard(search_security.required_token(settings))
+    if guard.enabled:
+        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)", settings.search.security, settings.search.addr)
 
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> Response:
@@ -140,6 +147,7 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
 
     @app.post("/events")
     async def events(request: Request) -> Response:
+        guard.check(request)  # before a byte of the body is read
         body = bytearray()
         async for piece in request.stream():
             body += piece

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from services.common import config
+from services.common import config, search_security
+from services.gateway.events import configured_endpoints
 from tests.deploy.support import (
     BERTH_SERVICES,
     COMPOSE_DIR,
@@ -296,6 +297,11 @@ def test_each_berth_service_loads_its_configuration_and_listens_where_it_is_chec
     search = settings_of(services["search"])
     assert urlsplit(gateway.search.base_url).hostname == "search"
     assert urlsplit(gateway.search.base_url).port == port_of(search.search.addr)
+    # The search service, beyond loopback, asks POST /events for the token the gateway sends.
+    assert search.search.effective_security == "token"
+    assert search_security.required_token(search) == REQUIRED_ENV["BERTH_BLOBSTORE_TOKEN"]
+    sent = next(e for e in configured_endpoints(gateway) if e.url == f"{gateway.search.base_url}/events")
+    assert sent.headers == {"Authorization": [f"Bearer {REQUIRED_ENV['BERTH_BLOBSTORE_TOKEN']}"]}
     auth = settings_of(services["auth"])
     assert gateway.auth.type == "token"
     assert urlsplit(gateway.auth.token.jwks).hostname == "auth"

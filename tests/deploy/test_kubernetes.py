@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from services.common import config
+from services.common import config, search_security
+from services.gateway.events import configured_endpoints
 from tests.deploy.support import (
     BERTH_SERVICES,
     KUBERNETES_DIR,
@@ -323,6 +324,11 @@ def test_the_configmap_loads_in_every_berth_pod_and_matches_the_manifests(object
     assert auth.blobstore.effective_security == search.blobstore.effective_security == "none", (
         "auth and search never call the blobstore: they should not need its token"
     )
+    # The search service, beyond loopback, asks POST /events for the token the gateways send.
+    assert search.search.effective_security == "token"
+    assert search_security.required_token(search) == gateway.blobstore.token
+    sent = next(e for e in configured_endpoints(gateway) if e.url == f"{gateway.search.base_url}/events")
+    assert sent.headers == {"Authorization": [f"Bearer {gateway.blobstore.token}"]}
     assert gateway.auth.token.issuer == auth.token_service.issuer
     assert gateway.auth.token.service in auth.token_service.services
 

@@ -26,6 +26,8 @@ if shutil.which("skopeo") is None:  # `make test` installs it; a bare pytest run
 
 DESCRIPTION = "org.opencontainers.image.description"
 FOUND_WITHIN = 2.0
+# blobstore.token, which a search service beyond loopback asks POST /events for.
+TOKEN = "search-events-token-0123456789"
 
 
 def skopeo_copy(src: str, dest: str, *extra: str) -> None:
@@ -120,17 +122,25 @@ def test_a_search_service_that_missed_events_catches_up_with_reindex(berth: Bert
 
 
 @pytest.mark.skipif(shutil.which("docker-registry") is None, reason="Debian's docker-registry (the reference Go registry) is not installed")
-def test_the_search_service_follows_the_reference_registry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listening", ["loopback", "beyond loopback"])
+def test_the_search_service_follows_the_reference_registry(tmp_path: Path, listening: str) -> None:
+    """Beyond loopback the search service asks for the token, and registry:2 sends it the way
+    services/search/README.md says: a headers entry on its notification endpoint."""
     search_port, registry_port = free_port(), free_port()
-    berth = Berth(tmp_path / "berth", env={"REGISTRY_SEARCH_BACKEND": "sqlalchemy"}, search_port=search_port)
+    env = {"REGISTRY_SEARCH_BACKEND": "sqlalchemy"}
+    endpoint: dict[str, Any] = {"name": "berth-search", "url": f"http://127.0.0.1:{search_port}/events",
+                                "timeout": "2s", "threshold": 5, "backoff": "1s"}
+    if listening == "beyond loopback":
+        env.update(REGISTRY_SEARCH_ADDR=f"0.0.0.0:{search_port}", REGISTRY_BLOBSTORE_TOKEN=TOKEN)
+        endpoint["headers"] = {"Authorization": [f"Bearer {TOKEN}"]}
+    berth = Berth(tmp_path / "berth", env=env, search_port=search_port)
     berth.workdir.mkdir()
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "error", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(tmp_path / "registry2")}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{registry_port}"},
-        "notifications": {"endpoints": [{"name": "berth-search", "url": f"http://127.0.0.1:{search_port}/events",
-                                         "timeout": "2s", "threshold": 5, "backoff": "1s"}]},
+        "notifications": {"endpoints": [endpoint]},
     }
     (tmp_path / "registry2.yml").write_text(yaml.safe_dump(config))
     with open(tmp_path / "registry2.log", "wb") as log:
@@ -145,7 +155,41 @@ def test_the_search_service_follows_the_reference_registry(tmp_path: Path) -> No
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         wait_for(base, "ref/", [], within=5.0)
+        if listening == "beyond loopback":
+            assert httpx.post(f"{base}/events", json={"events": []}).status_code == 401
     finally:
         registry.terminate()
         registry.wait(timeout=15)
         berth.stop()
+
+
+def test_beyond_loopback_the_gateway_sends_the_token_and_nobody_else_gets_in(tmp_path: Path) -> None:
+    """A search service listening beyond loopback takes events from the gateway (which presents
+    blobstore.token) and refuses everyone else with 401 in the error envelope."""
+    berth = Berth(tmp_path, env={"REGISTRY_SEARCH_BACKEND": "sqlalchemy", "REGISTRY_BLOBSTORE_TOKEN": TOKEN})
+    berth.env["REGISTRY_SEARCH_ADDR"] = f"0.0.0.0:{berth.search_port}"
+    berth.start("blobstore", "search", "gateway")
+    try:
+        forged = {"events": [{"id": "forged", "action": "push", "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "forged/repo", "tag": "v1",
+            "digest": "sha256:" + "0" * 64}}]}
+        for headers in ({}, {"Authorization": "Bearer not-the-token-at-all"}, {"Authorization": f"Basic {TOKEN}"}):
+            r = httpx.post(f"{berth.search_url}/events", json=forged, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.json()["errors"][0]["code"] == "UNAUTHORIZED" and "www-authenticate" in r.headers
+        skopeo_copy(labelled_image(tmp_path / "a", "guarded", "Delivered with the token"), f"docker://{berth.host}/guarded/app:v1")
+        wait_for(berth.url, "guarded/", [("guarded/app", "Delivered with the token")])
+        assert search(berth.url, "forged") == []
+        assert "refused POST /events" in berth.log("search")
+    finally:
+        berth.stop()
+
+
+@pytest.mark.parametrize("service", ["search", "gateway"])
+def test_beyond_loopback_without_a_token_nothing_starts(tmp_path: Path, service: str) -> None:
+    berth = Berth(tmp_path, env={"REGISTRY_SEARCH_BACKEND": "sqlalchemy"})
+    berth.env["REGISTRY_SEARCH_ADDR"] = f"0.0.0.0:{berth.search_port}"
+    result = subprocess.run([sys.executable, "-m", "services.cli", service], cwd=ROOT, env=berth.environment(),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: blobstore.token:" in result.stderr and f"0.0.0.0:{berth.search_port}" in result.stderr

@@ -132,3 +132,43 @@ def test_the_search_service_is_an_endpoint_when_search_is_on() -> None:
         {"name": "search", "url": "http://x/", "disabled": True}]}})
     assert configured_endpoints(silenced) == []
     assert configured_endpoints(Settings.model_validate({"search_backend": ""})) == []
+
+
+TOKEN = "shared-secret-0123456789"
+
+
+def test_the_search_endpoint_carries_the_blobstore_token() -> None:
+    """The search service beyond loopback asks POST /events for blobstore.token: the gateway's
+    endpoint for it sends the token (with auto whenever one is set, as towards the blobstore),
+    and no other endpoint ever gets it."""
+    beyond = Settings.model_validate({"search": {"addr": "0.0.0.0:7003", "url": "http://search:7003"}, "blobstore": {"token": TOKEN},
+                                      "notifications": {"endpoints": [{"name": "audit", "url": "http://audit/"}]}})
+    endpoints = {e.name: e for e in configured_endpoints(beyond)}
+    assert endpoints["search"].url == "http://search:7003/events"
+    assert endpoints["search"].headers == {"Authorization": [f"Bearer {TOKEN}"]}
+    assert endpoints["audit"].headers == {}
+    # This gateway's own search.addr may be the loopback default while search.url is elsewhere.
+    local_view = Settings.model_validate({"search": {"url": "http://search:7003"}, "blobstore": {"token": TOKEN}})
+    assert configured_endpoints(local_view)[0].headers == {"Authorization": [f"Bearer {TOKEN}"]}
+    # An endpoint named search that points at the service keeps an Authorization of its own; one
+    # pointing elsewhere never gets the token; search.security none sends nothing.
+    own = Settings.model_validate({"search": {"url": "http://search:7003"}, "blobstore": {"token": TOKEN}, "notifications": {"endpoints": [
+        {"name": "search", "url": "http://search:7003/events", "headers": {"authorization": ["Bearer mine"]}}]}})
+    assert configured_endpoints(own)[0].headers == {"authorization": ["Bearer mine"]}
+    elsewhere = Settings.model_validate({"blobstore": {"token": TOKEN}, "notifications": {"endpoints": [
+        {"name": "search", "url": "http://listener.example.com/events"}]}})
+    assert configured_endpoints(elsewhere)[0].headers == {}
+    off = Settings.model_validate({"search": {"url": "http://search:7003", "security": "none"}, "blobstore": {"token": TOKEN}})
+    assert configured_endpoints(off)[0].headers == {}
+    assert configured_endpoints(Settings.model_validate({"search": {"addr": "127.0.0.1:7003"}}))[0].headers == {}
+
+
+def test_a_gateway_without_the_token_a_search_service_beyond_loopback_needs_does_not_start() -> None:
+    from services.common.config import ConfigError
+    from services.gateway.app import create_app
+
+    with pytest.raises(ConfigError, match=r"^blobstore\.token: .*search\.security is token \(auto: the search service listens on 0\.0\.0\.0:7003\)"):
+        create_app(Settings.model_validate({"search": {"addr": "0.0.0.0:7003"}}))
+    with pytest.raises(ConfigError, match=r"^blobstore\.token: "):
+        create_app(Settings.model_validate({"search": {"security": "token"}, "blobstore": {"token": "short"}}))
+    create_app(Settings.model_validate({"search_backend": "", "search": {"addr": "0.0.0.0:7003"}}))  # no search service: no token

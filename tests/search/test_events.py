@@ -220,3 +220,47 @@ def test_search_answers_in_docker_hubs_v1_format(client: TestClient, registry: F
     assert search(client, "fmt/", n=0)["page_size"] == 1
     response = client.get("/v1/search", params={"q": "x", "n": "ten"})
     assert response.status_code == 400 and response.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+
+
+TOKEN = "shared-secret-0123456789"
+
+
+def beyond_loopback(tmp_path: Path, **blobstore: str) -> Settings:
+    return Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003"},
+                                    "blobstore": blobstore})
+
+
+def test_beyond_loopback_post_events_needs_the_blobstore_token(tmp_path: Path, registry: FakeRegistry) -> None:
+    digest = registry.image("team/guarded", "v1")
+    envelope = {"events": [pushed(registry, "team/guarded", "v1", digest)]}
+    with TestClient(create_app(beyond_loopback(tmp_path, token=TOKEN))) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong-secret-0123456789"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}):
+            refused = client.post("/events", json=envelope, headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
+            assert refused.headers["www-authenticate"].startswith("Bearer ")
+        assert search(client, "team/guarded")["results"] == []  # nothing refused was applied
+        assert client.post("/events", json=envelope, headers={"Authorization": f"Bearer {TOKEN}"}).json() == {"applied": 1}
+        assert [r["name"] for r in search(client, "team/guarded")["results"]] == ["team/guarded"]
+        # Searches and probes stay open (the gateway filters what callers see).
+        assert client.get("/_ping").status_code == 200
+
+
+def test_on_loopback_post_events_asks_for_nothing_unless_told(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
+    assert make_client().post("/events", json={"events": []}).status_code == 200
+    settings = Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'other.db'}", "security": "token"},
+                                        "blobstore": {"token": TOKEN}})
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/events", json={"events": []}).status_code == 401
+
+
+def test_beyond_loopback_without_a_token_the_service_does_not_start(tmp_path: Path) -> None:
+    from services.common.config import ConfigError
+
+    for blobstore in ({}, {"token": "too-short"}):
+        with pytest.raises(ConfigError, match=r"^blobstore\.token: .*auto: the search service listens on 0\.0\.0\.0:5003"):
+            create_app(beyond_loopback(tmp_path, **blobstore))
+    none = Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003", "security": "none"}})
+    with TestClient(create_app(none)) as client:
+        assert client.post("/events", json={"events": []}).status_code == 200

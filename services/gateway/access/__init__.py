@@ -7,7 +7,9 @@ one router-level FastAPI dependency (``dependency``), so route modules know noth
 
     none      everyone may do everything (the identity is UNRESTRICTED)
     htpasswd  Basic auth against a bcrypt htpasswd file; valid credentials grant everything
-    token     Docker token auth: Bearer JWTs whose ``access`` claim must hold what is needed
+    token     Docker token auth: Bearer JWTs whose ``access`` claim must hold what is needed;
+              on /v1/search Basic credentials too, exchanged for a token at the token service
+              (the docker daemon sends its stored credentials there, never a token)
 """
 from __future__ import annotations
 
@@ -18,15 +20,22 @@ from starlette.requests import Request
 
 from services.common.config import AuthSettings, ConfigError
 from services.gateway.access import requirements
-from services.gateway.access.model import ANONYMOUS, UNRESTRICTED, Access, Challenge, Grant, Identity
+from services.gateway.access.model import ANONYMOUS, UNRESTRICTED, Access, Challenge, Grant, Identity, Reach
 
-__all__ = ["ANONYMOUS", "UNRESTRICTED", "Access", "AccessController", "Challenge", "Grant", "Identity", "create", "dependency", "identity_of"]
+__all__ = [
+    "ANONYMOUS", "UNRESTRICTED", "Access", "AccessController", "Challenge", "Grant", "Identity", "Reach",
+    "create", "dependency", "identity_of",
+]
 
 
 class AccessController(Protocol):
-    async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
+    async def authorized(self, request: Request, needed: Sequence[Access], *, basic: bool = False) -> Identity:
         """The identity if the request may have ``needed`` (empty: any valid credentials);
-        raises ``Challenge`` otherwise."""
+        raises ``Challenge`` otherwise. ``basic``: Basic credentials are accepted whatever the
+        scheme (the routes whose rule is IF_SENT: /v1/search)."""
+
+    def reach(self, identity: Identity) -> Reach:
+        """Whether the identity may pull every repository, none, or some (``pullable`` says which)."""
 
     async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
         """Those of ``names`` the identity may pull (search results show only these)."""
@@ -38,8 +47,11 @@ class AccessController(Protocol):
 class OpenAccess:
     """``auth.type: none``."""
 
-    async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
+    async def authorized(self, request: Request, needed: Sequence[Access], *, basic: bool = False) -> Identity:
         return UNRESTRICTED
+
+    def reach(self, identity: Identity) -> Reach:
+        return "all"
 
     async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
         return set(names)
@@ -78,7 +90,10 @@ def dependency(controller: AccessController, prefix: str) -> Callable[[Request],
         if needed is None or (needed == requirements.IF_SENT and "authorization" not in request.headers):
             request.state.identity = ANONYMOUS
             return
-        request.state.identity = await controller.authorized(request, () if isinstance(needed, str) else needed)
+        if needed == requirements.IF_SENT:
+            request.state.identity = await controller.authorized(request, (), basic=True)
+            return
+        request.state.identity = await controller.authorized(request, needed)
 
     return check_access
 

@@ -10,8 +10,6 @@ the cache. The password itself is never kept.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -27,7 +25,16 @@ from starlette.requests import Request
 from services.common.config import HtpasswdAuthSettings
 from services.common.errors import UNAUTHORIZED
 from services.common.metrics import ACCESS_DENIED
-from services.gateway.access.model import Access, Challenge, Identity, quote
+from services.gateway.access.model import (
+    Access,
+    Challenge,
+    Identity,
+    Reach,
+    parse_basic,
+    quote,
+)
+
+__all__ = ["HtpasswdAccessController", "HtpasswdFile", "parse_basic"]
 
 log = logging.getLogger("berth.gateway.access")
 
@@ -38,21 +45,6 @@ _DUMMY_HASH = b"$2b$10$qD8a2C2tZ3YyExpCIwAdsuQWo1d2vn.DN7Yt4m32Tky5Xvr5q4HfS"
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 _NO_CREDENTIALS = ACCESS_DENIED.labels("no_credentials")
 _BAD_CREDENTIALS = ACCESS_DENIED.labels("bad_credentials")
-
-
-def parse_basic(header: str) -> tuple[str, str] | None:
-    """(user, password) from ``Authorization: Basic ...``; None if absent or malformed."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep or not user:
-        return None
-    return user, password
 
 
 class HtpasswdFile:
@@ -105,7 +97,7 @@ class HtpasswdAccessController:
         self._running: dict[tuple[str, bytes, bytes], asyncio.Future[bool]] = {}
         self.bcrypt_checks = 0
 
-    async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
+    async def authorized(self, request: Request, needed: Sequence[Access], *, basic: bool = False) -> Identity:
         credentials = parse_basic(request.headers.get("authorization", ""))
         if credentials is None or not await self.check(*credentials):
             if credentials is not None:
@@ -152,8 +144,11 @@ class HtpasswdAccessController:
             log.warning("htpasswd %s: cannot check a hash: %s", self.settings.path, exc)
             return False
 
-    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
+    def reach(self, identity: Identity) -> Reach:
         # htpasswd has no rules: a signed-in user may pull everything, anonymous nothing.
+        return "all" if identity.account else "none"
+
+    async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
         return set(names) if identity.account else set()
 
     async def aclose(self) -> None:

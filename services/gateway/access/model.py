@@ -6,9 +6,11 @@
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from services.common.errors import ErrorCode, RegistryError
 
@@ -69,6 +71,11 @@ class Identity:
         return self.allows(Access(type_, name, action))
 
 
+# What an identity may pull, as far as a controller knows without asking anyone: every repository
+# (auth none, a signed-in htpasswd user), none (an anonymous htpasswd caller), or some, which
+# ``pullable`` tells name by name (token auth: the token service's rules decide).
+Reach = Literal["all", "none", "some"]
+
 # auth "none": nobody is asked, everybody may do everything.
 UNRESTRICTED = Identity()
 # Auth is on but the route asked for no credentials (/_ping): nothing is granted.
@@ -104,3 +111,18 @@ class Challenge(RegistryError):
 
     def set_headers(self, headers: MutableMapping[str, str]) -> None:
         headers["WWW-Authenticate"] = self.www_authenticate
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(user, password) from ``Authorization: Basic ...``; None if absent or malformed."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password

@@ -10,6 +10,10 @@ per request.
 Refusals follow registry:2: no Bearer token is 401 UNAUTHORIZED with a challenge naming the scope
 the request needs; a bad token adds ``error="invalid_token"``; a good token that lacks an action is
 also 401 (so clients fetch a new token) with ``error="insufficient_scope"``, under the code DENIED.
+
+Where the route takes Basic credentials too (``basic``: /v1/search, for ``docker search``), they
+are exchanged for a token at the token service (``RulesClient.login``), and the caller is whoever
+that token names; credentials it refuses are 401 with the same Bearer challenge.
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import jwt
 from starlette.requests import Request
 
 from services.common.config import TokenAuthSettings
+from services.common import forwarded
 from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
 from services.common.metrics import ACCESS_DENIED
 from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle
-from services.gateway.access.model import Access, Challenge, Grant, Identity, quote, scope_param
+from services.gateway.access.model import Access, Challenge, Grant, Identity, Reach, parse_basic, quote, scope_param
 from services.gateway.access.rules_client import RulesClient
 
 log = logging.getLogger("berth.gateway.access")
@@ -39,6 +44,7 @@ CACHE_SIZE = 10_000
 _NO_CREDENTIALS = ACCESS_DENIED.labels("no_credentials")
 _INVALID_TOKEN = ACCESS_DENIED.labels("invalid_token")
 _INSUFFICIENT_SCOPE = ACCESS_DENIED.labels("insufficient_scope")
+_BAD_CREDENTIALS = ACCESS_DENIED.labels("bad_credentials")
 _JWS = jwt.api_jws.PyJWS(algorithms=list(ALGORITHMS))
 
 
@@ -200,14 +206,25 @@ class TokenAccessController:
                 raise ValueError("auth.token: set jwks, rootcertbundle and/or privileged_key, or no token can be verified")
             verifier = TokenVerifier(settings, bundle, jwks)
         self.verifier = verifier
-        self.rules = RulesClient(settings.authorize_url)
+        self.rules = RulesClient(settings.authorize_url, settings.token_url, settings.service)
 
-    async def authorized(self, request: Request, needed: Sequence[Access]) -> Identity:
-        scheme, _, raw = request.headers.get("authorization", "").strip().partition(" ")
+    async def authorized(self, request: Request, needed: Sequence[Access], *, basic: bool = False) -> Identity:
+        header = request.headers.get("authorization", "")
+        scheme, _, raw = header.strip().partition(" ")
         raw = raw.strip()
-        if scheme.lower() != "bearer" or not raw:
+        if basic and scheme.lower() == "basic":
+            identity = await self._from_basic(request, header, needed)
+        elif scheme.lower() != "bearer" or not raw:
             _NO_CREDENTIALS.inc()
             raise self._challenge(UNAUTHORIZED, needed)
+        else:
+            identity = await self._from_token(request, raw, needed)
+        if not all(identity.allows(access) for access in needed):
+            _INSUFFICIENT_SCOPE.inc()
+            raise self._challenge(DENIED, needed, "insufficient_scope")
+        return identity
+
+    async def _from_token(self, request: Request, raw: str, needed: Sequence[Access]) -> Identity:
         try:
             claims = await self.verifier.verify(raw)
         except InvalidToken as exc:
@@ -216,11 +233,29 @@ class TokenAccessController:
             raise self._challenge(UNAUTHORIZED, needed, "invalid_token") from None
         except KeysUnavailable as exc:
             raise RegistryError(UNAVAILABLE, {"reason": str(exc)}) from None
-        identity = Identity(account=claims.subject, token=raw, grants=claims.grants)
-        if not all(identity.allows(access) for access in needed):
-            _INSUFFICIENT_SCOPE.inc()
-            raise self._challenge(DENIED, needed, "insufficient_scope")
-        return identity
+        return Identity(account=claims.subject, token=raw, grants=claims.grants)
+
+    async def _from_basic(self, request: Request, header: str, needed: Sequence[Access]) -> Identity:
+        """The identity of a token the token service issues for the Basic credentials (it checks
+        them, with its own accounts and failed-login limits); the challenge when it refuses them."""
+        credentials = parse_basic(header)
+        token = await self.rules.login(header.strip(), forwarded.client_address(request)) if credentials else None
+        if token is None:
+            user = credentials[0][:100] if credentials else ""
+            log.info("%s %s: Basic credentials refused by the token service%s", request.method, request.url.path,
+                     f" for {user!r}" if user else " (malformed)")
+            _BAD_CREDENTIALS.inc()
+            raise self._challenge(UNAUTHORIZED, needed)
+        try:
+            claims = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            # The token service's own token does not verify here: its issuer, audience or keys
+            # differ from auth.token's. Not the caller's fault.
+            log.warning("a token from %s does not verify: %s (check auth.token against token_service)", self.rules.token_url, exc)
+            raise RegistryError(UNAVAILABLE, {"service": "auth", "reason": "its tokens do not verify here"}) from None
+        except KeysUnavailable as exc:
+            raise RegistryError(UNAVAILABLE, {"reason": str(exc)}) from None
+        return Identity(account=claims.subject, token=token, grants=claims.grants)
 
     def _challenge(self, code: ErrorCode, needed: Sequence[Access], error: str = "") -> Challenge:
         value = f"Bearer realm={quote(self.settings.realm)},service={quote(self.settings.service)}"
@@ -230,6 +265,9 @@ class TokenAccessController:
         if error:
             value += f",error={quote(error)}"
         return Challenge(code, value, needed)
+
+    def reach(self, identity: Identity) -> Reach:
+        return "some"
 
     async def pullable(self, identity: Identity, names: Sequence[str]) -> set[str]:
         """The token may name only some repositories; the rules at the token service know the rest."""

@@ -4,6 +4,8 @@ The endpoint list is the configuration's, minus disabled ones, plus the search s
 ``/events`` when the search service runs (``search_backend`` set: ``sqlalchemy`` or a custom module)
 and no endpoint is named ``search`` (so the index follows pushes and deletes without extra
 configuration; name one ``search`` to override it, or set ``disabled: true`` on it to turn it off).
+The endpoint whose URL is the search service's carries ``blobstore.token`` when the search service
+asks for it (``services.common.search_security``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 
 import httpx
 
+from services.common import search_security
 from services.common.config import NotificationEndpoint, Settings
 from services.gateway.events.endpoints import Endpoint
 from services.gateway.events.envelope import Event, Source, source_for
@@ -28,9 +31,11 @@ SHUTDOWN_GRACE = 5.0
 def configured_endpoints(settings: Settings) -> list[NotificationEndpoint]:
     """The endpoints to deliver to: enabled ones, with the search service's added when it is on."""
     endpoints = list(settings.notifications.endpoints)
-    if settings.search_service and not any(e.name == SEARCH_ENDPOINT for e in endpoints):
-        endpoints.append(NotificationEndpoint(name=SEARCH_ENDPOINT, url=f"{settings.search.base_url}/events"))
-    return [e for e in endpoints if not e.disabled]
+    if not settings.search_service:
+        return [e for e in endpoints if not e.disabled]
+    if not any(e.name == SEARCH_ENDPOINT for e in endpoints):
+        endpoints.append(NotificationEndpoint(name=SEARCH_ENDPOINT, url=search_security.events_url(settings)))
+    return [search_security.with_token(settings, e) for e in endpoints if not e.disabled]
 
 
 class EventBus:
