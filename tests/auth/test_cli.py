@@ -139,7 +139,7 @@ def test_run_starts_the_token_service_for_token_auth(tmp_path: Path) -> None:
 
 
 def test_run_without_token_auth_leaves_it_out(tmp_path: Path) -> None:
-    proc, _, auth_port = run_berth(tmp_path)
+    proc, _, auth_port = run_berth(tmp_path, REGISTRY_AUTH_TYPE="none")  # the token section alone would turn it on
     try:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", auth_port), timeout=1).close()
