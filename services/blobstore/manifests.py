@@ -3,11 +3,16 @@
 Manifests are stored as blobs (content-addressed, exact bytes) with a revision link in the
 repository; a tag is a link to a revision. The gateway has already validated the manifest and
 tells us what it references, so this module only checks presence and writes records.
+
+Writes and deletes of a repository's manifests and tags run one at a time (``_serialized``), reads
+run freely: see there why that makes each of them take effect at one instant.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from services.blobstore import layout
 from services.blobstore.blobs import Blobs
@@ -41,11 +46,36 @@ def paginate(names: list[str], last: str, limit: int) -> NamePage:
     return NamePage(ordered, False)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _serialized(method: F) -> F:
+    """Runs a write or delete under the repository's storage lock, shared by every blobstore.
+
+    Each is several storage calls: a push writes the revision link, then each tag's links; a
+    manifest delete removes the revision, then sweeps the tags pointing at it. Interleaved, they
+    fail (on the filesystem a tag delete removes the folder a push is renaming its new link into)
+    or lose updates (a sweep that read "latest -> A" deletes the "latest -> B" pushed just after).
+    One at a time, each takes effect at one instant: the push when its tag link is replaced, the
+    delete when its revision or tag link goes. A tag is there for a reader exactly when its link and
+    the revision it names both are, and since a push writes the revision first and a delete removes
+    it first, what a reader sees flips at those instants and nowhere in between.
+    """
+
+    @functools.wraps(method)
+    def locked(self: Manifests, repository: str, *args: Any, **kwargs: Any) -> Any:
+        with self.driver.lock(layout.repository(repository)):
+            return method(self, repository, *args, **kwargs)
+
+    return cast(F, locked)
+
+
 class Manifests:
     def __init__(self, driver: StorageDriver, blobs: Blobs) -> None:
         self.driver = driver
         self.blobs = blobs
 
+    @_serialized
     def put(
         self,
         repository: str,
@@ -88,6 +118,7 @@ class Manifests:
         except PathNotFound:
             raise self._unknown(repository, tag) from None
 
+    @_serialized
     def delete(self, repository: str, digest: str, subject: str = "") -> None:
         """Deletes a revision, every tag that points at it, and its referrer entry."""
         digests.parse(digest)
@@ -105,6 +136,7 @@ class Manifests:
         if subject:
             self._delete_quietly(layout.referrer_entry(repository, subject, digest))
 
+    @_serialized
     def delete_tag(self, repository: str, tag: str) -> None:
         try:
             self.driver.delete(layout.tag_dir(repository, tag))

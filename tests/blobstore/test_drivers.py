@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +40,8 @@ class DriverFactory:
     parameters: Callable[[Path, pytest.FixtureRequest], dict[str, Any]]
     # Whether redirect_url gives a URL for GET and HEAD.
     redirects: bool = False
+    # Whether two drivers built from the same parameters share the storage (as replicas do).
+    shared: bool = True
 
     def build(self, tmp_path: Path, request: pytest.FixtureRequest) -> StorageDriver:
         return create(self.name, self.parameters(tmp_path, request))
@@ -51,7 +55,7 @@ def s3_parameters(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, A
 
 DRIVER_FACTORIES: list[DriverFactory] = [
     DriverFactory("filesystem", lambda tmp_path, request: {"rootdirectory": str(tmp_path / "root")}),
-    DriverFactory("inmemory", lambda tmp_path, request: {}),
+    DriverFactory("inmemory", lambda tmp_path, request: {}, shared=False),
     DriverFactory("s3", s3_parameters, redirects=True),
 ]
 
@@ -60,6 +64,17 @@ DRIVER_FACTORIES: list[DriverFactory] = [
 def driver(request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
     factory: DriverFactory = request.param
     return factory.build(tmp_path, request)
+
+
+SHARED_FACTORIES = [factory for factory in DRIVER_FACTORIES if factory.shared]
+
+
+@pytest.fixture(params=SHARED_FACTORIES, ids=[factory.name for factory in SHARED_FACTORIES])
+def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StorageDriver, StorageDriver]:
+    """Two drivers on one storage, each with its own state, as in two blobstore processes."""
+    factory: DriverFactory = request.param
+    parameters = factory.parameters(tmp_path, request)
+    return create(factory.name, parameters), create(factory.name, parameters)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -456,6 +471,71 @@ def test_redirect_url_only_for_reads_where_the_driver_has_one(driver: StorageDri
         assert url is not None and url.startswith(("http://", "https://"))
 
 
+# --- lock ------------------------------------------------------------------------------------
+
+
+def count_under_lock(drivers: list[StorageDriver], threads_each: int, rounds: int) -> int:
+    """Threads spread over ``drivers`` each add one to a counter file ``rounds`` times, a read
+    and a write apart, under the lock; returns the count: short of the total if increments raced."""
+    drivers[0].put_content("/counter", b"0")
+
+    def bump(driver: StorageDriver) -> None:
+        for _ in range(rounds):
+            with driver.lock("/repo"):
+                value = int(driver.get_content("/counter"))
+                time.sleep(0.002)
+                driver.put_content("/counter", str(value + 1).encode())
+
+    with ThreadPoolExecutor(len(drivers) * threads_each) as pool:
+        for future in [pool.submit(bump, d) for d in drivers for _ in range(threads_each)]:
+            future.result()
+    return int(drivers[0].get_content("/counter"))
+
+
+def taker(driver: StorageDriver, path: str) -> threading.Event:
+    """Takes the lock ``path`` in a thread of its own, letting go at once; set once it had it."""
+    had = threading.Event()
+
+    def take() -> None:
+        with driver.lock(path):
+            had.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return had
+
+
+def test_lock_excludes_the_other_threads(driver: StorageDriver) -> None:
+    assert count_under_lock([driver], threads_each=4, rounds=10) == 40
+
+
+def test_lock_excludes_the_other_replicas_sharing_the_storage(replicas: tuple[StorageDriver, StorageDriver]) -> None:
+    assert count_under_lock(list(replicas), threads_each=3, rounds=8) == 48
+
+
+def test_lock_waits_for_a_holder_of_the_same_name_only(driver: StorageDriver) -> None:
+    with driver.lock("/repo/a"):
+        assert taker(driver, "/repo/b").wait(10)
+        same = taker(driver, "/repo/a")
+        assert not same.wait(0.3)
+    assert same.wait(10)
+
+
+def test_lock_is_released_when_its_holder_raises(driver: StorageDriver) -> None:
+    with pytest.raises(RuntimeError), driver.lock("/repo"):
+        raise RuntimeError("failed while holding the lock")
+    assert taker(driver, "/repo").wait(10)
+
+
+def test_lock_adds_nothing_listings_show(driver: StorageDriver) -> None:
+    driver.put_content("/repo/file", b"x")
+    before = snapshot(driver)
+    with driver.lock("/repo"), driver.lock("/elsewhere/missing"):
+        assert snapshot(driver) == before
+        assert driver.list("/") == ["/repo"]
+    assert snapshot(driver) == before
+    assert driver.list("/") == ["/repo"]
+
+
 # --- valid and invalid paths -----------------------------------------------------------------
 
 
@@ -530,6 +610,7 @@ OPERATIONS: dict[str, Operation] = {
     "delete": lambda d, p: d.delete(p),
     "walk": lambda d, p: [*d.walk(p)],
     "redirect_url": lambda d, p: d.redirect_url(p),
+    "lock": lambda d, p: d.lock(p).__enter__(),
 }
 ROOT_ACCEPTING = {"stat", "list", "walk"}
 
@@ -665,3 +746,22 @@ def test_filesystem_put_content_leaves_no_temporary_file(fs_driver: StorageDrive
     assert sorted(os.listdir(fs_root / "dir")) == ["file", "sub"]
     assert os.listdir(fs_root / "dir" / "sub") == ["x"]
     assert (fs_root / "dir" / "file").read_bytes() == b"second"
+
+
+def test_filesystem_lock_excludes_another_process_until_it_dies(fs_driver: StorageDriver, fs_root: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from services.blobstore.drivers import create; "
+            "held = create('filesystem', {'rootdirectory': sys.argv[1]}).lock('/repo'); held.__enter__(); "
+            "print('held', flush=True); time.sleep(60)"
+        ), str(fs_root)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        waiting = taker(fs_driver, "/repo")
+        assert not waiting.wait(0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert waiting.wait(10)

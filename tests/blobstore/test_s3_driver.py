@@ -372,3 +372,43 @@ def test_a_blob_head_costs_one_request_once_its_size_is_known(make: Callable[...
     blobs.delete("a/repo", digest)
     with pytest.raises(RegistryError):
         blobs.stat("a/repo", digest)
+
+
+def test_a_lock_whose_holder_died_is_taken_over_after_its_lease(make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.blobstore.drivers import s3
+
+    monkeypatch.setattr(s3, "LOCK_LEASE", 2.0)
+    monkeypatch.setattr(s3._Lease, "_renew", lambda self: None)  # the holder's process is gone
+    held = make().lock("/repo")
+    held.__enter__()  # and never left
+    start = time.monotonic()
+    with make().lock("/repo"):
+        waited = time.monotonic() - start
+    assert 2.0 <= waited < 8.0
+
+
+def test_a_lock_held_longer_than_its_lease_stays_held_while_renewed(make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.blobstore.drivers import s3
+
+    monkeypatch.setattr(s3, "LOCK_LEASE", 1.5)
+    holder, waiter = make(), make()
+    got = threading.Event()
+
+    def take() -> None:
+        with waiter.lock("/repo"):
+            got.set()
+
+    with holder.lock("/repo"):
+        threading.Thread(target=take, daemon=True).start()
+        assert not got.wait(4.0)
+    assert got.wait(5.0)
+
+
+def test_a_lock_costs_two_requests_when_free(make: Callable[..., Any]) -> None:
+    driver = make()
+
+    def locked() -> None:
+        with driver.lock("/repo"):
+            pass
+
+    assert Requests(driver).during(locked) == {"PutObject": 1, "DeleteObject": 1}

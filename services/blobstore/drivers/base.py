@@ -9,12 +9,17 @@ A ``writer()`` appends to a path (and can be reopened to append more, across res
 ``commit()`` makes what it wrote durable, ``cancel()`` discards it. Content is therefore never
 promised to be whole while it is being written: the blobstore writes only under upload paths and
 ``move()``s verified content into place, atomically where the backend allows.
+
+``lock()`` is the one coordination primitive: what takes several calls (a tag move, a manifest
+delete and the sweep of its tags) runs under a lock that every process sharing the storage honours.
 """
 from __future__ import annotations
 
 import abc
 import re
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -91,6 +96,31 @@ class FileWriter(abc.ABC):
         self.close()
 
 
+class ThreadLocks:
+    """Exclusion per name among the threads of this process. A name's lock exists only while it is
+    held or awaited, so any number of names (one per repository) can pass through."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(name) or (threading.Lock(), 0)
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users = self._locks[name][1] - 1
+                if users:
+                    self._locks[name] = (lock, users)
+                else:
+                    del self._locks[name]
+
+
 class StorageDriver(abc.ABC):
     """One storage backend. Implementations call ``check_path`` on every path they accept."""
 
@@ -123,6 +153,15 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def delete(self, path: str) -> None:
         """Deletes a file, or a directory with everything under it."""
+
+    @abc.abstractmethod
+    def lock(self, path: str) -> AbstractContextManager[None]:
+        """Holds the lock named ``path`` (which need not exist): while it is held, no other thread of
+        this or any other process sharing the storage gets the same lock. Not reentrant.
+
+        Storage calls are atomic one by one; this is for what must be atomic as a whole. Taking a
+        lock adds nothing that ``list`` or ``walk`` show, and a holder that dies does not keep it.
+        """
 
     def file_size(self, path: str) -> int | None:
         """The size of the file at ``path``, or None when there is none (a directory counts as none).

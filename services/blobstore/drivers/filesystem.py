@@ -1,9 +1,13 @@
 """Filesystem driver: one directory tree under ``rootdirectory``."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,6 +18,7 @@ from services.blobstore.drivers.base import (
     InvalidPath,
     PathNotFound,
     StorageDriver,
+    ThreadLocks,
     check_path,
     register,
 )
@@ -24,6 +29,9 @@ _CLEAN_DIRS_MAX = 65536
 # Temporary files of put_content; never listed. The "~" makes them impossible driver paths, so no
 # real entry can be mistaken for one.
 _TMP_PREFIX = ".berth-tmp~"
+
+# The lock files of lock(), directly under the root; never listed either.
+_LOCKS_DIR = ".berth-locks~"
 
 
 class _FileWriter(FileWriter):
@@ -63,6 +71,7 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, rootdirectory: str | os.PathLike[str]) -> None:
         self.root = Path(rootdirectory).resolve()
         self._clean_dirs: set[str] = set()
+        self._thread_locks = ThreadLocks()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _full(self, path: str, *, allow_root: bool = False) -> Path:
@@ -141,7 +150,7 @@ class FilesystemDriver(StorageDriver):
         base = "" if path == "/" else path
         try:
             with os.scandir(full) as entries:
-                return sorted(f"{base}/{e.name}" for e in entries if not e.name.startswith(_TMP_PREFIX))
+                return sorted(f"{base}/{e.name}" for e in entries if not e.name.startswith((_TMP_PREFIX, _LOCKS_DIR)))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
@@ -165,6 +174,27 @@ class FilesystemDriver(StorageDriver):
                 full.unlink()
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """flock(2) on a lock file named by the path's hash. The kernel drops it when its holder's
+        process dies, so a crash leaves no stale lock; on NFS it becomes a lock of the server's
+        lock manager, held per process, hence the thread locks around it.
+
+        Lock files are never deleted: one unlinked while another process waits on it would let a
+        third process lock a new file of the same name, and both would hold the lock.
+        """
+        check_path(path)
+        with self._thread_locks.hold(path):
+            directory = self.root / _LOCKS_DIR
+            directory.mkdir(exist_ok=True)
+            name = hashlib.sha256(path.encode()).hexdigest()
+            fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
 
 def _fsync_dir(directory: Path) -> None:

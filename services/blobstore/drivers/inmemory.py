@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
 from services.blobstore.drivers.base import (
@@ -12,6 +13,7 @@ from services.blobstore.drivers.base import (
     InvalidOffset,
     PathNotFound,
     StorageDriver,
+    ThreadLocks,
     check_path,
     register,
 )
@@ -56,6 +58,7 @@ class InMemoryDriver(StorageDriver):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._files: dict[str, tuple[bytes, float]] = {}
+        self._thread_locks = ThreadLocks()
 
     def _is_dir(self, path: str) -> bool:
         prefix = "/" if path == "/" else path + "/"
@@ -121,6 +124,11 @@ class InMemoryDriver(StorageDriver):
                 raise PathNotFound(path)
             for p in doomed:
                 del self._files[p]
+
+    def lock(self, path: str) -> AbstractContextManager[None]:
+        """Thread locks are all it takes: no other process can see this storage."""
+        check_path(path)
+        return self._thread_locks.hold(path)
 
 
 @register("inmemory")

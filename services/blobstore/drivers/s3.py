@@ -14,15 +14,27 @@ visible to stat (size = parts + tail, one HeadObject), list and delete like any 
 a writer in another process needs to carry on. Reading or moving an in-progress path first
 completes the upload into a plain object; appending to a plain object of 5 MiB or more starts a
 new upload whose first part is a server-side copy of it, a smaller one is read back as the tail.
+
+Locks. S3 has no lock service, only conditional requests: a held lock is an object under
+``.berth-locks~/`` (a key no driver path maps to, so listings never show it), created only where none
+is (If-None-Match), renewed while held and deleted after, both conditional on its ETag (If-Match).
+The store must honour those headers, as S3 and moto do.
 """
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import io
+import logging
+import random
 import re
 import threading
+import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -39,9 +51,12 @@ from services.blobstore.drivers.base import (
     PathNotFound,
     StorageDriver,
     StorageError,
+    ThreadLocks,
     check_path,
 )
 from services.common.metrics import STORAGE_CALLS
+
+log = logging.getLogger("berth.blobstore")
 
 MiB = 1 << 20
 # S3's limits: parts other than the last, part numbers, one CopyObject/UploadPartCopy source range,
@@ -63,6 +78,16 @@ _SESSION_LOCK = threading.Lock()
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+# A conditional request's condition failed (412), or it lost a race with another one (409).
+_CONFLICT_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+
+LOCKS = ".berth-locks~"
+# Seconds after its last renewal (by the store's clock) that a lock object counts as left by a
+# holder that died; holders renew every third of it, waiters then take it over. Half the gateway's
+# call timeout: a write held up by a dead holder still gets its answer.
+LOCK_LEASE = 15.0
+# Seconds between attempts on a lock another process holds: the first wait, doubling up to the last.
+LOCK_WAIT = (0.005, 0.1)
 
 
 class _Missing(StorageError):
@@ -73,6 +98,10 @@ class _BadRange(StorageError):
     """A ranged read started at or past the end of the object."""
 
 
+class _Conflict(StorageError):
+    """A conditional request found the object other than it required."""
+
+
 def _translate(operation: str, exc: Exception) -> StorageError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -80,6 +109,8 @@ def _translate(operation: str, exc: Exception) -> StorageError:
             return _Missing(f"s3 {operation}: {code}")
         if code == "InvalidRange":
             return _BadRange(f"s3 {operation}: {code}")
+        if code in _CONFLICT_CODES:
+            return _Conflict(f"s3 {operation}: {code}")
         return StorageError(f"s3 {operation} failed: {code or exc}")
     return StorageError(f"s3 {operation} failed: {type(exc).__name__}: {exc}")
 
@@ -158,6 +189,7 @@ class S3Driver(StorageDriver):
             max_concurrency=int(parameters.get("multipartcopymaxconcurrency", 8)),
         )
         self.client = _client(parameters)
+        self._thread_locks = ThreadLocks()
 
     # Keys
 
@@ -388,6 +420,59 @@ class S3Driver(StorageDriver):
             self._abort(key, head.upload_id)
         self._call("delete_object", Key=key)
 
+    # Locks
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """The lock object's key is named by the path's hash. Threads of this process queue on a
+        thread lock first, so only one of them at a time polls the store."""
+        check_path(path)
+        key = f"{self._dir_prefix('/')}{LOCKS}/{hashlib.sha256(path.encode()).hexdigest()}"
+        with self._thread_locks.hold(path):
+            lease = _Lease(self, key, self._acquire(key))
+            try:
+                yield
+            finally:
+                lease.release()
+
+    def _acquire(self, key: str) -> str:
+        """Waits until the lock object ``key`` is this caller's; returns its ETag."""
+        wait = LOCK_WAIT[0]
+        while True:
+            try:
+                return self._put_lock(key, IfNoneMatch="*")
+            except _Conflict:
+                pass
+            held = self._lock_age(key)
+            if held is None:
+                continue  # released meanwhile
+            etag, age = held
+            if age > LOCK_LEASE:
+                try:
+                    # Its holder stopped renewing it: take it over. The ETag condition lets only
+                    # one waiter do so, and only if the holder has not renewed it after all.
+                    return self._put_lock(key, IfMatch=etag)
+                except (_Conflict, _Missing):
+                    continue
+            time.sleep(wait * random.uniform(0.5, 1.5))
+            wait = min(wait * 2, LOCK_WAIT[1])
+
+    def _put_lock(self, key: str, **condition: str) -> str:
+        """Writes a lock object of unique content (so a unique ETag) if ``condition`` holds."""
+        body = uuid.uuid4().hex.encode()
+        return cast(str, self._call("put_object", Key=key, Body=body, **condition, **self.sse)["ETag"])
+
+    def _lock_age(self, key: str) -> tuple[str, float] | None:
+        """The ETag of the lock object and seconds since it was written, both by the store's clock
+        (its Date header), so a skewed clock here cannot make a live holder's lock look stale."""
+        try:
+            response = self._call("head_object", Key=key)
+        except _Missing:
+            return None
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+        return response["ETag"], now - response["LastModified"].timestamp()
+
     # Multipart plumbing, shared with the writer
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -431,6 +516,34 @@ class S3Driver(StorageDriver):
         parts.sort(key=lambda p: p["PartNumber"])
         reply = self._call("complete_multipart_upload", Key=key, UploadId=head.upload_id, MultipartUpload={"Parts": parts})
         return _Head(head.size, head.modified, reply.get("ETag", ""), {})
+
+
+class _Lease:
+    """A held lock object, rewritten (If-Match its ETag) every third of LOCK_LEASE until released,
+    so it never looks stale while its holder lives, however long it holds it."""
+
+    def __init__(self, driver: S3Driver, key: str, etag: str) -> None:
+        self._driver = driver
+        self._key = key
+        self._etag = etag
+        self._released = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="s3-lock-renewer", daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._released.wait(LOCK_LEASE / 3):
+            try:
+                self._etag = self._driver._put_lock(self._key, IfMatch=self._etag)
+            except StorageError as exc:
+                log.warning("lock %s not renewed (%s): it may be taken over while held", self._key, exc)
+
+    def release(self) -> None:
+        self._released.set()
+        self._renewer.join()
+        try:
+            self._driver._call("delete_object", Key=self._key, IfMatch=self._etag)
+        except (_Conflict, _Missing):
+            log.warning("lock %s was taken over while held: its renewals failed for %ss", self._key, LOCK_LEASE)
 
 
 class _Writer(FileWriter):
