@@ -91,3 +91,17 @@ def referrers_dir(name: str, subject: str) -> str:
 def referrer_entry(name: str, subject: str, digest: str) -> str:
     alg, hex_ = _split(digest)
     return f"{referrers_dir(name, subject)}/{alg}-{hex_}"
+
+
+def mirror_dir(name: str, kind: str) -> str:
+    """The pull-through cache's records of a repository: ``kind`` is manifests, blobs or tags."""
+    assert kind in ("manifests", "blobs", "tags")
+    return f"{repository(name)}/_mirror/{kind}"
+
+
+def mirror_record(name: str, kind: str, key: str) -> str:
+    """One record: a digest (manifests, blobs) or a tag (tags)."""
+    if kind == "tags":
+        return f"{mirror_dir(name, kind)}/{names.check_tag(key)}"
+    alg, hex_ = _split(key)
+    return f"{mirror_dir(name, kind)}/{alg}-{hex_}"

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.blobstore.blobs import Blobs
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
+from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.observe import CallObserver
 from services.blobstore.probes import ProbeServer
 from services.blobstore.readiness import Readiness
@@ -118,6 +119,7 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         self.uploads = Uploads(driver, self.blobs)
         self.manifests = Manifests(driver, self.blobs)
         self.catalog = Catalog(driver)
+        self.mirror = MirrorRecords(driver, self.manifests, self.blobs, self.catalog)
 
     # Blobs
 
@@ -243,6 +245,22 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
     def ListReferrers(self, request: pb.ReferrersRequest, context: grpc.ServicerContext) -> pb.ReferrerList:
         return pb.ReferrerList(descriptors=self.manifests.referrers(request.repository, request.subject))
 
+    # The pull-through cache's records
+
+    @_errors_to_status
+    def TouchMirror(self, request: pb.MirrorTouchRequest, context: grpc.ServicerContext) -> pb.Empty:
+        self.mirror.touch(request.repository, list(request.manifests), list(request.blobs), request.checked_tag, request.ttl)
+        return pb.Empty()
+
+    @_errors_to_status
+    def MirrorTagChecked(self, request: pb.TagRef, context: grpc.ServicerContext) -> pb.MirrorTagInfo:
+        return pb.MirrorTagInfo(checked_at=self.mirror.tag_checked(request.repository, request.tag))
+
+    @_errors_to_status
+    def PurgeMirror(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.MirrorPurgeResult:
+        result = self.mirror.purge()
+        return pb.MirrorPurgeResult(manifests=result.manifests, blobs=result.blobs)
+
 
 # Messages may carry a whole manifest (4 MiB by default) plus framing.
 MAX_MESSAGE_BYTES = 64 << 20
@@ -261,17 +279,23 @@ class Blobstore:
     health: health.HealthServicer
     readiness: Readiness
     probes: ProbeServer | None
+    # Removes expired mirrored content (proxy.purge_interval); None when nothing is mirrored.
+    purger: Purger | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         self.server.start()
         if self.probes is not None:
             self.probes.start()
+        if self.purger is not None:
+            self.purger.start()
         threading.Thread(target=self._serve_when_usable, name="blobstore-health", daemon=True).start()
 
     def stop(self, grace: float) -> None:
         """Says NOT_SERVING (health, /_ready) first, then lets calls in flight finish."""
         self._stopped.set()
+        if self.purger is not None:
+            self.purger.stop()
         self.readiness.stopping()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace=grace).wait()
@@ -310,7 +334,8 @@ def build(settings: Settings) -> Blobstore:
             ("grpc.max_connection_age_grace_ms", 6 * 3600 * 1000),
         ],
     )
-    pb_grpc.add_BlobstoreServicer_to_server(BlobstoreService(driver, config.chunk_size), server)
+    service = BlobstoreService(driver, config.chunk_size)
+    pb_grpc.add_BlobstoreServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, _NOT_SERVING)
@@ -323,7 +348,8 @@ def build(settings: Settings) -> Blobstore:
         raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}")
     readiness = Readiness(driver)
     probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled) if config.http_addr else None
-    return Blobstore(server, health_servicer, readiness, probes)
+    purger = Purger(service.mirror, settings.proxy.purge_interval) if settings.proxy.enabled else None
+    return Blobstore(server, health_servicer, readiness, probes, purger)
 
 
 def serve(settings: Settings) -> None:

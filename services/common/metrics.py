@@ -57,3 +57,10 @@ ACCESS_DENIED = Counter("berth_access_denied_total", "Registry requests refused 
 # Alerts.
 EXCEPTIONS = Counter("berth_unhandled_exceptions_total", "Unhandled exceptions.", ["service"])
 EXCEPTION_MAILS = Counter("berth_exception_mails_total", "Exception mails sent or suppressed.", ["result"])
+
+# The pull-through cache (proxy): kind is manifest|blob; result hit (served from the cache),
+# miss (fetched from the upstream), stale (the upstream failed, the cached copy was served).
+MIRROR_REQUESTS = Counter("berth_mirror_requests_total", "Mirrored pulls by how they were served.", ["upstream", "kind", "result"])
+MIRROR_UPSTREAM_BYTES = Counter("berth_mirror_upstream_bytes_total", "Bytes fetched from upstream registries.", ["upstream"])
+MIRROR_STALE = Counter("berth_mirror_stale_total", "Cached tags served while their upstream failed.", ["upstream"])
+MIRROR_UPSTREAM_ERRORS = Counter("berth_mirror_upstream_errors_total", "Failed upstream requests.", ["upstream", "reason"])

@@ -16,6 +16,7 @@ from services.gateway import access, readiness, readonly, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
+from services.gateway.proxy import Mirror, refuse_mirrored_writes
 from services.gateway.search_client import SearchClient
 from services.gateway.state import GatewayState
 from services.gateway.upload_state import UploadStateSigner
@@ -110,14 +111,17 @@ def create_app(settings: Settings) -> FastAPI:
         cache = MetadataCache.from_settings(settings.cache_lru)  # None when cache_lru.host is empty
         events = EventBus.from_settings(settings)
         search = SearchClient.from_settings(settings)
+        blobstore = CachedBlobstore(client, cache) if cache else client
+        mirror = Mirror.from_settings(settings, blobstore)
         app.state.gateway = GatewayState(
             settings=settings,
-            blobstore=CachedBlobstore(client, cache) if cache else client,
+            blobstore=blobstore,
             urls=URLBuilder(settings.http),
             signer=UploadStateSigner(settings.http.secret),
             events=events,
             search=search,
             access=controller,
+            mirror=mirror,
         )
         await events.start()
         try:
@@ -126,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
             # Bounded: what the endpoints do not take within the grace period is lost (and logged).
             await events.aclose()
             await search.aclose()
+            if mirror is not None:
+                await mirror.aclose()
             await client.close()
             if cache:
                 await cache.aclose()
@@ -146,6 +152,8 @@ def create_app(settings: Settings) -> FastAPI:
     # request.state.identity can filter its results. In read-only mode writes are refused first:
     # no credentials asked for what cannot be done anyway, no work started.
     checks = [Depends(access.dependency(controller, settings.http.prefix))]
+    if settings.proxy.enabled:  # pushes under a mirrored prefix: 405, before credentials are asked
+        checks.insert(0, Depends(refuse_mirrored_writes))
     if read_only:
         checks.insert(0, Depends(readonly.refuse_writes))
     routes.install(app, settings.http.prefix, dependencies=checks)

@@ -75,6 +75,9 @@ class BlobstoreClient:
             # A target naming several blobstores (dns:///blobstore-headless:5001) spreads calls
             # over all of them instead of pinning this gateway to the first.
             ("grpc.lb_policy_name", "round_robin"),
+            # No BDP probing: it grows each stream's receive window far beyond what a reader takes
+            # (about 60 MiB buffered per slow concurrent blob read, tests/e2e/test_mirror.py).
+            ("grpc.http2.bdp_probe", 0),
         ]
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(target, options=options)
@@ -273,3 +276,14 @@ class BlobstoreClient:
     async def list_referrers(self, repository: str, subject: str) -> list[bytes]:
         reply = await self._unary("ListReferrers", pb.ReferrersRequest(repository=repository, subject=subject))
         return list(reply.descriptors)
+
+    # The pull-through cache's records
+
+    async def touch_mirror(self, request: pb.MirrorTouchRequest) -> None:
+        await self._unary("TouchMirror", request)
+
+    async def mirror_tag_checked(self, repository: str, tag: str) -> pb.MirrorTagInfo:
+        return await self._unary("MirrorTagChecked", pb.TagRef(repository=repository, tag=tag))
+
+    async def purge_mirror(self) -> pb.MirrorPurgeResult:
+        return await self._unary("PurgeMirror", pb.Empty())

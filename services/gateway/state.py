@@ -10,6 +10,7 @@ from services.gateway.access import AccessController
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore
 from services.gateway.events.bus import EventBus
+from services.gateway.proxy import Mirror
 from services.gateway.search_client import SearchClient
 from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
@@ -28,6 +29,8 @@ class GatewayState:
     search: SearchClient
     # Who may do what; also decides which search results a caller sees.
     access: AccessController
+    # The pull-through cache (proxy); None when nothing is mirrored.
+    mirror: Mirror | None = None
 
     # Blob GETs try a redirect (storage_redirect) until the store shows its driver has no URLs.
     redirects: bool = False

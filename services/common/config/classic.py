@@ -48,7 +48,7 @@ KEYS: tuple[Key, ...] = (
     Key("privileged_key", "renamed", "auth.token.privileged_key", "trusted for token auth: its holder signs tokens with any access (docs/auth.md)", "/etc/registry/privileged.pem"),
     Key("search_backend", "same", "search_backend", "empty: no search; sqlalchemy; or a module path whose Index class is served", "sqlalchemy"),
     Key("sqlalchemy_index_database", "renamed", "search.database", "any SQLAlchemy URL", "sqlite:////tmp/docker-registry.db"),
-    Key("mirroring.source", "converted", "proxy.remoteurl", "the upstream registry; refused until Berth can mirror (pull-through cache). Empty: mirroring is off", ""),
+    Key("mirroring.source", "converted", "proxy.remoteurl", "the upstream registry: Berth becomes its pull-through cache (docs/mirror.md). Empty: mirroring is off", "https://registry-1.docker.io"),
     Key("mirroring.source_index", "converted", "", "the v1 index is not used (a warning when mirroring is on)", "https://index.docker.io"),
     Key("mirroring.tags_cache_ttl", "converted", "proxy.tag_ttl", "seconds a tag's digest is trusted (when mirroring is on)", 172800),
     *(Key(f"{section}.{k}", "same", f"{section}.{k}", "", v) for section in ("cache", "cache_lru")

@@ -448,8 +448,52 @@ class LogSettings(_Section):
     fields: dict[str, str] = Field(default_factory=dict)
 
 
+_PREFIX = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*/")
+
+
+def _check_remoteurl(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"expected an http(s):// URL of a registry, got {value!r}")
+    return value
+
+
+class UpstreamSettings(_Section):
+    """One mirrored registry, serving the repositories under ``prefix`` (``dockerhub/``:
+    ``dockerhub/library/alpine`` is the upstream's ``library/alpine``)."""
+
+    prefix: str
+    remoteurl: str
+    username: str = ""
+    password: str = ""
+    # Cached content expires after this long unless pulled again.
+    ttl: Seconds = Field(default=168 * 3600, ge=0)
+    # How long a tag's digest is trusted without asking the upstream; 0: ask on every pull by tag.
+    tag_ttl: Seconds = Field(default=0, ge=0)
+
+    _url = field_validator("remoteurl")(_check_remoteurl)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip().strip("/") + "/"
+        if not _PREFIX.fullmatch(value):
+            raise ValueError(f"expected repository name components ending in '/' (dockerhub/), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _url_required(self) -> "UpstreamSettings":
+        if not self.remoteurl:
+            raise ValueError("remoteurl: required for every upstream")
+        return self
+
+
 class ProxySettings(_Section):
-    """A pull-through cache of another registry (registry:2's ``proxy``, the classic ``mirroring``)."""
+    """A pull-through cache of other registries (registry:2's ``proxy``, the classic ``mirroring``).
+
+    ``remoteurl`` mirrors one registry for every repository (registry:2's behaviour: no pushes at
+    all); ``upstreams`` mirror several, each under its repository prefix, next to local
+    repositories that take pushes as usual."""
 
     remoteurl: str = ""
     username: str = ""
@@ -458,15 +502,36 @@ class ProxySettings(_Section):
     ttl: Seconds = Field(default=168 * 3600, ge=0)
     # How long a tag's digest is trusted without asking the upstream (classic tags_cache_ttl).
     tag_ttl: Seconds = Field(default=0, ge=0)
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    # Seconds an upstream may take to connect or to send the next bytes before it counts as down
+    # (a cached tag is then served stale; an uncached image is 503).
+    timeout: Seconds = Field(default=10, gt=0, le=600)
+    # Seconds between two purges of expired mirrored content (run by the blobstore).
+    purge_interval: Seconds = Field(default=600, gt=0)
+
+    _url = field_validator("remoteurl")(_check_remoteurl)
 
     @model_validator(mode="after")
-    def _available(self) -> "ProxySettings":
-        if self.remoteurl:
-            raise ValueError(
-                "proxy.remoteurl: Berth cannot act as a pull-through cache yet; "
-                "remove the proxy (or mirroring) section to serve this registry's own content"
-            )
+    def _distinct(self) -> "ProxySettings":
+        prefixes = [u.prefix for u in self.upstreams]
+        for prefix in prefixes:
+            if prefixes.count(prefix) > 1:
+                raise ValueError(f"upstreams: the prefix {prefix!r} is listed twice")
         return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.remoteurl or self.upstreams)
+
+    def all_upstreams(self) -> list[UpstreamSettings]:
+        """Every mirrored registry, longest prefix first; ``remoteurl`` is the catch-all (prefix '')."""
+        found = sorted(self.upstreams, key=lambda u: len(u.prefix), reverse=True)
+        if self.remoteurl:
+            found.append(UpstreamSettings.model_construct(
+                prefix="", remoteurl=self.remoteurl, username=self.username, password=self.password,
+                ttl=self.ttl, tag_ttl=self.tag_ttl,
+            ))
+        return found
 
 
 _LOG_LEVELS = {"warn": "warning", "fatal": "critical", "panic": "critical", "trace": "debug"}

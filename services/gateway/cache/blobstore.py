@@ -30,6 +30,10 @@ class CachedBlobstore:
     PASSTHROUGH = frozenset({
         "read_blob", "mount_blob", "blob_url", "start_upload", "write_upload", "upload_status",
         "cancel_upload", "commit_upload", "list_tags", "list_repositories", "list_referrers", "close",
+        # The mirror's pull records. Its purge (run by the blobstore) clears no cache entry: a
+        # purged manifest may be answered from the cache until its entry expires, and a purged
+        # blob's read fails and is fetched again.
+        "touch_mirror", "mirror_tag_checked", "purge_mirror",
     })
 
     def __init__(self, client: BlobstoreClient, cache: MetadataCache) -> None:

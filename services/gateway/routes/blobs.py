@@ -5,9 +5,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.common import digests, names
-from services.common.errors import UNSUPPORTED, RegistryError
+from services.common.errors import BLOB_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, RegistryError
 from services.gateway import state
 from services.gateway.events import emit
+from services.gateway.proxy.upstream import Upstream
 from services.gateway.ranges import parse_range
 
 router = APIRouter()
@@ -24,12 +25,29 @@ def _blob_headers(digest: str, length: int) -> dict[str, str]:
     }
 
 
+def _upstream(gw: state.GatewayState, name: str, exc: RegistryError) -> Upstream | None:
+    """The upstream that can supply a blob the store lacks, when the repository is mirrored."""
+    if gw.mirror is None or exc.code not in (BLOB_UNKNOWN, NAME_UNKNOWN):
+        return None
+    return gw.mirror.upstream_for(name)
+
+
 @router.head("/v2/{name:path}/blobs/{digest}")
 async def head_blob(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
-    info = await state.of(request).blobstore.stat_blob(name, digest)
-    return Response(status_code=200, headers=_blob_headers(digest, info.size))
+    gw = state.of(request)
+    try:
+        size = (await gw.blobstore.stat_blob(name, digest)).size
+    except RegistryError as exc:
+        upstream = _upstream(gw, name, exc)
+        if upstream is None:
+            raise
+        size = await gw.mirror.blob_size(upstream, name, digest)  # type: ignore[union-attr]
+    headers = _blob_headers(digest, size)
+    if size < 0:
+        del headers["Content-Length"]
+    return Response(status_code=200, headers=headers)
 
 
 @router.get("/v2/{name:path}/blobs/{digest}")
@@ -37,6 +55,27 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
     gw = state.of(request)
+    try:
+        response = await _serve(request, gw, name, digest)
+    except RegistryError as exc:
+        upstream = _upstream(gw, name, exc)
+        if upstream is None:
+            raise
+        # Not cached: fetched once however many clients ask; the first streams it as it arrives.
+        fetched = await gw.mirror.fetch_blob(upstream, name, digest, follow="range" not in request.headers)  # type: ignore[union-attr]
+        if fetched is None:  # stored meanwhile (or a ranged read): served from the store
+            return await _serve(request, gw, name, digest)
+        size, chunks = fetched
+        headers = _blob_headers(digest, size)
+        if size < 0:
+            del headers["Content-Length"]
+        return StreamingResponse(chunks, status_code=200, headers=headers)
+    if gw.mirror is not None and (upstream := gw.mirror.upstream_for(name)) is not None:
+        await gw.mirror.touch(upstream, name, blobs=(digest,))
+    return response
+
+
+async def _serve(request: Request, gw: state.GatewayState, name: str, digest: str) -> Response:
     client = gw.blobstore
     if gw.redirects and "range" not in request.headers:
         # The store serves the bytes itself when its driver can sign a URL (s3); ranged reads

@@ -90,7 +90,12 @@ def _acceptable(accept: str, media_type: str) -> bool:
 async def _serve(request: Request, name: str, reference: str, *, with_body: bool) -> Response:
     names.check_name(name)
     _check_existing_reference(reference)
-    found = await state.of(request).blobstore.get_manifest(name, reference)
+    gw = state.of(request)
+    upstream = gw.mirror.upstream_for(name) if gw.mirror else None
+    if upstream is not None:  # a mirrored repository: the pull-through cache answers
+        found = await gw.mirror.get_manifest(upstream, name, reference)  # type: ignore[union-attr]
+    else:
+        found = await gw.blobstore.get_manifest(name, reference)
     media_type = mv.stored_media_type(found.payload)
     accept = ",".join(request.headers.getlist("accept"))
     if not _acceptable(accept, media_type):

@@ -63,11 +63,33 @@ def test_classic_loglevel_warn_and_privileged_key(tmp_path: Path) -> None:
     assert settings.auth.token.privileged_key == "/etc/registry/privileged.pem"
 
 
-def test_classic_mirroring_without_a_source_is_off_and_with_one_is_refused_naming_it(tmp_path: Path) -> None:
+def test_classic_mirroring_without_a_source_is_off_and_with_one_is_the_pull_through_cache(tmp_path: Path) -> None:
     off = load(tmp_path, {"common": {"mirroring": {"source": "_env:MIRROR_SOURCE", "tags_cache_ttl": 172800}}})
-    assert off.proxy.remoteurl == ""
-    with pytest.raises(config.ConfigError, match="mirroring.source.*pull-through"):
-        load(tmp_path, {"common": {"mirroring": {"source": "https://registry-1.docker.io", "tags_cache_ttl": 172800}}})
+    assert off.proxy.remoteurl == "" and not off.proxy.enabled
+    on = load(tmp_path, {"common": {"mirroring": {"source": "https://registry-1.docker.io/", "tags_cache_ttl": 600}}})
+    assert (on.proxy.remoteurl, on.proxy.tag_ttl, on.proxy.enabled) == ("https://registry-1.docker.io", 600, True)
+    [only] = on.proxy.all_upstreams()
+    assert (only.prefix, only.remoteurl, only.tag_ttl) == ("", "https://registry-1.docker.io", 600)
+
+
+def test_classic_mirror_source_environment_forms(tmp_path: Path) -> None:
+    settings = config.load(None, environ={"MIRROR_SOURCE": "http://127.0.0.1:5999", "MIRROR_TAGS_CACHE_TTL": "30"})
+    assert (settings.proxy.remoteurl, settings.proxy.tag_ttl) == ("http://127.0.0.1:5999", 30)
+
+
+def test_proxy_upstreams_by_prefix(tmp_path: Path) -> None:
+    settings = load(tmp_path, {"proxy": {"upstreams": [
+        {"prefix": "dockerhub", "remoteurl": "https://registry-1.docker.io", "ttl": "24h"},
+        {"prefix": "ghcr/org/team/", "remoteurl": "https://ghcr.io", "username": "u", "password": "p", "tag_ttl": "5m"},
+    ]}})
+    first, second = settings.proxy.all_upstreams()
+    assert (first.prefix, first.tag_ttl) == ("ghcr/org/team/", 300)
+    assert (second.prefix, second.ttl) == ("dockerhub/", 86400)
+    for bad, named in (({"prefix": "Bad Prefix", "remoteurl": "https://x"}, "prefix"),
+                       ({"prefix": "a/", "remoteurl": "ftp://x"}, "remoteurl"),
+                       ({"prefix": "a/"}, "remoteurl")):
+        with pytest.raises(config.ConfigError, match=named):
+            load(tmp_path, {"proxy": {"upstreams": [bad]}})
 
 
 @pytest.mark.parametrize(("doc", "named"), [
@@ -157,7 +179,7 @@ def test_registry2_mail_hook_becomes_email_exceptions(tmp_path: Path) -> None:
     ({"http": {"tls": {"letsencrypt": {"email": "me@example.com"}}}}, "'http.tls.letsencrypt'"),
     ({"http": {"net": "unix"}}, "'http.net'"),
     ({"middleware": {"storage": [{"name": "cloudfront"}]}}, "'middleware'"),
-    ({"proxy": {"remoteurl": "https://registry-1.docker.io"}}, "'proxy'"),
+    ({"proxy": {"remoteurl": "registry-1.docker.io"}}, "'proxy.remoteurl'"),
     ({"notifications": {"endpoints": [{"name": "n", "url": "http://x", "timeout": "fast"}]}}, "'notifications.endpoints.0.timeout'"),
     ({"compatibility": {"schema1": {"enabled": True}}}, "'compatibility.schema1.enabled'"),
     ({"validation": {"manifests": {"indexes": {"platforms": "list"}}}}, "validation.manifests.indexes.platformlist"),

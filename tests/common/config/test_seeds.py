@@ -79,8 +79,8 @@ def test_classic_readme_snippets() -> None:
     search = seed("classic-0.9.1-search-sqlalchemy.yml")
     assert search.search_backend == "sqlalchemy" and search.search.database == "sqlite:////tmp/docker-registry.db"
     assert seed("classic-0.9.1-search-module.yml").search_backend == "foo.registry.index.xapian"
-    with pytest.raises(config.ConfigError, match="mirroring.source"):
-        seed("classic-0.9.1-mirroring.yml")
+    mirror = seed("classic-0.9.1-mirroring.yml").proxy
+    assert (mirror.remoteurl, mirror.tag_ttl, mirror.enabled) == ("https://registry-1.docker.io", 172800, True)
 
 
 def test_classic_quick_start_environment() -> None:
@@ -108,7 +108,7 @@ def test_registry2_documented_environment_forms(tmp_path: Path) -> None:
     ("classic-0.9.1-local.yml", {"SETTINGS_FLAVOR": "local"}, 0, "classic"),
     ("classic-0.9.1-s3.yml", {"SETTINGS_FLAVOR": "prod"}, 0, "classic"),
     ("classic-0.9.1-search-sqlalchemy.yml", {}, 0, "classic"),
-    ("classic-0.9.1-mirroring.yml", {}, 2, "mirroring.source"),
+    ("classic-0.9.1-mirroring.yml", {}, 0, "mirroring.source_index"),
 ])
 def test_config_check_of_each_seed(name: str, environ: dict[str, str], status: int, said: str) -> None:
     import os
