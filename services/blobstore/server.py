@@ -26,6 +26,7 @@ from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.observe import CallObserver
 from services.blobstore.probes import ProbeServer
+from services.blobstore.purging import Periodic, purge_uploads
 from services.blobstore.readiness import Readiness
 from services.common.rpc.security import interceptors as security_interceptors
 from services.common.rpc.security import server_credentials
@@ -281,6 +282,8 @@ class Blobstore:
     probes: ProbeServer | None
     # Removes expired mirrored content (proxy.purge_interval); None when nothing is mirrored.
     purger: Purger | None = None
+    # Upload purging and scheduled garbage collection (storage.maintenance).
+    maintenance: list[Periodic] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -289,6 +292,8 @@ class Blobstore:
             self.probes.start()
         if self.purger is not None:
             self.purger.start()
+        for task in self.maintenance:
+            task.start()
         threading.Thread(target=self._serve_when_usable, name="blobstore-health", daemon=True).start()
 
     def stop(self, grace: float) -> None:
@@ -296,6 +301,8 @@ class Blobstore:
         self._stopped.set()
         if self.purger is not None:
             self.purger.stop()
+        for task in self.maintenance:
+            task.stop()
         self.readiness.stopping()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace=grace).wait()
@@ -349,7 +356,17 @@ def build(settings: Settings) -> Blobstore:
     readiness = Readiness(driver)
     probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled) if config.http_addr else None
     purger = Purger(service.mirror, settings.proxy.purge_interval) if settings.proxy.enabled else None
-    return Blobstore(server, health_servicer, readiness, probes, purger)
+    return Blobstore(server, health_servicer, readiness, probes, purger, maintenance_tasks(settings, service))
+
+
+def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Periodic]:
+    """storage.maintenance's periodic work: upload purging (on by default) and online GC."""
+    tasks = []
+    purging = settings.storage.maintenance.uploadpurging
+    if purging.enabled:
+        tasks.append(Periodic("upload-purging", purging.interval,
+                              lambda: purge_uploads(service.uploads, purging.age, purging.dryrun)))
+    return tasks
 
 
 def serve(settings: Settings) -> None:

@@ -180,6 +180,22 @@ class StorageDriver(abc.ABC):
         check_path(path)
         return None
 
+    def delete_files(self, paths: list[str]) -> None:
+        """Deletes files (not directories), quietly skipping those already gone. A backend that
+        deletes many keys in one request (S3) overrides it; garbage collection sweeps with it."""
+        for path in paths:
+            try:
+                self.delete(path)
+            except PathNotFound:
+                pass
+
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+        """Removes what this backend's own writes leave behind when a process dies mid-write
+        (temporary files, incomplete multipart uploads) and was last touched before
+        ``older_than`` (seconds since the epoch); returns a description of each. Upload purging
+        calls it. Nothing by default: a backend without such leftovers has nothing to do."""
+        return []
+
     def walk(self, path: str) -> Iterator[FileInfo]:
         """Every file and directory below ``path``, parents before children, in sorted order."""
         for child in sorted(self.list(path)):

@@ -175,6 +175,26 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+        """put_content's temporary files (``.berth-tmp~*``) that a killed process left."""
+        found = []
+        for directory, dirs, files in os.walk(self.root):
+            if directory == str(self.root):
+                dirs[:] = [d for d in dirs if d != _LOCKS_DIR]
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                full = os.path.join(directory, name)
+                try:
+                    if os.lstat(full).st_mtime >= older_than:
+                        continue
+                    if not dryrun:
+                        os.unlink(full)
+                except FileNotFoundError:
+                    continue
+                found.append("/" + os.path.relpath(full, self.root))
+        return found
+
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
         """flock(2) on a lock file named by the path's hash. The kernel drops it when its holder's

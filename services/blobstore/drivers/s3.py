@@ -420,6 +420,33 @@ class S3Driver(StorageDriver):
             self._abort(key, head.upload_id)
         self._call("delete_object", Key=key)
 
+    def delete_files(self, paths: list[str]) -> None:
+        """DeleteObjects, up to 1000 keys a request; only for plain files (no marker of a
+        file being written: blobs and links are never appended to)."""
+        keys = [self._key(check_path(p)) for p in paths]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
+            reply = self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+            if reply.get("Errors"):
+                first = reply["Errors"][0]
+                raise StorageError(f"s3 delete_objects: {first.get('Code')} on {first.get('Key')}")
+
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+        """Incomplete multipart uploads under the root started before ``older_than``: what a
+        multipart copy that died leaves (billed storage, invisible to listings). Uploads below an
+        upload session's folder are left to the session's own purge, which goes by its start time
+        (and aborts them with the folder): a store's Initiated date is not always to be trusted
+        (moto reports a fixed one), a session's is."""
+        found = []
+        for page in self._pages("list_multipart_uploads", Prefix=self._dir_prefix("/")):
+            for upload in page.get("Uploads", ()):
+                if "/_uploads/" in upload["Key"] or upload["Initiated"].timestamp() >= older_than:
+                    continue
+                if not dryrun:
+                    self._abort(upload["Key"], upload["UploadId"])
+                found.append(f"multipart upload {upload['UploadId']} of {upload['Key']}")
+        return found
+
     # Locks
 
     @contextmanager

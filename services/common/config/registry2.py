@@ -77,8 +77,10 @@ KEYS: tuple[Key, ...] = (
     Key("storage.cache.blobdescriptor", "converted", "cache_lru", "redis: the gateways' Redis cache, at the redis section's address; inmemory: Berth's in-process cache, always on", "inmemory"),
     Key("storage.cache.layerinfo", "converted", "cache_lru", "older name of blobdescriptor", "inmemory"),
     Key("storage.cache.blobdescriptorsize", "warned", "", "Berth sizes its in-process cache itself", 10000),
-    Key("storage.maintenance.uploadpurging.*", "converted", "", "enabled: false is what Berth does today; anything else is accepted with a warning (Berth does not purge uploads yet)",
-        {"enabled": False}),
+    Key("storage.maintenance.uploadpurging.enabled", "same", "storage.maintenance.uploadpurging.enabled", "each blobstore purges stale uploads (on unless set false, as in registry:2)", False),
+    Key("storage.maintenance.uploadpurging.age", "same", "storage.maintenance.uploadpurging.age", "Go duration; uploads (and temporary files a crash left) older than it are removed", "72h"),
+    Key("storage.maintenance.uploadpurging.interval", "same", "storage.maintenance.uploadpurging.interval", "Go duration; the first run comes soon after start, with jitter", "12h"),
+    Key("storage.maintenance.uploadpurging.dryrun", "same", "storage.maintenance.uploadpurging.dryrun", "only logs what would be removed", True),
     Key("storage.maintenance.readonly.enabled", "same", "storage.maintenance.readonly.enabled", "every write answers 405 UNSUPPORTED", True),
     Key("storage.tag.concurrencylimit", "warned", "", "Berth bounds concurrent storage calls itself", 8),
     Key("auth.htpasswd.realm", "same", "auth.htpasswd.realm", "the section's presence (or REGISTRY_AUTH=htpasswd) sets auth.type", "Registry Realm"),
@@ -211,9 +213,6 @@ def _storage(t: Translation, own_defaults: bool) -> None:
     disable = t.pop("storage.redirect.disable")
     if disable is not MISSING:
         t.put("storage_redirect", not truthy(disable), "registry:2 key 'storage.redirect.disable'")
-    purging = t.pop("storage.maintenance.uploadpurging")
-    if purging is not MISSING and (not isinstance(purging, dict) or set(purging) != {"enabled"} or truthy(purging["enabled"])):
-        t.warn("storage.maintenance.uploadpurging (registry:2): Berth does not purge stale uploads yet")
     if own_defaults:
         t.set_default("storage.delete.enabled", False, "registry:2's default (deletes off)")
         t.set_default("storage_redirect", True, "registry:2's default (redirects on)")

@@ -141,8 +141,31 @@ class ReadOnlySettings(_Section):
     enabled: bool = False
 
 
+class UploadPurgingSettings(_Section):
+    """registry:2's ``storage.maintenance.uploadpurging``: each blobstore removes upload sessions
+    (and temporary files a crash left) older than ``age``, every ``interval``."""
+
+    enabled: bool = True
+    age: Seconds = Field(default=168 * 3600, gt=0)
+    interval: Seconds = Field(default=24 * 3600, gt=0)
+    # Only log what would be removed.
+    dryrun: bool = False
+
+
+class GCSettings(_Section):
+    """Online garbage collection run by the blobstore on a schedule (``berth garbage-collect`` runs it once)."""
+
+    enabled: bool = False
+    interval: Seconds = Field(default=24 * 3600, gt=0)
+    # Blobs (and repository links) younger than this are never collected: a push in flight
+    # uploads its blobs before the manifest that references them.
+    delay: Seconds = Field(default=3600, ge=0)
+
+
 class MaintenanceSettings(_Section):
     readonly: ReadOnlySettings = Field(default_factory=ReadOnlySettings)
+    uploadpurging: UploadPurgingSettings = Field(default_factory=UploadPurgingSettings)
+    gc: GCSettings = Field(default_factory=GCSettings)
 
 
 class StorageSettings(_Section):

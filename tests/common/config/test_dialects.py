@@ -40,6 +40,8 @@ EXPECTED: dict[str, Any] = {
     "log.level": "warning",
     "http.addr": "0.0.0.0:5000",
     "proxy.ttl": 168 * 3600,
+    "storage.maintenance.uploadpurging.age": 72 * 3600,
+    "storage.maintenance.uploadpurging.interval": 12 * 3600,
     "email_exceptions.to_addr": ["my@myself.com"],
     "to_addr": ["my@myself.com"],
 }
