@@ -264,3 +264,43 @@ def test_beyond_loopback_without_a_token_the_service_does_not_start(tmp_path: Pa
     none = Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003", "security": "none"}})
     with TestClient(create_app(none)) as client:
         assert client.post("/events", json={"events": []}).status_code == 200
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_envelope(client: TestClient) -> None:
+    # Found by tests/fuzz: FastAPI's own {"detail": "Not Found"} came back instead.
+    for method, path, status, code in (("GET", "/0", 404, "NOT_FOUND"), ("DELETE", "/v1/search", 405, "UNSUPPORTED"),
+                                       ("GET", "/events", 405, "UNSUPPORTED")):
+        response = client.request(method, path)
+        assert response.status_code == status, response.text
+        assert [e["code"] for e in response.json()["errors"]] == [code]
+    assert "GET" in client.delete("/v1/search").headers["allow"]
+
+
+def test_a_sender_that_leaves_mid_envelope_is_a_400_not_an_error(tmp_path: Path) -> None:
+    # Found by tests/fuzz: ClientDisconnect while reading POST /events was an unhandled error.
+    import asyncio
+
+    app = create_app(Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}"}}))
+    incoming = [{"type": "http.request", "body": b'{"events": [', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/events", "raw_path": b"/events", "query_string": b"", "root_path": "",
+             "headers": [(b"content-length", b"100"), (b"host", b"x")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 5003)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+
+
+def test_absurdly_deep_json_is_refused_like_any_malformed_envelope(client: TestClient) -> None:
+    # Found by tests/fuzz: json.loads raised RecursionError, an unhandled error (500, a traceback).
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"events":' + b"[" * 5000 + b"]" * 5000 + b"}"):
+        response = client.post("/events", content=body)
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 400:
+            assert response.json()["errors"][0]["code"] == "UNSUPPORTED"
