@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from services.auth import credentials, params, readiness, scopes
@@ -192,6 +193,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         return _error_response(request, AuthError(UNSUPPORTED_VALUE, "malformed request"))
 
+    async def client_disconnected(request: Request, exc: Exception) -> Response:
+        # The client went away before its body arrived: nothing went wrong here, and no one to tell.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return _error_response(request, AuthError(UNSUPPORTED_VALUE, "client disconnected"))
+
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error_response(request, AuthError(UNKNOWN))
@@ -199,4 +205,5 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(Exception, unhandled)

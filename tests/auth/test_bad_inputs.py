@@ -60,6 +60,18 @@ def test_request_line_beyond_any_reasonable_size(auth: Berth) -> None:
     assert status_line.startswith(b"HTTP/1.1 4"), status_line
 
 
+@pytest.mark.parametrize("path", ["/authorize", "/token", "/revoke"])
+def test_a_client_that_leaves_before_its_body_arrives_is_no_error(client: httpx.Client, auth: Berth, path: str) -> None:
+    # Found by tests/fuzz: ClientDisconnect while reading the body was an unhandled error with two
+    # tracebacks (the ``client`` fixture checks the log).
+    with socket.create_connection(("127.0.0.1", auth.auth_port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: 100\r\n\r\nscope=".encode())
+        sock.shutdown(socket.SHUT_WR)
+        sock.makefile("rb").read()
+    assert client.get("/_ping").status_code == 200  # and the service goes on
+
+
 AUTH_CASES = {
     "bad base64": {"Authorization": "Basic !!!notbase64"},
     "base64 without colon": basic_header(b"alice"),
