@@ -76,8 +76,20 @@ def _handler(readiness: Readiness, metrics: bool) -> type[BaseHTTPRequestHandler
             self._head_only = True
             self.do_GET()
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
+        def __getattr__(self, name: str) -> Any:
+            # Any other method (do_POST, do_FOO...): 405, as the HTTP services answer, not the
+            # stdlib's 501 for a method it has no handler for.
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _not_allowed(self) -> None:
+            self._send(405, "application/json", b'{"error": "method not allowed"}', allow="GET, HEAD")
+
+        def _send(self, status: int, content_type: str, body: bytes, allow: str = "") -> None:
             self.send_response(status)
+            if allow:
+                self.send_header("Allow", allow)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")

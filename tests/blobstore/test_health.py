@@ -73,6 +73,15 @@ def test_ping_and_ready(blobstore: Berth) -> None:
     assert not probes.exists() or not any(probes.iterdir())
 
 
+def test_other_methods_are_405_not_501(blobstore: Berth) -> None:
+    # Found by tests/fuzz: the stdlib server answered 501 to any method but GET and HEAD.
+    for method in ("POST", "DELETE", "OPTIONS", "FOO"):
+        response = httpx.request(method, f"http://127.0.0.1:{blobstore.blobstore_http_port}/_ping", timeout=10)
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "GET, HEAD"
+    assert _http(blobstore, "/_ping").status_code == 200
+
+
 def test_not_ready_while_the_storage_refuses_writes(blobstore: Berth) -> None:
     root = blobstore.data_dir
     assert _http(blobstore, "/_ready").status_code == 200
