@@ -51,6 +51,11 @@ try:  # `python -m bench.run` from the repo root
 except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
     import registry_bench  # type: ignore[no-redef]
 
+try:
+    from bench import mirror_bench
+except ImportError:
+    import mirror_bench  # type: ignore[no-redef]
+
 FULL = {"large_mb": 256.0, "small_count": 200, "duration": 5.0, "concurrency": 16, "rounds": 3}
 QUICK = {"large_mb": 32.0, "small_count": 50, "duration": 2.0, "concurrency": 16, "rounds": 3}
 ENV = {"large_mb": "BENCH_LARGE_MB", "small_count": "BENCH_SMALL_COUNT", "duration": "BENCH_DURATION",
@@ -169,9 +174,10 @@ class LocalBerth:
     tmp: Path
 
 
-def start_berth(cache: bool = False) -> LocalBerth:
+def start_berth(cache: bool = False, extra_env: dict[str, str] | None = None) -> LocalBerth:
     """Berth's blobstore and gateway as `berth run` starts them, on free ports and a temp store;
-    with ``cache``, also a redis-server as the gateway's metadata cache (cache_lru)."""
+    with ``cache``, also a redis-server as the gateway's metadata cache (cache_lru); ``extra_env``
+    sets more REGISTRY_* keys (the mirror row's proxy.remoteurl)."""
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-berth-"))
     http_port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
@@ -184,6 +190,7 @@ def start_berth(cache: bool = False) -> LocalBerth:
         # registry2 runs without notifications; so does Berth here, for a like-for-like comparison.
         REGISTRY_SEARCH_BACKEND="",
     )
+    env.update(extra_env or {})
     berth = LocalBerth([], f"http://127.0.0.1:{http_port}", tmp)
     if cache:
         redis_port = free_port()
@@ -228,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="do not start the Go registry")
     p.add_argument("--with-cache", action="store_true",
                    help="with --start-berth: also a second Berth whose gateway caches metadata in Redis (needs redis-server)")
+    p.add_argument("--no-mirror", action="store_true",
+                   help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)")
+    p.add_argument("--mirror-only", action="store_true", help="only the mirror row")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
     p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
@@ -270,10 +280,31 @@ def terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
+    """The mirror row: a Berth mirroring the Go registry, pulls through it (cold, then warm)
+    against pulls straight from the Go registry (bench/mirror_bench.py)."""
+    s = sizes(args)
+    small = min(int(s["small_count"]), 50)
+    mirror = start_berth(extra_env={"REGISTRY_PROXY_REMOTEURL": ref.url})
+    print(f"berth as a mirror of {ref.url}: started at {mirror.url}", file=sys.stderr)
+    try:
+        samples = mirror_bench.run(ref.url, mirror.url, float(s["large_mb"]), small, int(s["rounds"]))
+    except (registry_bench.BenchError, httpx.HTTPError) as exc:
+        tail = (mirror.tmp / "berth.log").read_text(errors="replace")[-2000:]
+        print(f"mirror row failed: {type(exc).__name__}: {exc}\nBerth's log ends with:\n{tail}")
+        return 1
+    finally:
+        stop_berth(mirror)
+    print()
+    print(mirror_bench.render(samples, float(s["large_mb"]), small))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    local: LocalBerth | None = start_berth() if args.start_berth else None
-    cached: LocalBerth | None = start_berth(cache=True) if args.start_berth and args.with_cache else None
+    others = args.start_berth and not args.mirror_only
+    local: LocalBerth | None = start_berth() if others else None
+    cached: LocalBerth | None = start_berth(cache=True) if others and args.with_cache else None
     if local is not None:
         args.berth = local.url
         print(f"berth: started at {local.url}", file=sys.stderr)
@@ -296,7 +327,7 @@ def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 2
     if not use_reference and not args.no_reference:
         print("docker-registry not found on PATH: measuring Berth alone, no ratios.", file=sys.stderr)
-    if use_reference and not args.berth:
+    if use_reference and not args.berth and not args.mirror_only:
         print("no --berth URL given: measuring the Go reference registry alone.", file=sys.stderr)
     terminate_on_sigterm()
     ref: Reference | None = None
@@ -309,7 +340,10 @@ def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
             print(f"reference registry: {args.registry_bin} pid {ref.proc.pid} at {ref.url}", file=sys.stderr)
             targets.append(f"{REFERENCE_LABEL}={ref.url}")
         reference = REFERENCE_LABEL if use_reference else BERTH_LABEL
-        return registry_bench.main(bench_argv(args, targets, reference, extra))
+        status = 0 if args.mirror_only else registry_bench.main(bench_argv(args, targets, reference, extra))
+        if ref is not None and args.start_berth and not args.no_mirror:
+            status = max(status, run_mirror_row(args, ref))
+        return status
     finally:
         if ref is not None:
             stop_reference(ref, keep_tmp=args.keep_tmp)
