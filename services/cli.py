@@ -7,6 +7,7 @@
     berth search reindex    rebuild the search index from a registry's catalog
     berth run               every service as child processes, stopped together on Ctrl-C
     berth config check      validate the configuration and print the effective result
+    berth garbage-collect   remove blobs no manifest references (offline, or while pushes go on)
     berth users add|list|remove|passwd   accounts of the token service (its SQL user table)
 """
 from __future__ import annotations
@@ -229,6 +230,52 @@ def cmd_search_reindex(args: argparse.Namespace) -> int:
         index.close()
 
 
+def cmd_garbage_collect(args: argparse.Namespace) -> int:
+    """Exit codes: see GC_HELP."""
+    settings = _settings(args)
+    logging.basicConfig(level=logging.WARNING, format="berth: %(message)s")
+    if settings.storage.driver == "inmemory":
+        return _unusable(ValueError("storage.driver: inmemory storage lives in the blobstore's own memory; nothing to collect from here"))
+    from services.blobstore.drivers import StorageError, create
+    from services.blobstore.gc import GarbageCollector
+    from services.common.config.durations import to_seconds
+
+    try:
+        delay = settings.storage.maintenance.gc.delay if args.delay is None else float(to_seconds(args.delay))
+    except ValueError as exc:
+        return _unusable(ValueError(f"--delay: {exc}"), "usage error")
+    try:
+        driver = create(settings.storage.driver, settings.storage.driver_parameters)
+    except StorageError as exc:
+        return _unusable(exc)
+    status_line = sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        if message.startswith(("would ", "removed ", "deleting ")):
+            if status_line:
+                print("\r\033[K", end="", file=sys.stderr)
+            print(message, flush=True)
+        elif status_line:
+            print("\r\033[K" + message[:150], end="", file=sys.stderr, flush=True)
+
+    collector = GarbageCollector(driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, delay=delay, progress=progress)
+    try:
+        report = collector.run()
+    except KeyboardInterrupt:
+        print("\nberth: garbage collection interrupted; nothing is half-done, run it again", file=sys.stderr)
+        return 130
+    except (StorageError, OSError) as exc:
+        print(f"\nberth: garbage collection failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if status_line:
+            print("\r\033[K", end="", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"berth: warning: {warning}", file=sys.stderr)
+    print(("dry run, nothing removed: " if args.dry_run else "") + report.summary())
+    return 1 if report.errors else 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Exit codes: see CONFIG_CHECK_HELP. Checks what validation alone cannot (files, address
     lists) the way the services will at startup, so a bad setting shows here first."""
@@ -404,6 +451,27 @@ repositories that failed.
 )
 
 
+GC_HELP = (
+    """examples:
+  berth --config /etc/berth/config.yml garbage-collect --dry-run
+  berth --config /etc/berth/config.yml garbage-collect --delete-untagged
+  berth --config config.yml garbage-collect --delay 0     (the registry is stopped or read-only)
+
+Marks every blob a manifest of any repository references (configs, layers, index children,
+subjects; with --delete-untagged only manifests a tag reaches, through an index, or as a referrer
+or subject of one), then removes the rest, links first. Safe while the registry serves pushes:
+blobs younger than the delay (storage.maintenance.gc.delay, 1h by default) are never removed and
+pushes during the run name what they reference. Safe to interrupt and run again. Removals are
+listed on stdout (what would be removed, with --dry-run), then a summary; progress on a terminal.
+
+"""
+    + EXIT_CODES.format(
+        runtime="the storage failed (nothing is left half-done: run it again)",
+        usage="bad arguments or an invalid configuration (inmemory storage cannot be collected from outside)",
+    )
+)
+
+
 def _command(sub: Any, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows its description, examples and exit codes as written."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -460,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
                       USERS_HELP)
     remove.add_argument("name", help="the account name")
     remove.set_defaults(func=cmd_users)
+    gc = _command(sub, "garbage-collect", "remove blobs no manifest references",
+                  "Garbage collection, as registry:2's garbage-collect does it, on the configured storage\n"
+                  "(filesystem or s3), offline or while the registry runs.", GC_HELP)
+    gc.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
+    gc.add_argument("--delete-untagged", action="store_true", help="first delete manifests no tag reaches (and their referrers)")
+    gc.add_argument("--delay", default=None, help="keep blobs younger than this (seconds or a Go duration; default storage.maintenance.gc.delay)")
+    gc.set_defaults(func=cmd_garbage_collect)
     cfg = _command(sub, "config", "configuration tools", "Configuration tools.", CONFIG_CHECK_HELP)
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     _command(

@@ -18,8 +18,9 @@ class BlobInfo:
     size: int
 
 
-# Sizes of blob data remembered per process: content-addressed data never changes size, and
-# nothing deletes it (deletes only unlink; a garbage collector would have to clear this).
+# Sizes of blob data remembered per process: content-addressed data never changes size. Garbage
+# collection deletes data only after the links to it, and only ``stat`` (behind a link check)
+# trusts this memo; whether content exists at all is asked of the store.
 _SIZES_MAX = 65536
 
 
@@ -82,10 +83,10 @@ class Blobs:
         if from_repository:
             info = self.stat(from_repository, digest)
         else:
-            found = self.stat_global(digest)
-            if found is None:
+            size = self.driver.file_size(layout.blob_data(digest))  # not the memo: GC may have run
+            if size is None:
                 raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
-            info = found
+            info = BlobInfo(digest, size)
         self.link(repository, digest)
         return info
 

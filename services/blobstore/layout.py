@@ -105,3 +105,18 @@ def mirror_record(name: str, kind: str, key: str) -> str:
         return f"{mirror_dir(name, kind)}/{names.check_tag(key)}"
     alg, hex_ = _split(key)
     return f"{mirror_dir(name, kind)}/{alg}-{hex_}"
+
+
+# Garbage collection's records (Berth's own, next to blobs/ and repositories/; registry:2 ignores
+# them): while a collection runs, ``state`` exists and manifest pushes name what they reference in
+# ``live/`` (see services/blobstore/gc.py). The locks are lock names, not files.
+GC_DIR = f"{ROOT}/_gc"
+GC_STATE = f"{GC_DIR}/state"
+GC_LIVE = f"{GC_DIR}/live"
+GC_RUN_LOCK = f"{GC_DIR}/run"
+GC_SWEEP_LOCK = f"{GC_DIR}/sweep"
+
+
+def gc_live(digest: str) -> str:
+    alg, hex_ = _split(digest)
+    return f"{GC_LIVE}/{alg}-{hex_}"

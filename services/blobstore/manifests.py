@@ -94,14 +94,33 @@ class Manifests:
         missing += [d for d in dict.fromkeys(required_manifests) if not self._has_revision(repository, d)]
         if missing:
             raise RegistryError(MANIFEST_BLOB_UNKNOWN, {"digests": missing})
-        if self.blobs.stat_global(digest) is None:
-            self.driver.put_content(layout.blob_data(digest), payload)
+        referenced = list(dict.fromkeys([*required_blobs, *required_manifests]))
+        if self.driver.file_size(layout.GC_STATE) is None:
+            self._store_payload(digest, payload, referenced)
+        else:
+            # A garbage collection is running (services/blobstore/gc.py): name what this manifest
+            # references before checking it is there, under the lock its sweep deletes under, so
+            # the sweep either sees the names and keeps the blobs or has already deleted them and
+            # this push fails instead of pointing at nothing.
+            with self.driver.lock(layout.GC_SWEEP_LOCK):
+                for ref in [digest, *referenced]:
+                    self.driver.put_content(layout.gc_live(ref), b"")
+                self._store_payload(digest, payload, referenced)
         self.driver.put_content(layout.revision_link(repository, digest), digest.encode())
         if subject:
             self.driver.put_content(layout.referrer_entry(repository, subject, digest), referrer_descriptor)
         for index_link, current_link in tag_links:
             self.driver.put_content(index_link, digest.encode())
             self.driver.put_content(current_link, digest.encode())
+
+    def _store_payload(self, digest: str, payload: bytes, referenced: list[str]) -> None:
+        """Checks the content of what the manifest references is in the store (links can outlive
+        content that garbage collection removed), then stores the manifest's bytes."""
+        gone = [d for d in referenced if self.driver.file_size(layout.blob_data(d)) is None]
+        if gone:
+            raise RegistryError(MANIFEST_BLOB_UNKNOWN, {"digests": gone})
+        if self.driver.file_size(layout.blob_data(digest)) is None:
+            self.driver.put_content(layout.blob_data(digest), payload)
 
     def get(self, repository: str, reference: str) -> StoredManifest:
         digest = reference if digests.is_digest(reference) else self.resolve_tag(repository, reference)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.observe import CallObserver
+from services.blobstore.gc import GarbageCollector
 from services.blobstore.probes import ProbeServer
 from services.blobstore.purging import Periodic, purge_uploads
 from services.blobstore.readiness import Readiness
@@ -366,6 +368,11 @@ def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Per
     if purging.enabled:
         tasks.append(Periodic("upload-purging", purging.interval,
                               lambda: purge_uploads(service.uploads, purging.age, purging.dryrun)))
+    gc = settings.storage.maintenance.gc
+    if gc.enabled:
+        driver = service.blobs.driver
+        tasks.append(Periodic("garbage-collection", gc.interval, lambda: GarbageCollector(driver, delay=gc.delay).run(),
+                              first=random.uniform(0.5, 1.0) * gc.interval))
     return tasks
 
 

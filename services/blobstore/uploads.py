@@ -162,9 +162,11 @@ class Uploads:
             if actual != wanted.hex:
                 self._remove(repository, upload_id)
                 raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
-            if self.blobs.stat_global(digest) is None:
-                self.driver.move(data_path, layout.blob_data(digest))
-                self.blobs.stored(digest, size)
+            # Moved even when the content is there already (same bytes, atomic replace): that
+            # makes the blob young again, so garbage collection's delay protects it until this
+            # push's manifest arrives, however long ago it was last referenced.
+            self.driver.move(data_path, layout.blob_data(digest))
+            self.blobs.stored(digest, size)
             self.blobs.link(repository, digest)
             self._observe_duration(repository, upload_id, session)
             self._remove(repository, upload_id)

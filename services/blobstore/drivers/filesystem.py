@@ -175,6 +175,20 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
+    def delete_files(self, paths: list[str]) -> None:
+        """Unlinks each file and then its folder if that is left empty (a blob's or a link's own
+        folder), as registry:2's garbage collector leaves no empty blob folders behind."""
+        for path in paths:
+            full = self._full(path)
+            try:
+                full.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                full.parent.rmdir()
+            except OSError:
+                pass  # not empty (or gone)
+
     def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
         """put_content's temporary files (``.berth-tmp~*``) that a killed process left."""
         found = []
