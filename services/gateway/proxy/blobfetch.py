@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from services.common.metrics import MIRROR_UPSTREAM_BYTES
-from services.gateway.proxy.upstream import Upstream
+from services.gateway.proxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("berth.gateway.proxy")
 
@@ -88,18 +90,23 @@ class BlobFetches:
                 fetch.size.set_result(size)
 
                 async def data() -> AsyncIterator[bytes]:
-                    async for chunk in response.aiter_bytes(CHUNK):
-                        MIRROR_UPSTREAM_BYTES.labels(label).inc(len(chunk))
-                        if fetch.listening:
-                            await fetch.queue.put(chunk)
-                        yield chunk
+                    try:
+                        async for chunk in response.aiter_bytes(CHUNK):
+                            MIRROR_UPSTREAM_BYTES.labels(label).inc(len(chunk))
+                            if fetch.listening:
+                                await fetch.queue.put(chunk)
+                            yield chunk
+                    except httpx.TimeoutException:  # what the waiting clients are told: a 503
+                        raise UpstreamError("timeout", f"{upstream.url} stopped sending {digest}") from None
+                    except httpx.TransportError as exc:
+                        raise UpstreamError("unreachable", f"{upstream.url} broke off {digest} ({exc.__class__.__name__})") from None
 
                 info = await self.blobstore.write_upload(name, upload_id, 0, data(), commit_digest=digest, expected_length=size)
             upload_id = ""
-            await on_stored(info.size)
             fetch.done.set_result(None)
             if fetch.listening:
                 await fetch.queue.put(_END)
+            await on_stored(info.size)  # after the clients are answered: it is only bookkeeping
         except BaseException as exc:
             if not fetch.size.done():
                 fetch.size.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
