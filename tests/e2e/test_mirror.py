@@ -20,9 +20,17 @@ import yaml
 
 from tests.auth.support import ISSUER, SERVICE, add_users, key_path, token_service
 from tests.e2e.test_memory import PeakRSS
-from tests.images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, LayoutWriter, multi_arch_image, single_image
+from tests.images import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    LayoutWriter,
+    multi_arch_image,
+    single_image,
+)
 from tests.support.goregistry import GoRegistry
 from tests.support.processes import Berth
+from tests.support.redis import start_redis
 
 pytestmark = pytest.mark.skopeo
 
@@ -280,3 +288,68 @@ def test_token_auth_upstream(tmp_path: Path) -> None:
         berth.stop()
         up.stop()
         auth.stop()
+
+
+def test_the_redis_cache_never_answers_for_a_purged_manifest(upstream: GoRegistry, tmp_path: Path) -> None:
+    """cache_lru in front of the store: the purge (in the blobstore) tells Redis nothing, so the
+    gateway trusts a cached manifest of a mirrored repository only while its own pull record keeps
+    it alive; after the purge, pulls by digest and by tag fetch and store it again, as without
+    the cache, rather than being answered from Redis (mutable_ttl is 300 s here)."""
+    redis = start_redis(tmp_path / "redis")
+    image = single_image(tmp_path / "img", seed="cached-purge")
+    push_upstream(upstream, image.ref(), "team/cachedpurge:v1")
+    config = mirror_config(tmp_path / "berth.yml", [{"prefix": "short/", "ttl": TTL, "remoteurl": upstream.url,
+                                                     "username": USER, "password": PASSWORD}])
+    (tmp_path / "berth").mkdir()
+    berth = Berth(tmp_path / "berth", env={"DOCKER_REGISTRY_CONFIG": str(config), **redis.env})
+    berth.start()
+    try:
+        digest = image.manifest_digests[0]
+        revision = berth.data_dir / "docker/registry/v2/repositories/short/team/cachedpurge/_manifests/revisions/sha256" / digest.split(":")[1]
+
+        def get(reference: str) -> bytes:
+            r = httpx.get(f"{berth.url}/v2/short/team/cachedpurge/manifests/{reference}", headers={"Accept": OCI_MANIFEST}, timeout=10)
+            assert r.status_code == 200, r.text
+            return r.content
+
+        def purged() -> None:
+            deadline = time.monotonic() + TTL + 10
+            while revision.exists() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert not revision.exists(), "the manifest outlived its ttl"
+
+        for _ in range(3):  # fetched, then read from the store (filling Redis), then from Redis
+            assert sha256(get("v1")) == digest
+            assert sha256(get(digest)) == digest
+        assert redis.client().keys("berth:c1:tag:short/team/cachedpurge:*"), "the cache was never filled"
+        purged()
+        assert sha256(get(digest)) == digest
+        assert revision.exists(), "answered from Redis: the purged manifest was not fetched again"
+        purged()
+        assert sha256(get("v1")) == digest
+        assert revision.exists(), "answered from Redis: the purged tag was not fetched again"
+        assert (revision.parents[2] / "tags/v1/current/link").exists()
+    finally:
+        berth.stop()
+        redis.stop()
+
+
+def test_a_cached_tag_the_upstream_no_longer_has_is_served_stale_as_registry2_does(upstream: GoRegistry, mirror: Berth, tmp_path: Path) -> None:
+    """registry:2 serves its local copy whenever the upstream fails, a 404 included; Berth does too,
+    counted and logged as stale (the pull is not recorded, so the tag goes at its ttl). What the
+    upstream does not have and Berth never cached stays a 404."""
+    image = single_image(tmp_path / "img", seed="deleted-upstream")
+    push_upstream(upstream, image.ref(), "team/deleted:v1")
+    digest = image.manifest_digests[0]
+    assert sha256(raw(mirror, "hub/team/deleted:v1")) == digest
+    gone = httpx.delete(f"{upstream.url}/v2/team/deleted/manifests/{digest}", auth=(USER, PASSWORD), timeout=10)
+    assert gone.status_code == 202, gone.text
+    assert httpx.head(f"{upstream.url}/v2/team/deleted/manifests/v1", auth=(USER, PASSWORD), timeout=10).status_code == 404
+
+    stale = metric(mirror, "berth_mirror_stale_total")
+    assert sha256(raw(mirror, "hub/team/deleted:v1")) == digest
+    assert pull(mirror, "hub/team/deleted:v1", tmp_path / "back").returncode == 0
+    assert metric(mirror, "berth_mirror_stale_total") >= stale + 2
+    assert "the upstream no longer has the tag (404)" in mirror.log("gateway")
+    r = httpx.get(f"{mirror.url}/v2/hub/team/deleted/manifests/never", timeout=10)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN", r.text

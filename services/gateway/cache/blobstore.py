@@ -30,9 +30,9 @@ class CachedBlobstore:
     PASSTHROUGH = frozenset({
         "read_blob", "mount_blob", "blob_url", "start_upload", "write_upload", "upload_status",
         "cancel_upload", "commit_upload", "list_tags", "list_repositories", "list_referrers", "close",
-        # The mirror's pull records. Its purge (run by the blobstore) clears no cache entry: a
-        # purged manifest may be answered from the cache until its entry expires, and a purged
-        # blob's read fails and is fetched again.
+        # The mirror's pull records. Its purge (run by the blobstore) clears no cache entry: the
+        # mirror trusts a cached manifest only while its own pull record keeps it alive
+        # (proxy/__init__.py, ``_vouched``), and a purged blob's read fails and is fetched again.
         "touch_mirror", "mirror_tag_checked", "purge_mirror",
     })
 

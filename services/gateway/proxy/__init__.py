@@ -6,6 +6,11 @@ the blobstore when it holds them and fetched from the upstream when it does not.
 - Pulls by digest never need the upstream once cached.
 - When the upstream is down, slow, throttling or failing, a cached tag is served stale (warning,
   metric); without a cached copy the answer is 503 UNAVAILABLE, or 404 when the upstream says so.
+  A cached tag the upstream answers 404 for is served stale too (registry:2 does), but that pull
+  is not recorded, so the tag expires ``ttl`` after the last pull the upstream still confirmed.
+- With ``tag_ttl`` 0 the upstream's HEAD runs while the store is read.
+- The metadata cache (cache_lru) is not told about the blobstore's purges: a manifest it answers
+  is trusted only when this gateway's own pull record keeps it from expiring (``_vouched``).
 - Fetched manifests are stored through the blobstore like pushes (sparse: their blobs may come
   later); fetched blobs are written into an upload committed against their digest (``blobfetch``).
 - Every pull of mirrored content records when it happened in the blobstore (``TouchMirror``), at
@@ -26,10 +31,22 @@ from starlette.requests import Request
 
 from services.common import digests
 from services.common.config.schema import ProxySettings
-from services.common.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, UNAVAILABLE, UNSUPPORTED, RegistryError
-from services.common.metrics import MIRROR_REQUESTS, MIRROR_STALE, MIRROR_UPSTREAM_ERRORS
+from services.common.errors import (
+    BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    RegistryError,
+)
+from services.common.metrics import (
+    MIRROR_REQUESTS,
+    MIRROR_STALE,
+    MIRROR_UPSTREAM_ERRORS,
+)
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import manifest_validation as mv
+from services.gateway.cache import CachedBlobstore
 from services.gateway.proxy.blobfetch import BlobFetches
 from services.gateway.proxy.upstream import NotFound, Upstream, UpstreamError
 
@@ -50,15 +67,20 @@ class Mirror:
         self.manifest_limit = manifest_limit
         self.upstreams = [Upstream(u, settings.timeout) for u in settings.all_upstreams()]
         self.fetches = BlobFetches(blobstore)
+        # The store without the metadata cache in front, for answers the cache cannot vouch for.
+        self._store = blobstore.client if isinstance(blobstore, CachedBlobstore) else blobstore
         self._touched: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Any, blobstore: Any) -> "Mirror | None":
+    def from_settings(cls, settings: Any, blobstore: Any) -> Mirror | None:
         if not settings.proxy.enabled:
             return None
         return cls(settings.proxy, blobstore, settings.limits.manifest_size)
 
     async def aclose(self) -> None:
+        if self._tasks:  # pull records still being written
+            await asyncio.wait(set(self._tasks), timeout=5)
         for up in self.upstreams:
             await up.aclose()
 
@@ -115,16 +137,33 @@ class Mirror:
             return await self._by_digest(up, name, reference)
         return await self._by_tag(up, name, reference)
 
-    async def _local(self, name: str, reference: str) -> pb.Manifest | None:
+    async def _local(self, up: Upstream, name: str, reference: str) -> pb.Manifest | None:
+        """What the store holds. An answer of the metadata cache (cache_lru) is trusted only for a
+        manifest this gateway recorded a pull of recently enough that the purge cannot have removed
+        it (the purge runs in the blobstore and tells no cache); otherwise the store is asked."""
         try:
-            return await self.blobstore.get_manifest(name, reference)
+            found: pb.Manifest = await self.blobstore.get_manifest(name, reference)
+            if self._store is not self.blobstore and not self._vouched(up, name, found.digest):
+                found = await self._store.get_manifest(name, reference)
+            return found
         except RegistryError as exc:
             if _unknown(exc):
                 return None
             raise
 
+    def _vouched(self, up: Upstream, name: str, digest: str) -> bool:
+        """True when this gateway's own pull record of the manifest keeps it from expiring now:
+        the record says pulled no earlier than when it was written, and the purge removes only
+        what was not pulled within ``ttl``. A margin covers clocks and a purge already running."""
+        touched = self._touched.get((name, "m", digest))
+        if touched is None:
+            return False
+        if up.ttl <= 0:
+            return True
+        return time.monotonic() - touched < up.ttl - min(60.0, up.ttl / 10)
+
     async def _by_digest(self, up: Upstream, name: str, digest: str) -> pb.Manifest:
-        found = await self._local(name, digest)
+        found = await self._local(up, name, digest)
         if found is not None:
             MIRROR_REQUESTS.labels(up.label, "manifest", "hit").inc()
             await self.touch(up, name, manifests=(digest,))
@@ -141,50 +180,76 @@ class Mirror:
             bad = UpstreamError("invalid", f"{up.url} sent a manifest that does not hash to {digest}")
             self._failed(up, bad)
             raise self._unavailable(up, bad, f"{name}@{digest}")
-        await self._store(up, name, digest, payload, content_type, tags=[])
+        await self._store_fetched(up, name, digest, payload, content_type, tags=[])
         return pb.Manifest(digest=digest, payload=payload)
 
-    async def _by_tag(self, up: Upstream, name: str, tag: str) -> pb.Manifest:
-        local = await self._local(name, tag)
-        if local is not None and up.tag_ttl > 0:
-            checked = (await self.blobstore.mirror_tag_checked(name, tag)).checked_at
-            if time.time() - checked < up.tag_ttl:
-                MIRROR_REQUESTS.labels(up.label, "manifest", "hit").inc()
-                await self.touch(up, name, manifests=(local.digest,))
-                return local
+    async def _head(self, up: Upstream, name: str, tag: str) -> str | NotFound | UpstreamError:
         try:
-            digest = await up.head_manifest(name, tag)
+            return await up.head_manifest(name, tag)
+        except (NotFound, UpstreamError) as exc:
+            return exc
+
+    async def _by_tag(self, up: Upstream, name: str, tag: str) -> pb.Manifest:
+        if up.tag_ttl > 0:
+            local = await self._local(up, name, tag)
+            if local is not None:
+                checked = (await self.blobstore.mirror_tag_checked(name, tag)).checked_at
+                if time.time() - checked < up.tag_ttl:
+                    MIRROR_REQUESTS.labels(up.label, "manifest", "hit").inc()
+                    await self.touch(up, name, manifests=(local.digest,))
+                    return local
+            head = await self._head(up, name, tag)
+        else:  # the upstream is asked every time: ask it while the store is read
+            asking = asyncio.ensure_future(self._head(up, name, tag))
+            try:
+                local = await self._local(up, name, tag)
+            except BaseException:
+                asking.cancel()
+                raise
+            head = await asking
+        checked_tag = tag if up.tag_ttl > 0 else ""  # the tag's record is read only with a tag_ttl
+        try:
+            if isinstance(head, Exception):
+                raise head
+            digest = head
             if local is not None and digest == local.digest:
                 MIRROR_REQUESTS.labels(up.label, "manifest", "hit").inc()
-                await self.touch(up, name, manifests=(digest,), checked_tag=tag)
+                await self.touch(up, name, manifests=(digest,), checked_tag=checked_tag)
                 return local
-            stored = await self._local(name, digest) if digest else None
+            stored = await self._local(up, name, digest) if digest else None
             if stored is not None:
                 payload, content_type = stored.payload, ""
             else:
                 payload, content_type = await up.get_manifest(name, digest or tag, self.manifest_limit)
         except NotFound:
-            # The upstream no longer has the tag: neither does its mirror.
-            raise RegistryError(MANIFEST_UNKNOWN, {"reference": tag, "upstream": up.url}) from None
+            if local is None:
+                raise RegistryError(MANIFEST_UNKNOWN, {"reference": tag, "upstream": up.url}) from None
+            # The upstream no longer has the tag. registry:2 serves its copy whenever the upstream
+            # fails, a 404 included; so does Berth, but without recording a pull: the tag then
+            # goes at its ttl, counted from the last pull the upstream still confirmed.
+            return self._stale(up, name, tag, local, "the upstream no longer has the tag (404)")
         except UpstreamError as exc:
             self._failed(up, exc)
             if local is None:
                 raise self._unavailable(up, exc, f"{name}:{tag}") from None
-            MIRROR_STALE.labels(up.label).inc()
-            MIRROR_REQUESTS.labels(up.label, "manifest", "stale").inc()
-            log.warning("serving %s:%s (%s) from the cache: the upstream failed: %s", name, tag, local.digest, exc)
             await self.touch(up, name, manifests=(local.digest,))
-            return local
+            return self._stale(up, name, tag, local, f"the upstream failed: {exc}")
         computed = digests.of(payload, digests.parse(digest).algorithm if digest else digests.CANONICAL)
         if digest and computed != digest:
             bad = UpstreamError("invalid", f"{up.url} sent a manifest for {tag} that does not hash to {digest}")
             self._failed(up, bad)
             raise self._unavailable(up, bad, f"{name}:{tag}")
         MIRROR_REQUESTS.labels(up.label, "manifest", "miss").inc()
-        await self._store(up, name, computed, payload, content_type, tags=[tag])
+        await self._store_fetched(up, name, computed, payload, content_type, tags=[tag])
         return pb.Manifest(digest=computed, payload=payload)
 
-    async def _store(self, up: Upstream, name: str, digest: str, payload: bytes, content_type: str, tags: list[str]) -> None:
+    def _stale(self, up: Upstream, name: str, tag: str, local: pb.Manifest, why: str) -> pb.Manifest:
+        MIRROR_STALE.labels(up.label).inc()
+        MIRROR_REQUESTS.labels(up.label, "manifest", "stale").inc()
+        log.warning("serving %s:%s (%s) from the cache: %s", name, tag, local.digest, why)
+        return local
+
+    async def _store_fetched(self, up: Upstream, name: str, digest: str, payload: bytes, content_type: str, tags: list[str]) -> None:
         """Stores a fetched manifest like a push, sparse (its blobs and children come when pulled)."""
         try:
             parsed = mv.parse(payload, content_type or None)
@@ -196,7 +261,13 @@ class Mirror:
             repository=name, digest=digest, payload=payload, tags=tags, subject=parsed.subject,
             referrer_descriptor=json.dumps(descriptor).encode() if descriptor else b"",
         ))
-        await self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags else "", force=True)
+        # Recorded while the client is answered (a write with its fsync in the store).
+        self._background(self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags and up.tag_ttl > 0 else "", force=True))
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # Blobs
 
