@@ -302,3 +302,26 @@ def test_online_gc_never_breaks_an_acknowledged_push(registry: Berth, delay: flo
     if delay:
         assert len(failures) <= len(acknowledged) // 50, failures[:5]
         assert all("MANIFEST_BLOB_UNKNOWN" in f for f in failures), failures[:5]
+
+
+def test_scheduled_gc_in_the_blobstore(tmp_path: Path) -> None:
+    """storage.maintenance.gc.enabled: the blobstore collects on its own, first within the interval."""
+    berth = Berth(tmp_path, env={
+        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+        "REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED": "true",
+        "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL": "2s",
+        "REGISTRY_STORAGE_MAINTENANCE_GC_DELAY": "0",
+    }).start()
+    try:
+        with berth.client() as client:
+            kept, _ = push_image(client, "gc/sched", "keep", layers=[b"kept layer"])
+            orphan = push_blob(client, "gc/sched", b"nobody references me")
+            driver = store(berth)
+            deadline = time.monotonic() + 30
+            while blob_exists(driver, orphan) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not blob_exists(driver, orphan)
+            pull(client, "gc/sched", "keep")
+            assert client.head(f"/v2/gc/sched/blobs/{orphan}").status_code == 404
+    finally:
+        berth.stop()
