@@ -76,7 +76,7 @@ class Describer:
                     body += piece
                     if len(body) > MAX_DOCUMENT:
                         raise FetchError("document too large")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: an event's target.url that is not one
             raise FetchError(type(exc).__name__) from None
         try:
             doc = json.loads(body)
