@@ -2,8 +2,9 @@
 (rootcertbundle's, privileged_key's, the JWKS's).
 
 A token is accepted when its signature verifies with a trusted key (``kid`` names it; a token
-without ``kid`` must verify with exactly one key of the PEM files), ``iss`` is the configured
-issuer, ``aud`` names this service, and ``exp``/``nbf`` hold within ``leeway``. Verified tokens are
+without ``kid`` must verify with exactly one key of the PEM files) and pyjwt's ``decode`` accepts
+its registered claims: ``exp``, ``iss`` and ``aud`` present, ``iss`` the configured issuer, ``aud``
+naming this service, ``exp``/``nbf``/``iat`` within ``leeway``. The access list is ours to check. Verified tokens are
 cached by their raw text until they expire, so the signature is checked once per token, not once
 per request.
 
@@ -17,9 +18,7 @@ that token names; credentials it refuses are 401 with the same Bearer challenge.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -45,7 +44,9 @@ _NO_CREDENTIALS = ACCESS_DENIED.labels("no_credentials")
 _INVALID_TOKEN = ACCESS_DENIED.labels("invalid_token")
 _INSUFFICIENT_SCOPE = ACCESS_DENIED.labels("insufficient_scope")
 _BAD_CREDENTIALS = ACCESS_DENIED.labels("bad_credentials")
-_JWS = jwt.api_jws.PyJWS(algorithms=list(ALGORITHMS))
+# Registered claims every token must carry (registry:2's too); nbf, iat, sub and jti are checked when present.
+REQUIRED_CLAIMS = ("exp", "iss", "aud")
+_JWT = jwt.PyJWT()
 
 
 class InvalidToken(Exception):
@@ -93,11 +94,13 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         self._cache[raw] = claims
 
-    async def _verified_payload(self, raw: str) -> bytes:
+    async def _verified_payload(self, raw: str) -> dict[str, Any]:
+        """The payload of a token one trusted key signed, its registered claims checked by pyjwt.
+        Key selection and the header rules are ours; the claims are the library's."""
         if len(raw) > MAX_TOKEN_LENGTH or raw.count(".") != 2:
             raise InvalidToken("malformed token")
         try:
-            header = _JWS.get_unverified_header(raw)
+            header = jwt.get_unverified_header(raw)
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"malformed token: {exc}") from None
         alg, kid = header.get("alg"), header.get("kid")
@@ -106,7 +109,8 @@ class TokenVerifier:
         if "crit" in header or "b64" in header:
             raise InvalidToken("critical header extensions are not supported")
         if kid is None:
-            payloads = [p for key in self.bundle.values() if (p := self._signed(raw, alg, key)) is not None]
+            # A claim refused by the library raises at once: the signature verified first.
+            payloads = [p for key in self.bundle.values() if (p := self._signed(raw, alg, key, self.settings)) is not None]
             if len(payloads) != 1:
                 raise InvalidToken(f"no kid, and {len(payloads)} trusted bundle keys verify the token")
             return payloads[0]
@@ -117,52 +121,37 @@ class TokenVerifier:
             key = await self.jwks.get(kid)
         if key is None:
             raise InvalidToken(f"signed by an unknown key {kid[:100]!r}")
-        payload = self._signed(raw, alg, key)
+        payload = self._signed(raw, alg, key, self.settings)
         if payload is None:
             raise InvalidToken(f"bad signature (key {kid!r}, {alg})")
         return payload
 
     @staticmethod
-    def _signed(raw: str, alg: str, key: TrustedKey) -> bytes | None:
-        """The payload if ``key`` verifies the signature, else None."""
+    def _signed(raw: str, alg: str, key: TrustedKey, settings: TokenAuthSettings) -> dict[str, Any] | None:
+        """The payload if ``key`` verifies the signature (None if it does not) and pyjwt accepts
+        the claims: ``exp``, ``iss`` and ``aud`` present, ``iss`` the issuer, ``aud`` naming this
+        service, ``exp``/``nbf``/``iat`` within ``leeway`` of now, ``sub``/``jti`` strings if
+        present. InvalidToken when the signature holds but a claim does not."""
         if not key.fits(alg):
             return None
         try:
-            return _JWS.decode_complete(raw, key.key, algorithms=[alg])["payload"]  # type: ignore[no-any-return]
-        except (jwt.PyJWTError, ValueError, TypeError):
+            return _JWT.decode(
+                raw, key.key, algorithms=[alg], options={"require": list(REQUIRED_CLAIMS)},
+                audience=settings.service, issuer=settings.issuer, leeway=settings.leeway,
+            )
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError, ValueError, TypeError):
             return None
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(str(exc)) from None
 
-    def _claims(self, payload: bytes) -> Claims:
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            raise InvalidToken("payload is not JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidToken("payload is not a JSON object")
-        now, leeway = self.clock(), self.settings.leeway
-        exp, nbf, iat = data.get("exp"), data.get("nbf"), data.get("iat")
-        if not _is_time(exp):
-            raise InvalidToken("exp is missing or not a number")
-        if now > exp + leeway:
+    def _claims(self, data: dict[str, Any]) -> Claims:
+        """Berth's own part: who the token names and what it grants. The verifier's clock (pyjwt
+        reads the system's) bounds how long the token is taken, here and in the cache."""
+        valid_until = int(data["exp"]) + self.settings.leeway  # pyjwt checked that exp is an integer
+        if self.clock() > valid_until:
             raise InvalidToken("expired")
-        if nbf is not None and (not _is_time(nbf) or now + leeway < nbf):
-            raise InvalidToken("not valid yet (nbf)")
-        if iat is not None and not _is_time(iat):
-            raise InvalidToken("iat is not a number")
-        if data.get("iss") != self.settings.issuer:
-            raise InvalidToken(f"issuer {str(data.get('iss'))[:100]!r} is not {self.settings.issuer!r}")
-        aud = data.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if self.settings.service not in audiences:
-            raise InvalidToken(f"audience does not include {self.settings.service!r}")
-        subject = data.get("sub")
-        if subject is not None and not isinstance(subject, str):
-            raise InvalidToken("sub is not a string")
-        return Claims(subject or None, _grants(data.get("access", [])), exp + leeway)
-
-
-def _is_time(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        subject = data.get("sub")  # pyjwt checked that it is a string if present
+        return Claims(subject or None, _grants(data.get("access", [])), valid_until)
 
 
 def _grants(access: Any) -> tuple[Grant, ...]:
