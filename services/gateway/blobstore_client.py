@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,6 +18,9 @@ from services.common.metrics import RPC_DURATION
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
 from services.common.rpc.status import from_rpc_error
+from services.gateway.blobstore_api import BlobstoreAPI, BlobStream
+
+__all__ = ["BlobStream", "BlobstoreClient"]
 
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -41,15 +43,7 @@ def _code_of(exc: BaseException) -> str:
     return "UNKNOWN"
 
 
-@dataclass(frozen=True)
-class BlobStream:
-    """An open read: the blob's total size, and its bytes from the requested offset."""
-
-    size: int
-    chunks: AsyncIterator[bytes]
-
-
-class BlobstoreClient:
+class BlobstoreClient(BlobstoreAPI):
     """Every call carries the credentials (``metadata``: the token, if any) and the current request
     id, and is timed in RPC_DURATION. Explicit per-call metadata rather than grpc.aio interceptors:
     those wrap every call in extra tasks and change how cancellations surface, which
@@ -80,14 +74,22 @@ class BlobstoreClient:
             ("grpc.http2.bdp_probe", 0),
         ]
         if credentials is None:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
             if server_name:  # the certificate names a host other than the target's
                 options.append(("grpc.ssl_target_name_override", server_name))
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self.stub = pb_grpc.BlobstoreStub(self.channel)
-        self.call_timeout = call_timeout
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self.stub = pb_grpc.BlobstoreStub(self._channel)
+        self._call_timeout = call_timeout
         self._credentials_metadata = metadata
+
+    @property
+    def channel(self) -> Any:
+        return self._channel
+
+    @property
+    def call_timeout(self) -> float:
+        return self._call_timeout
 
     @classmethod
     def from_settings(cls, settings: BlobstoreSettings) -> BlobstoreClient:

@@ -7,8 +7,7 @@ from starlette.requests import Request
 
 from services.common.config import Settings
 from services.gateway.access import AccessController
-from services.gateway.blobstore_client import BlobstoreClient
-from services.gateway.cache import CachedBlobstore
+from services.gateway.blobstore_api import BlobstoreAPI
 from services.gateway.events.bus import EventBus
 from services.gateway.proxy import Mirror
 from services.gateway.search_client import SearchClient
@@ -20,7 +19,7 @@ from services.gateway.urls import URLBuilder
 class GatewayState:
     settings: Settings
     # The client itself, or wrapped in the Redis metadata cache (cache_lru).
-    blobstore: BlobstoreClient | CachedBlobstore
+    blobstore: BlobstoreAPI
     urls: URLBuilder
     signer: UploadStateSigner
     # Notifications: routes publish events here; ``events.stats()`` holds the per-endpoint counters.

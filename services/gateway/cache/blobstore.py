@@ -3,7 +3,7 @@
 Only the small hot reads are looked up (``stat_blob``, ``get_manifest``), and only the writes that
 can make a cached answer wrong invalidate: a tag moved by ``put_manifest``, and the deletes. Uploads
 and mounts only add links, and the cache holds no "not found", so they pass through, as does
-everything else (``__getattr__``). Writes invalidate whether or not the call succeeded: a call that
+everything else (``ForwardingBlobstore``'s calls, typed by the ``BlobstoreAPI`` protocol). Writes invalidate whether or not the call succeeded: a call that
 failed or timed out may still have happened. It may even happen later (the blobstore goes on with
 a call the gateway gave up on), after a reader refilled the old answer: a failed write therefore
 invalidates once more when such a call must have ended.
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from services.common.rpc import blobstore_pb2 as pb
-from services.gateway.blobstore_client import BlobstoreClient
+from services.gateway.blobstore_api import BlobstoreAPI, ForwardingBlobstore
 from services.gateway.cache.store import MetadataCache
 
 T = TypeVar("T")
@@ -23,10 +23,11 @@ T = TypeVar("T")
 _LATE_WRITE_MARGIN = 5.0
 
 
-class CachedBlobstore:
+class CachedBlobstore(ForwardingBlobstore):
     # Calls that neither read what the cache holds nor remove anything it could hold (only
     # positive answers are cached, so adding a blob, a link or an upload clears nothing). They go
-    # straight to the client; a test fails when a new client call is in neither group.
+    # straight to the client (ForwardingBlobstore's); a test fails when a new client call is in
+    # neither group.
     PASSTHROUGH = frozenset({
         "read_blob", "mount_blob", "blob_url", "start_upload", "write_upload", "upload_status",
         "cancel_upload", "commit_upload", "list_tags", "list_repositories", "list_referrers", "close",
@@ -36,8 +37,8 @@ class CachedBlobstore:
         "touch_mirror", "mirror_tag_checked", "purge_mirror",
     })
 
-    def __init__(self, client: BlobstoreClient, cache: MetadataCache) -> None:
-        self.client = client
+    def __init__(self, client: BlobstoreAPI, cache: MetadataCache) -> None:
+        super().__init__(client)
         self.cache = cache
         self._late: set[asyncio.Task[None]] = set()
 
@@ -47,7 +48,7 @@ class CachedBlobstore:
             return await call
         except BaseException:
             asyncio.get_running_loop().call_later(
-                self.client.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, names
+                self.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, names
             )
             raise
         finally:
@@ -60,9 +61,6 @@ class CachedBlobstore:
         task = asyncio.ensure_future(self._invalidate(repository, what, names))
         self._late.add(task)
         task.add_done_callback(self._late.discard)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
 
     async def stat_blob(self, repository: str, digest: str) -> pb.BlobInfo:
         cached, token = await self.cache.blob(repository, digest)

@@ -46,6 +46,7 @@ from services.common.metrics import (
 )
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import manifest_validation as mv
+from services.gateway.blobstore_api import BlobstoreAPI
 from services.gateway.cache import CachedBlobstore
 from services.gateway.proxy.blobfetch import BlobFetches
 from services.gateway.proxy.upstream import NotFound, Upstream, UpstreamError
@@ -61,7 +62,7 @@ def _unknown(exc: RegistryError) -> bool:
 
 
 class Mirror:
-    def __init__(self, settings: ProxySettings, blobstore: Any, manifest_limit: int) -> None:
+    def __init__(self, settings: ProxySettings, blobstore: BlobstoreAPI, manifest_limit: int) -> None:
         self.settings = settings
         self.blobstore = blobstore
         self.manifest_limit = manifest_limit
