@@ -10,7 +10,9 @@ run freely: see there why that makes each of them take effect at one instant.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -36,14 +38,6 @@ class StoredManifest:
 class NamePage:
     names: list[str]
     more: bool
-
-
-def paginate(names: list[str], last: str, limit: int) -> NamePage:
-    """Names after ``last`` in lexical order, at most ``limit`` of them (0 = all)."""
-    ordered = sorted(n for n in names if n > last) if last else sorted(names)
-    if limit and len(ordered) > limit:
-        return NamePage(ordered[:limit], True)
-    return NamePage(ordered, False)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,7 +165,13 @@ class Manifests:
             return []
 
     def list_tags(self, repository: str, last: str, limit: int) -> NamePage:
-        return paginate(self.tags(repository), last, limit)
+        """Reads the tags folder from ``last`` on, and only as far as the page needs."""
+        try:
+            return _page((p.rsplit("/", 1)[1] for p in self.driver.children(layout.tags_dir(repository), last)), limit)
+        except PathNotFound:
+            if not self._repository_exists(repository):
+                raise RegistryError(NAME_UNKNOWN, {"name": repository}) from None
+            return NamePage([], False)
 
     def referrers(self, repository: str, subject: str) -> list[bytes]:
         try:
@@ -209,22 +209,71 @@ class Manifests:
 
 
 class Catalog:
-    """Repository names, found by walking the repositories folder."""
+    """Repository names, found by walking the repositories folder in the order of the names.
+
+    A name is a folder holding ``_manifests`` or ``_layers``; any folder not starting with ``_``
+    may hold more names ("a" and "a/b" are both repositories). The catalog's order is lexical over
+    the whole name, which is not the order of a walk: "a-b" and "a.b" come between "a" and "a/b"
+    ("-" and "." sort below "/"). So below each folder, the name of a child is produced at its own
+    place and the child's folder is walked at the place of its name plus "/"; a heap holds the
+    folders still to walk. Children that cannot hold a name after ``last`` are not read, and the
+    walk stops when the page is full: a page costs what it holds, not the size of the tree.
+    """
+
+    MARKERS = ("_layers", "_manifests")
 
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
 
     def list(self, last: str, limit: int) -> NamePage:
-        return paginate(list(self._names(layout.REPOSITORIES, "")), last, limit)
+        return _page(self._names(layout.REPOSITORIES, "", last), limit)
 
-    def _names(self, path: str, prefix: str) -> Iterator[str]:
+    def _names(self, path: str, prefix: str, last: str) -> Iterator[str]:
+        """Names after ``last`` in the folder ``path``, whose names all start with ``prefix``."""
+        rest = last[len(prefix) :] if last.startswith(prefix) else ""
+        # The children that can hold a name after ``last`` are those from the part of its next
+        # component before any "-" or "." on (below that, "a" when ``last`` is "a-b/c": "a/..." is
+        # after "a-b/c").
+        first = rest.split("/", 1)[0]
+        first = first[: min((i for i in (first.find("-"), first.find(".")) if i >= 0), default=len(first))]
+        waiting: list[tuple[str, str]] = []
+        for child in self._children(path, first[:-1]):
+            leaf = child.rsplit("/", 1)[1]
+            if leaf.startswith("_"):
+                continue
+            name = prefix + leaf
+            while waiting and waiting[0][0] < name:
+                below, folder = heapq.heappop(waiting)
+                yield from self._names(folder, below, last)
+            if name > last and self._is_repository(child):
+                yield name
+            below = name + "/"
+            if last < below or last.startswith(below):
+                heapq.heappush(waiting, (below, child))
+        while waiting:
+            below, folder = heapq.heappop(waiting)
+            yield from self._names(folder, below, last)
+
+    def _children(self, path: str, after: str) -> Iterator[str]:
         try:
-            children = self.driver.list(path)
+            yield from self.driver.children(path, after)
         except PathNotFound:
-            return
-        leaves = [c.rsplit("/", 1)[1] for c in children]
-        if any(leaf in ("_manifests", "_layers") for leaf in leaves):
-            yield prefix.rstrip("/")
-        for child, leaf in zip(children, leaves):
+            return  # deleted while we walked
+
+    def _is_repository(self, path: str) -> bool:
+        # "_..." sorts after digits and capitals and before small letters: stop at the first other.
+        for child in self._children(path, "_"):
+            leaf = child.rsplit("/", 1)[1]
+            if leaf in self.MARKERS:
+                return True
             if not leaf.startswith("_"):
-                yield from self._names(child, f"{prefix}{leaf}/")
+                return False
+        return False
+
+
+def _page(names: Iterable[str], limit: int) -> NamePage:
+    """At most ``limit`` of ``names`` (0 = all), and whether there were more; reads one past."""
+    if not limit:
+        return NamePage(list(names), False)
+    found = list(itertools.islice(names, limit + 1))
+    return NamePage(found[:limit], len(found) > limit)

@@ -358,6 +358,44 @@ def test_list_of_missing_directory_raises_path_not_found(driver: StorageDriver, 
         driver.list(path)
 
 
+# --- children ---------------------------------------------------------------------------------
+
+ODD_CHILDREN = ["a", "a-b", "a.b", "a0", "a_c", "ab", "A", "0", "-x", ".y", "b-", "b", "b.", "b-c-d", "zz"]
+
+
+@pytest.mark.parametrize("page", [1000, 1, 2, 3], ids=["page-1000", "page-1", "page-2", "page-3"])
+def test_children_are_sorted_by_name_from_after_on(driver: StorageDriver, page: int) -> None:
+    if hasattr(driver, "children_page"):
+        driver.children_page = page  # S3: names are handed out across page boundaries too
+    for i, name in enumerate(ODD_CHILDREN):  # files, folders, and folders holding folders
+        driver.put_content(f"/dir/{name}" + ("", "/f", "/sub/f")[i % 3], b"x")
+    driver.put_content("/dir-sibling/f", b"x")
+    everything = sorted(ODD_CHILDREN)
+    assert list(driver.children("/dir")) == [f"/dir/{name}" for name in everything]
+    assert list(driver.children("/dir")) == driver.list("/dir")
+    for after in ["", "a", "a-", "a-b", "a.", "a/", "a0", "b", "b-c", "z", "zz", "zzz", "_"]:
+        assert list(driver.children("/dir", after)) == [f"/dir/{n}" for n in everything if n > after], after
+
+
+def test_children_stop_early_and_of_root(driver: StorageDriver) -> None:
+    for name in ["c", "a", "b"]:
+        driver.put_content(f"/{name}/f", b"x")
+    children = iter(driver.children("/"))
+    assert next(children) == "/a"
+    assert list(driver.children("/", "a")) == ["/b", "/c"]
+    assert list(driver.children("/", "c")) == []
+
+
+@pytest.mark.parametrize("path", ["/missing", "/missing/deeper", "/file"])
+@pytest.mark.parametrize("after", ["", "a", "zzz"])
+def test_children_of_missing_directory_raise_path_not_found(driver: StorageDriver, path: str, after: str) -> None:
+    driver.put_content("/file", b"x")
+    driver.put_content("/dir/b", b"x")
+    with pytest.raises(PathNotFound):
+        list(driver.children(path, after))
+    assert list(driver.children("/dir", "zzz")) == []  # a folder with nothing after ``after``
+
+
 # --- move ------------------------------------------------------------------------------------
 
 

@@ -147,6 +147,44 @@ def test_catalog_lists_every_repository_once(client, repo):
     assert repo in seen and f"{repo}/blobs-only" in seen
 
 
+ODD_LEAVES = ["a", "a-b", "a.b", "a/b", "a-b/c", "a.b/c", "a/b/c", "a/b-c", "a0", "a_b", "a__b", "ab", "b/a/a"]
+ODD_TAGS = ["1.0", "1.0-rc", "1.0.1", "1.0_1", "1-0", "1", "10", "A", "_x", "latest", "v1", "v1-a", "v1.a"]
+
+
+def test_catalog_pages_with_odd_names_are_in_lexical_order(client, repo):
+    names = [f"{repo}/{leaf}" for leaf in ODD_LEAVES]
+    for name in names:
+        push_blob(client, name, b"x")
+    ours = sorted(names)
+    for n in (1, 3, 100):
+        seen, link = [], f"/v2/_catalog?n={n}&last={repo}"
+        while link and (not seen or seen[-1] <= ours[-1]):
+            r = client.get(link)
+            assert r.status_code == 200
+            seen += r.json()["repositories"]
+            link = next_link(r)
+        assert seen == sorted(set(seen))
+        assert [name for name in seen if name.startswith(f"{repo}/")] == ours
+    # A page after a name that is none (between "a" and "a-b"), and after a folder's name plus "/".
+    for last in (f"{repo}/a-", f"{repo}/a/", f"{repo}/a.b/"):
+        r = client.get("/v2/_catalog", params={"n": 3, "last": last})
+        assert r.json()["repositories"] == [name for name in ours if name > last][:3]
+
+
+def test_tags_pages_with_odd_tags_are_in_lexical_order(client, repo):
+    digest, payload = push_image(client, repo, ODD_TAGS[0])
+    for tag in ODD_TAGS[1:]:
+        push_manifest(client, repo, tag, payload)
+    for n in (1, 4):
+        seen, link = [], f"/v2/{repo}/tags/list?n={n}"
+        while link:
+            seen += client.get(link).json()["tags"]
+            link = next_link(client.get(link))
+        assert seen == sorted(ODD_TAGS)
+    r = client.get(f"/v2/{repo}/tags/list", params={"n": 2, "last": "1.0-"})
+    assert r.json()["tags"] == ["1.0-rc", "1.0.1"]
+
+
 def test_catalog_n_zero_is_empty_without_link(client, repo):
     push_image(client, repo, "v1")
     r = client.get("/v2/_catalog", params={"n": 0})

@@ -196,6 +196,15 @@ class StorageDriver(abc.ABC):
         calls it. Nothing by default: a backend without such leftovers has nothing to do."""
         return []
 
+    def children(self, path: str, after: str = "") -> Iterator[str]:
+        """Full paths of the direct children of a directory whose names sort after ``after``, in
+        sorted order, produced as they are read: a caller that stops early (a page of the catalog or
+        of tags) pays for what it read, where the backend lists in order (S3). PathNotFound when
+        ``path`` is no directory."""
+        for child in self.list(path):
+            if child.rsplit("/", 1)[1] > after:
+                yield child
+
     def walk(self, path: str) -> Iterator[FileInfo]:
         """Every file and directory below ``path``, parents before children, in sorted order."""
         for child in sorted(self.list(path)):

@@ -154,6 +154,18 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
+    def children(self, path: str, after: str = "") -> Iterator[str]:
+        """One scandir, filtered before sorting (a later page sorts only what follows ``after``)."""
+        full = self._full(path, allow_root=True)
+        base = "" if path == "/" else path
+        try:
+            with os.scandir(full) as entries:
+                names = [e.name for e in entries if e.name > after and not e.name.startswith((_TMP_PREFIX, _LOCKS_DIR))]
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+        names.sort()
+        return iter([f"{base}/{name}" for name in names])
+
     def move(self, source: str, dest: str) -> None:
         src, dst = self._full(source), self._full(dest)
         if not os.path.lexists(src):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import heapq
 import io
 import logging
 import random
@@ -170,6 +171,8 @@ class _SizeGiven(BaseSubscriber):
 
 class S3Driver(StorageDriver):
     name = "s3"
+    # Keys per ListObjectsV2 request of children() (S3's maximum; tests make pages small).
+    children_page = 1000
 
     def __init__(self, parameters: dict[str, Any]) -> None:
         self.bucket: str = parameters["bucket"]
@@ -302,6 +305,49 @@ class S3Driver(StorageDriver):
         if not children and path != "/":
             raise PathNotFound(path)
         return children
+
+    def children(self, path: str, after: str = "") -> Iterator[str]:
+        """ListObjectsV2 with Delimiter and StartAfter, a page at a time, so a caller that stops
+        early reads only the pages it needed.
+
+        S3 orders a folder ``a/`` by its key, after ``a-b/`` and ``a.b/``, where the name ``a``
+        sorts first; so a name is handed out only once no later key can hold a smaller one."""
+        check_path(path, allow_root=True)
+        prefix = self._dir_prefix(path)
+        base = "" if path == "/" else path
+        params: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/", "MaxKeys": self.children_page}
+        if after:
+            params["StartAfter"] = prefix + after
+        pending: list[str] = []
+        emitted = after
+        found = False
+        for page in self._pages("list_objects_v2", **params):
+            keys = [item["Key"][len(prefix) :] for item in page.get("Contents", ())]
+            keys += [item["Prefix"][len(prefix) :] for item in page.get("CommonPrefixes", ())]
+            if not keys:
+                continue
+            found = True
+            for key in keys:
+                name = key[:-1] if key.endswith("/") else key
+                if name > after and _NAME_RE.fullmatch(name) and name not in (".", ".."):
+                    heapq.heappush(pending, name)
+            # Every later key is greater than this page's last one: no later name sorts below
+            # its part before the first "-" or "." (those sort below "/"), or below all of it.
+            high = max(keys)
+            cut = min((i for i in (high.find("-"), high.find(".")) if i >= 0), default=-1)
+            bound = high[:cut] if cut >= 0 else high.rstrip("/") + "\0"
+            while pending and pending[0] < bound:
+                name = heapq.heappop(pending)
+                if name > emitted:
+                    emitted = name
+                    yield f"{base}/{name}"
+        while pending:
+            name = heapq.heappop(pending)
+            if name > emitted:
+                emitted = name
+                yield f"{base}/{name}"
+        if not found and path != "/" and not (after and self.stat(path).is_dir):
+            raise PathNotFound(path)
 
     def walk(self, path: str) -> Iterator[FileInfo]:
         """One listing of everything below ``path`` rather than a stat per entry. Sizes come from
