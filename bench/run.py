@@ -56,6 +56,11 @@ try:
 except ImportError:
     import mirror_bench  # type: ignore[no-redef]
 
+try:
+    from bench import listing_bench
+except ImportError:
+    import listing_bench  # type: ignore[no-redef]
+
 FULL = {"large_mb": 256.0, "small_count": 200, "duration": 5.0, "concurrency": 16, "rounds": 3}
 QUICK = {"large_mb": 32.0, "small_count": 50, "duration": 2.0, "concurrency": 16, "rounds": 3}
 ENV = {"large_mb": "BENCH_LARGE_MB", "small_count": "BENCH_SMALL_COUNT", "duration": "BENCH_DURATION",
@@ -238,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mirror", action="store_true",
                    help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)")
     p.add_argument("--mirror-only", action="store_true", help="only the mirror row")
+    p.add_argument("--listing-only", action="store_true",
+                   help="only the catalog/tags rows (both registries on one generated tree; bench/listing_bench.py)")
+    p.add_argument("--no-listing", action="store_true", help="skip the catalog/tags rows")
+    p.add_argument("--listing-repositories", type=int, default=100_000, help="repositories in the listing tree")
+    p.add_argument("--listing-tags", type=int, default=10_000, help="tags of one repository in the listing tree")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
     p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
@@ -300,8 +310,21 @@ def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
     return 0
 
 
+def run_listing_rows(args: argparse.Namespace) -> int:
+    """Catalog and tags pages of one generated tree, Berth and the Go registry both reading it."""
+    if not args.registry_bin:
+        print("listing rows need the Go registry (docker-registry)", file=sys.stderr)
+        return 2
+    print(listing_bench.run(args.registry_bin, start_berth, stop_berth, CONFIG_TEMPLATE, free_port, wait_ready,
+                            repositories=args.listing_repositories, tags=args.listing_tags,
+                            rounds=max(2, int(sizes(args)["rounds"]) if args.rounds else 2)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
+    if args.listing_only:
+        return run_listing_rows(args)
     others = args.start_berth and not args.mirror_only
     local: LocalBerth | None = start_berth() if others else None
     cached: LocalBerth | None = start_berth(cache=True) if others and args.with_cache else None
@@ -312,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cached_berth = cached.url
         print(f"berth with the Redis cache: started at {cached.url}", file=sys.stderr)
     try:
-        return _compare(args, extra)
+        status = _compare(args, extra)
+        if args.start_berth and not args.mirror_only and not args.no_listing:
+            status = max(status, run_listing_rows(args))
+        return status
     finally:
         for started in (local, cached):
             if started is not None:
