@@ -258,7 +258,11 @@ def cmd_garbage_collect(args: argparse.Namespace) -> int:
         elif status_line:
             print("\r\033[K" + message[:150], end="", file=sys.stderr, flush=True)
 
-    collector = GarbageCollector(driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, delay=delay, progress=progress)
+    from services.blobstore.gc_cache import CacheForgetter
+
+    forget = CacheForgetter.from_settings(settings.cache_lru)
+    collector = GarbageCollector(driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, delay=delay,
+                                 progress=progress, forget=forget)
     try:
         report = collector.run()
     except KeyboardInterrupt:
@@ -270,6 +274,8 @@ def cmd_garbage_collect(args: argparse.Namespace) -> int:
     finally:
         if status_line:
             print("\r\033[K", end="", file=sys.stderr)
+    if forget is not None:
+        forget.close()
     for warning in report.warnings:
         print(f"berth: warning: {warning}", file=sys.stderr)
     print(("dry run, nothing removed: " if args.dry_run else "") + report.summary())
@@ -461,12 +467,16 @@ Marks every blob a manifest of any repository references (configs, layers, index
 subjects; with --delete-untagged only manifests a tag reaches, through an index, or as a referrer
 or subject of one), then removes the rest, links first. Safe while the registry serves pushes:
 blobs younger than the delay (storage.maintenance.gc.delay, 1h by default) are never removed and
-pushes during the run name what they reference. Safe to interrupt and run again. Removals are
+pushes during the run name what they reference. The delay does not default to 0, even though a
+stopped registry would allow it (registry:2 has no delay): the command cannot tell whether the
+registry is stopped, and 0 on a live one fails pushes in flight; offline, the 1h default only
+leaves the last hour's unreferenced blobs for the next run. With cache_lru configured, what is
+removed is dropped from the gateways' Redis cache as it goes. Safe to interrupt and run again. Removals are
 listed on stdout (what would be removed, with --dry-run), then a summary; progress on a terminal.
 
 """
     + EXIT_CODES.format(
-        runtime="the storage failed (nothing is left half-done: run it again)",
+        runtime="the storage failed (nothing is left half-done: run it again), or cache_lru could not be told what was removed",
         usage="bad arguments or an invalid configuration (inmemory storage cannot be collected from outside)",
     )
 )
@@ -533,7 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "(filesystem or s3), offline or while the registry runs.", GC_HELP)
     gc.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
     gc.add_argument("--delete-untagged", action="store_true", help="first delete manifests no tag reaches (and their referrers)")
-    gc.add_argument("--delay", default=None, help="keep blobs younger than this (seconds or a Go duration; default storage.maintenance.gc.delay)")
+    gc.add_argument("--delay", default=None,
+                    help="keep blobs younger than this (seconds or a Go duration; default storage.maintenance.gc.delay, "
+                         "1h). Use 0 on a stopped or read-only registry for registry:2's exact result; the default "
+                         "stays 1h because this command cannot tell a stopped registry from a live one")
     gc.set_defaults(func=cmd_garbage_collect)
     cfg = _command(sub, "config", "configuration tools", "Configuration tools.", CONFIG_CHECK_HELP)
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

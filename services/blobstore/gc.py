@@ -68,6 +68,11 @@ class Report:
         )
 
 
+def _link_repository(link: str) -> str:
+    """The repository of ``<REPOSITORIES>/<name>/_layers/<alg>/<hex>/link``."""
+    return link[len(layout.REPOSITORIES) + 1 :].rsplit("/_layers/", 1)[0]
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -115,12 +120,18 @@ class GarbageCollector:
         delete_untagged: bool = False,
         delay: float = 0.0,
         progress: Callable[[str], None] | None = None,
+        forget: Callable[[list[tuple[str, str, str]]], None] | None = None,
     ) -> None:
         self.driver = driver
         self.dry_run = dry_run
         self.delete_untagged = delete_untagged
         self.delay = delay
         self.progress = progress or (lambda _message: None)
+        # Told (repository, "blob" or "manifest", digest) after each batch of removals: the
+        # gateways' metadata cache (gc_cache.py). Raises when it could not be told.
+        self.forget = forget
+        self._unforgotten: list[tuple[str, str, str]] = []
+        self._forget_failure: Exception | None = None
         self._parsed: dict[str, tuple[list[str], list[str], str] | None] = {}
 
     # Listing
@@ -192,6 +203,7 @@ class GarbageCollector:
                     subject = (parsed.get(digest) or ([], [], ""))[2]
                     if subject:
                         self._delete_quietly(layout.referrer_entry(repository, subject, digest))
+                    self._forget([(repository, "manifest", digest)])
         report.manifests_kept += len(kept)
         for digest in kept:
             marked.add(digest)
@@ -281,6 +293,7 @@ class GarbageCollector:
                 old = [p for d, paths in dangling if d not in live for p in paths if self._older(p, cutoff)]
                 self.driver.delete_files(old)
                 report.links_removed += len(old)
+            self._forget([(_link_repository(p), "blob", d) for d, paths in dangling for p in paths if p in old])
 
     def _older(self, path: str, cutoff: float) -> bool:
         try:
@@ -317,6 +330,7 @@ class GarbageCollector:
                 self.driver.delete_files(link_paths)
                 report.links_removed += len(link_paths)
                 self.driver.delete_files([path for _, path, _ in chosen])
+            self._forget([(_link_repository(p), "blob", d) for d, _, _ in chosen for p in linked.get(d, ())])
         if self.dry_run:
             report.links_removed += sum(len(linked.get(d, ())) for d, _, _ in chosen)
         for digest, _, size in chosen:
@@ -342,6 +356,23 @@ class GarbageCollector:
         with self.driver.lock(layout.GC_SWEEP_LOCK):
             self._delete_quietly(layout.GC_LIVE)
 
+    def _forget(self, removals: list[tuple[str, str, str]]) -> None:
+        """Tells the cache, after the deletes; once that failed, only collects what it owes."""
+        if self.forget is None or not removals:
+            return
+        self._unforgotten += removals
+        if self._forget_failure is None:
+            self._retry_forget()
+
+    def _retry_forget(self) -> None:
+        try:
+            if self.forget is not None and self._unforgotten:
+                self.forget(self._unforgotten)
+            self._unforgotten = []
+            self._forget_failure = None
+        except Exception as exc:  # noqa: BLE001 - reported, the collection itself succeeded
+            self._forget_failure = exc
+
     def _delete_quietly(self, path: str) -> None:
         try:
             self.driver.delete(path)
@@ -366,7 +397,15 @@ class GarbageCollector:
                 if not self.dry_run:
                     self._delete_quietly(layout.GC_STATE)
                     self._clear_live()
+                if self._unforgotten:
+                    self._retry_forget()
+                if self._unforgotten:
+                    report.errors.append(
+                        f"the gateways' cache could not be told of {len(self._unforgotten)} removals "
+                        f"({self._forget_failure}): it may answer for them until cache_lru.mutable_ttl")
         log.info("garbage collection%s: %s", " (dry run)" if self.dry_run else "", report.summary())
+        for error in report.errors:
+            log.error("garbage collection: %s", error)
         return report
 
     def _collect(self, cutoff: float, report: Report) -> None:

@@ -27,6 +27,7 @@ from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.observe import CallObserver
 from services.blobstore.gc import GarbageCollector
+from services.blobstore.gc_cache import CacheForgetter
 from services.blobstore.probes import ProbeServer
 from services.blobstore.purging import Periodic, purge_uploads
 from services.blobstore.readiness import Readiness
@@ -371,7 +372,9 @@ def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Per
     gc = settings.storage.maintenance.gc
     if gc.enabled:
         driver = service.blobs.driver
-        tasks.append(Periodic("garbage-collection", gc.interval, lambda: GarbageCollector(driver, delay=gc.delay).run(),
+        forget = CacheForgetter.from_settings(settings.cache_lru)  # the gateways' cache_lru
+        tasks.append(Periodic("garbage-collection", gc.interval,
+                              lambda: GarbageCollector(driver, delay=gc.delay, forget=forget).run(),
                               first=random.uniform(0.5, 1.0) * gc.interval))
     return tasks
 

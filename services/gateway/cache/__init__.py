@@ -16,7 +16,9 @@ and the payload are all there; a blob HEAD needs ``lnk`` and ``size``. Anything 
 blobstore, whose answer fills the cache. Errors and absences are never cached, so pushes and mounts
 (which only add) have nothing to invalidate; tag moves, deletes of tags, manifests and blobs drop
 their keys. Deleting a manifest drops its ``man`` set, which is what makes every tag that pointed at
-it (the blobstore deletes those tags too) a miss.
+it (the blobstore deletes those tags too) a miss. A garbage collection drops the ``lnk`` keys of the
+blobs and the ``man`` sets of the manifests it removed, with the same invalidation
+(services/blobstore/gc_cache.py).
 
 Fills cannot undo a concurrent invalidation: a lookup that misses returns the repository's fill
 token, the fill after the blobstore call only writes the mutable keys if the token is unchanged, and
