@@ -17,6 +17,10 @@ What it does:
     "berth relative to registry2, >1.00x = Berth faster";
   * without the Go registry, measure Berth alone and say so; without
     --berth, measure the Go registry alone.
+  * the garbage-collection row (bench/gc_bench.py; --gc-only runs just it,
+    --no-gc skips it): `berth garbage-collect --delay 0` and `docker-registry
+    garbage-collect`, offline, on the same tree generated in registry:2's
+    layout (10,000 manifests / 50,000 blobs; --quick 2,000 / 10,000).
 
 Sizes: flag > environment (BENCH_LARGE_MB, BENCH_SMALL_COUNT, BENCH_DURATION,
 BENCH_CONCURRENCY, BENCH_ROUNDS) > --quick preset (32 MiB, 50 images, 2 s)
@@ -60,6 +64,15 @@ try:
     from bench import listing_bench
 except ImportError:
     import listing_bench  # type: ignore[no-redef]
+
+try:
+    from bench import gc_bench
+except ImportError:
+    import gc_bench  # type: ignore[no-redef]
+
+# The garbage-collection row's tree (bench/gc_bench.py): the issue's size, and a small one for --quick.
+GC_FULL = {"manifests": 10_000, "blobs": 50_000, "rounds": 1}
+GC_QUICK = {"manifests": 2_000, "blobs": 10_000, "rounds": 3}
 
 FULL = {"large_mb": 256.0, "small_count": 200, "duration": 5.0, "concurrency": 16, "rounds": 3}
 QUICK = {"large_mb": 32.0, "small_count": 50, "duration": 2.0, "concurrency": 16, "rounds": 3}
@@ -248,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-listing", action="store_true", help="skip the catalog/tags rows")
     p.add_argument("--listing-repositories", type=int, default=100_000, help="repositories in the listing tree")
     p.add_argument("--listing-tags", type=int, default=10_000, help="tags of one repository in the listing tree")
+    p.add_argument("--no-gc", action="store_true", help="skip the garbage-collection row")
+    p.add_argument("--gc-only", action="store_true",
+                   help="only the garbage-collection row: `berth garbage-collect` against `docker-registry "
+                        "garbage-collect` on the same generated tree (bench/gc_bench.py)")
+    p.add_argument("--gc-manifests", type=int, help="GC row: manifests (10000; --quick 2000)")
+    p.add_argument("--gc-blobs", type=int, help="GC row: blobs, manifests included (50000; --quick 10000)")
+    p.add_argument("--gc-rounds", type=int, help="GC row: rounds, medians reported (1; --quick 3)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
     p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
@@ -310,6 +330,23 @@ def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
     return 0
 
 
+def run_gc_row(args: argparse.Namespace) -> int:
+    """The garbage-collection row: offline mark+sweep of both registries on the same tree."""
+    preset = GC_QUICK if args.quick else GC_FULL
+    manifests = args.gc_manifests or preset["manifests"]
+    blobs = args.gc_blobs or preset["blobs"]
+    rounds = args.gc_rounds or preset["rounds"]
+    registry_bin = None if args.no_reference else args.registry_bin
+    try:
+        shape, samples = gc_bench.run(registry_bin, manifests, blobs, rounds, keep=args.keep_tmp)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"gc row failed: {exc}")
+        return 1
+    print()
+    print(gc_bench.render(shape, samples))
+    return 0
+
+
 def run_listing_rows(args: argparse.Namespace) -> int:
     """Catalog and tags pages of one generated tree, Berth and the Go registry both reading it."""
     if not args.registry_bin:
@@ -325,6 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if args.listing_only:
         return run_listing_rows(args)
+    terminate_on_sigterm()
+    if args.gc_only:
+        return run_gc_row(args)
+    status = _main(args, extra)
+    if not args.no_gc and not args.mirror_only and (args.start_berth or args.berth):
+        status = max(status, run_gc_row(args))
+    return status
+
+
+def _main(args: argparse.Namespace, extra: Sequence[str]) -> int:
     others = args.start_berth and not args.mirror_only
     local: LocalBerth | None = start_berth() if others else None
     cached: LocalBerth | None = start_berth(cache=True) if others and args.with_cache else None
