@@ -345,10 +345,18 @@ class GarbageCollector:
             return
         if self._list(f"{base}/_uploads"):
             return
-        report.repositories_removed += 1
-        if not self.dry_run:
+        if self.dry_run:
+            report.repositories_removed += 1
+            return
+        try:
             for part in ("_manifests", "_layers", "_referrers"):
                 self._delete_quietly(f"{base}/{part}")
+        except OSError as exc:
+            # Blob uploads link into _layers without the repository's lock: one arrived while the
+            # folder was being removed, so the repository is in use again. The next run looks again.
+            log.info("garbage collection: %s is in use again, kept (%s)", repository, exc)
+            return
+        report.repositories_removed += 1
 
     def _clear_live(self) -> None:
         """Under the sweep lock, the only one pushes write names under (a push that read the

@@ -5,6 +5,7 @@ To cover a new driver, add one ``DriverFactory`` entry; tests that only make sen
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -803,3 +804,43 @@ def test_filesystem_lock_excludes_another_process_until_it_dies(fs_driver: Stora
         holder.kill()
         holder.wait()
     assert waiting.wait(10)
+
+
+def test_writes_and_deletes_of_one_folder_at_once_never_fail(driver: StorageDriver) -> None:
+    """Garbage collection removes a repository's emptied folders while a push may link a blob into
+    them: each write either lands or is removed with the folder, and never fails; the delete fails
+    only by finding the folder in use again (ENOTEMPTY), which the collector takes as "keep it"."""
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                driver.put_content(f"/race/folder/_layers/sha256/{n:064x}/link", b"x")
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+    def deleter() -> None:  # a collection removes a folder now and then, not in a tight loop
+        while not stop.is_set():
+            time.sleep(0.01)
+            try:
+                driver.delete("/race/folder/_layers")
+            except PathNotFound:
+                pass
+            except OSError as exc:  # a folder kept busy may win over its delete: the collector keeps it
+                if exc.errno != errno.ENOTEMPTY:
+                    errors.append(exc)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=writer), threading.Thread(target=deleter)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [], errors[:3]

@@ -290,7 +290,8 @@ def test_online_gc_never_breaks_an_acknowledged_push(registry: Berth, delay: flo
     # Once more with nothing going on: deleted images' content goes (the test is not vacuous).
     removed += GarbageCollector(driver, delay=delay).run().blobs_removed
     assert removed > 0, (runs, removed)
-    assert len(acknowledged) >= 10, (len(acknowledged), failures[:3])
+    # Without a delay most pushes lose their blobs to a run on purpose; a few still make it.
+    assert len(acknowledged) >= (10 if delay else 3), (len(acknowledged), failures[:3])
     with registry.client() as client:
         for (name, tag), digest in sorted(acknowledged.items()):
             if (name, tag) in deleted:

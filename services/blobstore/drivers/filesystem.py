@@ -1,6 +1,7 @@
 """Filesystem driver: one directory tree under ``rootdirectory``."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -30,15 +31,24 @@ _CLEAN_DIRS_MAX = 65536
 # real entry can be mistaken for one.
 _TMP_PREFIX = ".berth-tmp~"
 
+# Attempts of a write or delete that a concurrent delete or write of the same folder disturbed.
+_RACE_RETRIES = 10
+
 # The lock files of lock(), directly under the root; never listed either.
 _LOCKS_DIR = ".berth-locks~"
 
 
 class _FileWriter(FileWriter):
     def __init__(self, full: Path, append: bool) -> None:
-        full.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_RACE_RETRIES):
+            try:
+                full.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(full, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
+                break
+            except (FileNotFoundError, FileExistsError):  # the folder went meanwhile (see put_content)
+                if attempt == _RACE_RETRIES - 1:
+                    raise
         self._full = full
-        self._file = open(full, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> int:
@@ -109,16 +119,23 @@ class FilesystemDriver(StorageDriver):
 
     def put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
-        full.parent.mkdir(parents=True, exist_ok=True)
-        tmp = full.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, full)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for attempt in range(_RACE_RETRIES):
+            tmp = full.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+            try:
+                full.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, full)
+                return
+            except (FileNotFoundError, FileExistsError):
+                # A concurrent delete of an emptied folder (garbage collection) took the parent
+                # between mkdir and the write (or during mkdir itself): make it again.
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
         full = self._full(path)
@@ -168,24 +185,35 @@ class FilesystemDriver(StorageDriver):
 
     def move(self, source: str, dest: str) -> None:
         src, dst = self._full(source), self._full(dest)
-        if not os.path.lexists(src):
+        for _ in range(_RACE_RETRIES):
+            if not os.path.lexists(src):
+                raise PathNotFound(source)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(src, dst)
+                break
+            except FileNotFoundError:
+                continue  # the source went (PathNotFound above), or a concurrent delete took dst's folder
+        else:
             raise PathNotFound(source)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dst)
-        except FileNotFoundError:
-            raise PathNotFound(source) from None
         _fsync_dir(dst.parent)
 
     def delete(self, path: str) -> None:
         full = self._full(path)
-        try:
-            if full.is_dir() and not full.is_symlink():
-                shutil.rmtree(full)
-            else:
-                full.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(path) from None
+        for attempt in range(_RACE_RETRIES):
+            try:
+                if full.is_dir() and not full.is_symlink():
+                    shutil.rmtree(full)
+                else:
+                    full.unlink()
+                return
+            except (FileNotFoundError, NotADirectoryError):
+                raise PathNotFound(path) from None
+            except OSError as exc:
+                # A file written into the folder while rmtree emptied it (ENOTEMPTY), or the folder
+                # made again between the check and the unlink (EISDIR): look again.
+                if exc.errno not in (errno.ENOTEMPTY, errno.EISDIR) or attempt == _RACE_RETRIES - 1:
+                    raise
 
     def delete_files(self, paths: list[str]) -> None:
         """Unlinks each file and then its folder if that is left empty (a blob's or a link's own
