@@ -14,6 +14,7 @@ dialect translation, ``REGISTRY_*`` overrides, then validation against the schem
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -203,8 +204,9 @@ def _unread_classic_variables(t: Translation, env: Mapping[str, str], read: set[
                f"{'it' if len(unread) == 1 else 'them'} (only _env: values do, as in the classic registry)")
 
 
-def _classic_variables() -> set[str]:
-    return set(re.findall(r"_env:([A-Z0-9_]+)", BUILT_IN.read_text()))
+@functools.cache
+def _classic_variables() -> frozenset[str]:
+    return frozenset(re.findall(r"_env:([A-Z0-9_]+)", BUILT_IN.read_text()))
 
 
 def _describe(exc: ValidationError, t: Translation) -> str:

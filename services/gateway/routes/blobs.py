@@ -15,14 +15,17 @@ router = APIRouter()
 
 
 def _blob_headers(digest: str, length: int) -> dict[str, str]:
-    return {
-        "Content-Length": str(length),
+    """A blob's headers; no Content-Length when the length is unknown (-1: an upstream that did not say)."""
+    headers = {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
+    if length >= 0:
+        headers["Content-Length"] = str(length)
+    return headers
 
 
 def _upstream(gw: state.GatewayState, name: str, exc: RegistryError) -> Upstream | None:
@@ -44,10 +47,7 @@ async def head_blob(request: Request, name: str, digest: str) -> Response:
         if upstream is None:
             raise
         size = await gw.mirror.blob_size(upstream, name, digest)  # type: ignore[union-attr]
-    headers = _blob_headers(digest, size)
-    if size < 0:
-        del headers["Content-Length"]
-    return Response(status_code=200, headers=headers)
+    return Response(status_code=200, headers=_blob_headers(digest, size))
 
 
 @router.get("/v2/{name:path}/blobs/{digest}")
@@ -66,10 +66,7 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
         if fetched is None:  # stored meanwhile (or a ranged read): served from the store
             return await _serve(request, gw, name, digest)
         size, chunks = fetched
-        headers = _blob_headers(digest, size)
-        if size < 0:
-            del headers["Content-Length"]
-        return StreamingResponse(chunks, status_code=200, headers=headers)
+        return StreamingResponse(chunks, status_code=200, headers=_blob_headers(digest, size))
     if gw.mirror is not None and (upstream := gw.mirror.upstream_for(name)) is not None:
         await gw.mirror.touch(upstream, name, blobs=(digest,))
     return response
