@@ -41,7 +41,8 @@ class UploadStateSigner:
         if not token or "." not in token or len(token) > 4096:
             raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "missing or malformed upload state"})
         body, _, signature = token.rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(body.encode())):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if not hmac.compare_digest(signature.encode(), self._sign(body.encode()).encode()):
             raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "upload state signature mismatch"})
         try:
             state = json.loads(base64.urlsafe_b64decode(body.encode()))

@@ -661,3 +661,14 @@ def test_abandoned_single_post_leaves_no_session_and_no_error(fresh_berth):
         assert client.head(f"/v2/test_uploads/abandoned/blobs/{sha256(DATA)}").status_code == 404
     for service in ("gateway", "blobstore"):
         assert "Traceback" not in fresh_berth.log(service), fresh_berth.log(service)
+
+
+@pytest.mark.parametrize("tail", ["/\u0080", "\u00e9", "\U0001f600"])
+def test_a_state_signature_with_non_ascii_characters_is_a_bad_state_not_a_crash(tail: str) -> None:
+    """Found by the route fuzzer: hmac.compare_digest raised TypeError on non-ASCII str (a 500)."""
+    from services.common.errors import RegistryError
+
+    signer = UploadStateSigner("test-secret")
+    with pytest.raises(RegistryError) as refused:
+        signer.check(signer.pack("fuzz/app", "some-upload", 0) + tail, "fuzz/app", "some-upload")
+    assert refused.value.code.name == "BLOB_UPLOAD_INVALID"
