@@ -1,9 +1,10 @@
-"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready.
+"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready,
+and blob reads by signed URL (``direct_reads.py``) when ``blobstore.public_url`` is set.
 
 Plain HTTP beside the gRPC port because that is what Prometheus scrapes and what every load
 balancer and orchestrator can probe, whatever the blobstore's gRPC security. A stdlib threaded
 server: a handful of requests a minute need no framework, and a slow storage check holds only its
-own thread.
+own thread; a blob read is one ``sendfile`` per request, which releases the GIL while it runs.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from services.blobstore.blob_urls import PATH_PREFIX
+from services.blobstore.direct_reads import DirectReads
 from services.blobstore.readiness import Readiness
 from services.common.config import ConfigError
 
@@ -31,12 +34,12 @@ class ProbeServer:
     """Serves until ``stop()``; raises ConfigError (naming blobstore.http_addr) when the address
     cannot be used."""
 
-    def __init__(self, addr: str, readiness: Readiness, *, metrics: bool) -> None:
+    def __init__(self, addr: str, readiness: Readiness, *, metrics: bool, direct_reads: DirectReads | None = None) -> None:
         host, _, port = addr.rpartition(":")
         host = host.strip("[]")
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         try:
-            self._server = server_class((host, int(port)), _handler(readiness, metrics))
+            self._server = server_class((host, int(port)), _handler(readiness, metrics, direct_reads))
         except OSError as exc:
             raise ConfigError(f"blobstore.http_addr: cannot listen on {addr}: {exc.strerror or exc}") from None
         self.addr = addr
@@ -50,15 +53,19 @@ class ProbeServer:
         self._server.server_close()
 
 
-def _handler(readiness: Readiness, metrics: bool) -> type[BaseHTTPRequestHandler]:
+def _handler(readiness: Readiness, metrics: bool, direct_reads: DirectReads | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "berth-blobstore"
         sys_version = ""
+        # Keep-alive: a client pulling several layers reuses its connection.
+        protocol_version = "HTTP/1.1"
         timeout = 10
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/_ping":
+            if direct_reads is not None and path.startswith(PATH_PREFIX):
+                direct_reads.serve(self, head=getattr(self, "_head_only", False))
+            elif path == "/_ping":
                 self._send(200, "application/json", b"{}")
             elif path == "/_ready":
                 reason = readiness.check()

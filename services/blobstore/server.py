@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.blobstore.blob_urls import BlobURLSigner, signing_key
 from services.blobstore.blobs import Blobs
+from services.blobstore.direct_reads import DirectReads
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
@@ -117,9 +119,11 @@ def _counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class BlobstoreService(pb_grpc.BlobstoreServicer):
-    def __init__(self, driver: StorageDriver, chunk_size: int) -> None:
+    def __init__(self, driver: StorageDriver, chunk_size: int, signer: BlobURLSigner | None = None) -> None:
         self.chunk_size = chunk_size
         self.blobs = Blobs(driver)
+        # Large blob reads by signed URL from the HTTP listener (blobstore.public_url); None: off.
+        self.direct_reads = DirectReads(self.blobs, signer) if signer is not None else None
         self.uploads = Uploads(driver, self.blobs)
         self.manifests = Manifests(driver, self.blobs)
         self.catalog = Catalog(driver)
@@ -152,7 +156,9 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
     @_errors_to_status
     def BlobURL(self, request: pb.BlobURLRequest, context: grpc.ServicerContext) -> pb.BlobURLResponse:
         url = self.blobs.redirect_url(request.repository, request.digest, request.method or "GET")
-        return pb.BlobURLResponse(url=url or "")
+        if url is None and self.direct_reads is not None and request.method in ("", "GET"):
+            url = self.direct_reads.url(request.repository, request.digest)
+        return pb.BlobURLResponse(url=url or "", unsupported=url is None)
 
     # Uploads
 
@@ -344,7 +350,8 @@ def build(settings: Settings) -> Blobstore:
             ("grpc.max_connection_age_grace_ms", 6 * 3600 * 1000),
         ],
     )
-    service = BlobstoreService(driver, config.chunk_size)
+    signer = BlobURLSigner(config.public_url, signing_key(settings), config.url_expiry) if config.public_url else None
+    service = BlobstoreService(driver, config.chunk_size, signer)
     pb_grpc.add_BlobstoreServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -357,7 +364,8 @@ def build(settings: Settings) -> Blobstore:
     if port == 0:
         raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}")
     readiness = Readiness(driver)
-    probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled) if config.http_addr else None
+    probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled,
+                         direct_reads=service.direct_reads) if config.http_addr else None
     purger = Purger(service.mirror, settings.proxy.purge_interval) if settings.proxy.enabled else None
     return Blobstore(server, health_servicer, readiness, probes, purger, maintenance_tasks(settings, service))
 

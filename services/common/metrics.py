@@ -34,6 +34,7 @@ UPLOAD_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
 )
 UPLOAD_BYTES = Counter("berth_upload_bytes_total", "Bytes written into upload sessions.")
+DIRECT_READ_BYTES = Counter("berth_direct_read_bytes_total", "Blob bytes the blobstore sent itself, by signed URL (sendfile).")
 STORAGE_CALLS = Counter("berth_storage_calls_total", "Calls to the storage backend.", ["driver", "operation"])
 
 # The gateways' Redis metadata cache.

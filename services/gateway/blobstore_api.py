@@ -55,7 +55,9 @@ class BlobstoreAPI(Protocol):
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo: ...
 
     @abstractmethod
-    async def blob_url(self, repository: str, digest: str, method: str) -> str: ...
+    async def blob_url(self, repository: str, digest: str, method: str) -> str | None:
+        """Where the client can fetch the blob itself; "" when it is to be streamed here, None when
+        the store never has such URLs."""
 
     # Uploads
 
@@ -149,7 +151,7 @@ class ForwardingBlobstore(BlobstoreAPI):
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo:
         return await self.client.mount_blob(repository, digest, from_repository)
 
-    async def blob_url(self, repository: str, digest: str, method: str) -> str:
+    async def blob_url(self, repository: str, digest: str, method: str) -> str | None:
         return await self.client.blob_url(repository, digest, method)
 
     async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo:

@@ -180,6 +180,12 @@ class StorageDriver(abc.ABC):
         check_path(path)
         return None
 
+    def local_file(self, path: str) -> str | None:
+        """The content's file on this machine, for zero-copy reads (sendfile), or None when the
+        backend keeps no local files."""
+        check_path(path)
+        return None
+
     def delete_files(self, paths: list[str]) -> None:
         """Deletes files (not directories), quietly skipping those already gone. A backend that
         deletes many keys in one request (S3) overrides it; garbage collection sweeps with it."""

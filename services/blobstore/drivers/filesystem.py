@@ -110,6 +110,9 @@ class FilesystemDriver(StorageDriver):
             self._clean_dirs.clear()
         self._clean_dirs.add(directory)
 
+    def local_file(self, path: str) -> str | None:
+        return str(self._full(path))
+
     def get_content(self, path: str) -> bytes:
         full = self._full(path)
         try:

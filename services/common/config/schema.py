@@ -223,8 +223,16 @@ class BlobstoreSettings(_Section):
     # asks POST /events for when search.security is token.
     token: str = ""
     tls: BlobstoreTLSSettings = Field(default_factory=BlobstoreTLSSettings)
-    # HTTP listener for /metrics, /_ping and /_ready (probes); empty: none.
+    # HTTP listener for /metrics, /_ping and /_ready (probes), and for blob reads by signed URL
+    # (public_url); empty: none.
     http_addr: str = "127.0.0.1:5004"
+    # Where clients reach http_addr (http://blobstore.example:5004). With storage_redirect, the
+    # gateway answers GETs of blobs of 1 MiB and more on local storage (filesystem) with a signed
+    # redirect valid for url_expiry seconds; the blobstore sends the file with sendfile. Replicas
+    # behind one URL need the same http.secret or blobstore.token (the signing key). Empty: blob
+    # bytes always pass through the gateway.
+    public_url: str = ""
+    url_expiry: int = Field(default=300, ge=10, le=86400)
 
     _addr = field_validator("addr")(_check_addr)
 
@@ -232,6 +240,13 @@ class BlobstoreSettings(_Section):
     @classmethod
     def _http_addr(cls, value: str) -> str:
         return _check_addr(value) if value else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError("expected an http:// or https:// URL (http://blobstore.example:5004)")
+        return value.rstrip("/")
 
     @property
     def connect_to(self) -> str:
@@ -256,6 +271,8 @@ class BlobstoreSettings(_Section):
             missing = [k for k in ("certificate", "key", "clientca", "client_certificate", "client_key", "ca") if not getattr(self.tls, k)]
             if missing:
                 raise ValueError(f"blobstore.tls.{missing[0]}: required when blobstore.security is mtls")
+        if self.public_url and not self.http_addr:
+            raise ValueError("blobstore.public_url: the blobstore serves signed blob reads on http_addr, which is empty")
         return self
 
 

@@ -9,7 +9,7 @@ from services.common.errors import BLOB_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, Regi
 from services.gateway import state
 from services.gateway.events import emit
 from services.gateway.proxy.upstream import Upstream
-from services.gateway.ranges import parse_range
+from services.common.ranges import parse_range
 
 router = APIRouter()
 
@@ -75,12 +75,13 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
 async def _serve(request: Request, gw: state.GatewayState, name: str, digest: str) -> Response:
     client = gw.blobstore
     if gw.redirects and "range" not in request.headers:
-        # The store serves the bytes itself when its driver can sign a URL (s3); ranged reads
-        # stay here, where the 206/416 answers are ours.
+        # The store serves the bytes itself when it can sign a URL (s3's presigned URLs, or the
+        # blobstore's own listener with blobstore.public_url); ranged reads stay here.
         url = await client.blob_url(name, digest, "GET")
         if url:
             return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": digest, "Content-Length": "0"})
-        gw.redirects = False  # the driver has no URLs (filesystem): stop asking
+        if url is None:
+            gw.redirects = False  # the store has no URLs: stop asking
     wanted = None
     if "range" in request.headers:
         size = (await client.stat_blob(name, digest)).size

@@ -18,7 +18,7 @@ from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, 
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import state
 from services.gateway.events import emit
-from services.gateway.ranges import parse_content_range
+from services.common.ranges import parse_content_range
 from services.gateway.state import GatewayState
 
 router = APIRouter()
