@@ -70,6 +70,11 @@ try:
 except ImportError:
     import gc_bench  # type: ignore[no-redef]
 
+try:
+    from bench import memory_bench
+except ImportError:
+    import memory_bench  # type: ignore[no-redef]
+
 # The garbage-collection row's tree (bench/gc_bench.py): the issue's size, and a small one for --quick.
 GC_FULL = {"manifests": 10_000, "blobs": 50_000, "rounds": 1}
 GC_QUICK = {"manifests": 2_000, "blobs": 10_000, "rounds": 3}
@@ -83,6 +88,7 @@ CASTS = {"large_mb": float, "small_count": int, "duration": float, "concurrency"
 REFERENCE_LABEL = "registry2"
 BERTH_LABEL = "berth"
 CACHED_LABEL = "berth+redis"
+DIRECT_LABEL = "berth+sendfile"
 
 # Mirrors the config shipped in the registry:2 image (in-memory blob
 # descriptor cache), plus delete so the benchmark can clean up, and with the
@@ -192,17 +198,21 @@ class LocalBerth:
     tmp: Path
 
 
-def start_berth(cache: bool = False, extra_env: dict[str, str] | None = None) -> LocalBerth:
+def start_berth(cache: bool = False, extra_env: dict[str, str] | None = None, direct: bool = False) -> LocalBerth:
     """Berth's blobstore and gateway as `berth run` starts them, on free ports and a temp store;
-    with ``cache``, also a redis-server as the gateway's metadata cache (cache_lru); ``extra_env``
-    sets more REGISTRY_* keys (the mirror row's proxy.remoteurl)."""
+    with ``cache``, also a redis-server as the gateway's metadata cache (cache_lru); with
+    ``direct``, large blob GETs redirect to the blobstore's own listener (storage_redirect +
+    blobstore.public_url: sendfile); ``extra_env`` sets more REGISTRY_* keys (the mirror row's
+    proxy.remoteurl)."""
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-berth-"))
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, blobstore_http_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    if direct:
+        env.update(REGISTRY_STORAGE_REDIRECT="true", REGISTRY_BLOBSTORE_PUBLIC_URL=f"http://127.0.0.1:{blobstore_http_port}")
     env.update(
         REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}",
         REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
-        REGISTRY_BLOBSTORE_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        REGISTRY_BLOBSTORE_HTTP_ADDR=f"127.0.0.1:{blobstore_http_port}",
         REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(tmp / "data"),
         REGISTRY_LOGLEVEL="warning",
         # registry2 runs without notifications; so does Berth here, for a like-for-like comparison.
@@ -226,6 +236,11 @@ def start_berth(cache: bool = False, extra_env: dict[str, str] | None = None) ->
                 time.sleep(0.5)
     wait_ready(berth.url, berth.procs[-1])
     return berth
+
+
+def berth_pids(berth: LocalBerth) -> dict[str, int]:
+    """The blobstore's and the gateway's pids (started last, in that order)."""
+    return {"blobstore": berth.procs[-2].pid, "gateway": berth.procs[-1].pid}
 
 
 def stop_berth(berth: LocalBerth) -> None:
@@ -253,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="do not start the Go registry")
     p.add_argument("--with-cache", action="store_true",
                    help="with --start-berth: also a second Berth whose gateway caches metadata in Redis (needs redis-server)")
+    p.add_argument("--with-direct", action="store_true",
+                   help="with --start-berth: also a Berth whose large blob GETs redirect to its blobstore's "
+                        "listener (storage_redirect + blobstore.public_url: sendfile)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the memory rows: RSS per process while one large blob is pushed and pulled repeatedly")
+    p.add_argument("--memory-mb", type=int, help="memory rows: blob size in MiB (4096; --quick 512)")
+    p.add_argument("--memory-repetitions", type=int, default=3, help="memory rows: push+pull repetitions (%(default)s)")
     p.add_argument("--no-mirror", action="store_true",
                    help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)")
     p.add_argument("--mirror-only", action="store_true", help="only the mirror row")
@@ -347,6 +370,38 @@ def run_gc_row(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_memory_rows(args: argparse.Namespace) -> int:
+    """RSS of Berth's processes (streamed through the gateway, and with direct reads) and of the Go
+    registry, each started fresh, while one large blob is pushed and pulled repeatedly."""
+    size_mb = args.memory_mb or (512 if args.quick else 4096)
+    blob = memory_bench.rb.RandomBlob(size_mb * memory_bench.MiB)
+    print(f"memory rows: {size_mb} MiB blob, computing its digest ...", file=sys.stderr)
+    _ = blob.digest
+    samples = []
+    try:
+        for label, direct in ((BERTH_LABEL, False), (DIRECT_LABEL, True)):
+            berth = start_berth(direct=direct)
+            try:
+                print(f"[{label}] memory: {args.memory_repetitions} x push+pull of {size_mb} MiB ...", file=sys.stderr)
+                samples.append(memory_bench.measure(label, berth.url, berth_pids(berth), blob, args.memory_repetitions, time.monotonic))
+            finally:
+                stop_berth(berth)
+        if args.registry_bin and not args.no_reference:
+            ref = start_reference(args.registry_bin)
+            try:
+                print(f"[{REFERENCE_LABEL}] memory: {args.memory_repetitions} x push+pull of {size_mb} MiB ...", file=sys.stderr)
+                samples.append(memory_bench.measure(REFERENCE_LABEL, ref.url, {"registry": ref.proc.pid}, blob,
+                                                    args.memory_repetitions, time.monotonic))
+            finally:
+                stop_reference(ref, keep_tmp=False)
+    except (registry_bench.BenchError, httpx.HTTPError, RuntimeError) as exc:
+        print(f"memory rows failed: {type(exc).__name__}: {exc}")
+        return 1
+    print()
+    print(memory_bench.render(samples, size_mb))
+    return 0
+
+
 def run_listing_rows(args: argparse.Namespace) -> int:
     """Catalog and tags pages of one generated tree, Berth and the Go registry both reading it."""
     if not args.registry_bin:
@@ -365,9 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     terminate_on_sigterm()
     if args.gc_only:
         return run_gc_row(args)
+    if args.memory_only:
+        return run_memory_rows(args)
     status = _main(args, extra)
     if not args.no_gc and not args.mirror_only and (args.start_berth or args.berth):
         status = max(status, run_gc_row(args))
+    if not args.no_memory and not args.mirror_only and args.start_berth:
+        status = max(status, run_memory_rows(args))
     return status
 
 
@@ -375,19 +434,23 @@ def _main(args: argparse.Namespace, extra: Sequence[str]) -> int:
     others = args.start_berth and not args.mirror_only
     local: LocalBerth | None = start_berth() if others else None
     cached: LocalBerth | None = start_berth(cache=True) if others and args.with_cache else None
+    direct: LocalBerth | None = start_berth(direct=True) if others and args.with_direct else None
     if local is not None:
         args.berth = local.url
         print(f"berth: started at {local.url}", file=sys.stderr)
     if cached is not None:
         args.cached_berth = cached.url
         print(f"berth with the Redis cache: started at {cached.url}", file=sys.stderr)
+    if direct is not None:
+        args.direct_berth = direct.url
+        print(f"berth with direct blob reads: started at {direct.url}", file=sys.stderr)
     try:
         status = _compare(args, extra)
         if args.start_berth and not args.mirror_only and not args.no_listing:
             status = max(status, run_listing_rows(args))
         return status
     finally:
-        for started in (local, cached):
+        for started in (local, cached, direct):
             if started is not None:
                 stop_berth(started)
 
@@ -408,6 +471,8 @@ def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
         targets = [f"{BERTH_LABEL}={args.berth.rstrip('/')}"] if args.berth else []
         if getattr(args, "cached_berth", None):
             targets.append(f"{CACHED_LABEL}={args.cached_berth}")
+        if getattr(args, "direct_berth", None):
+            targets.append(f"{DIRECT_LABEL}={args.direct_berth}")
         if use_reference:
             ref = start_reference(args.registry_bin)
             print(f"reference registry: {args.registry_bin} pid {ref.proc.pid} at {ref.url}", file=sys.stderr)

@@ -39,6 +39,7 @@ from services.blobstore.uploads import Uploads
 from services.common import digests
 from services.common.config import ConfigError, Settings
 from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
+from services.common.memory import limit_malloc_arenas
 from services.common.metrics import UPLOAD_BYTES
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
@@ -389,6 +390,7 @@ def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Per
 
 def serve(settings: Settings) -> None:
     """Runs the blobstore until SIGINT/SIGTERM, then lets calls in flight finish (up to 10 s)."""
+    limit_malloc_arenas()  # before the worker threads exist
     blobstore = build(settings)
     blobstore.start()
     log.info(

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.memory import limit_malloc_arenas
 from services.common import forwarded, observability, search_security
 from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
@@ -93,6 +94,7 @@ def header_lines(headers: dict[str, list[str]]) -> list[tuple[bytes, bytes]]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    limit_malloc_arenas()  # blob bodies pass through in 1 MiB chunks (services/common/memory.py)
     # A search service beyond loopback whose token for POST /events this gateway lacks stops it
     # here (ConfigError naming blobstore.token), as the search service itself stops.
     if settings.search_service:
