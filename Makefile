@@ -54,7 +54,7 @@ test: install tools
 	$(PY) -m pytest
 
 bench: install tools
-	$(PY) bench/run.py --start-berth --with-cache --with-direct
+	$(PY) bench/run.py --start-berth --with-cache --with-direct --s3
 	$(PY) bench/search_bench.py
 
 clean:

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,11 @@ try:
     from bench import memory_bench
 except ImportError:
     import memory_bench  # type: ignore[no-redef]
+
+try:
+    from bench import s3_rows
+except ImportError:
+    import s3_rows  # type: ignore[no-redef]
 
 # The garbage-collection row's tree (bench/gc_bench.py): the issue's size, and a small one for --quick.
 GC_FULL = {"manifests": 10_000, "blobs": 50_000, "rounds": 1}
@@ -131,12 +136,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp: Path, port: int) -> Path:
-    """Config file plus empty storage dir, both inside `tmp`."""
+def write_config(tmp: Path, port: int, render: Callable[[int], str] | None = None) -> Path:
+    """Config file plus empty storage dir, both inside `tmp`; ``render(port)`` gives another
+    configuration (the S3 rows')."""
     root = tmp / "storage"
     root.mkdir()
     config = tmp / "config.yml"
-    config.write_text(CONFIG_TEMPLATE.format(root=root, port=port), encoding="utf-8")
+    text = render(port) if render is not None else CONFIG_TEMPLATE.format(root=root, port=port)
+    config.write_text(text, encoding="utf-8")
     return config
 
 
@@ -156,15 +163,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
     raise RuntimeError(f"registry did not answer GET {url}/v2/ within {timeout:.0f}s")
 
 
-def start_reference(binary: str) -> Reference:
+def start_reference(binary: str, render: Callable[[int], str] | None = None) -> Reference:
     """Start `binary serve CONFIG` on a free loopback port, wait for it."""
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-registry2-"))
     port = free_port()
-    config = write_config(tmp, port)
+    config = write_config(tmp, port, render)
     log_path = tmp / "registry.log"
     with open(log_path, "wb") as log_file:
+        # AWS_CA_BUNDLE (set on some machines for their proxy) makes its S3 driver panic on a plain
+        # HTTP endpoint: the S3 rows' store is loopback HTTP, which needs no bundle.
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         proc = subprocess.Popen([binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
     ref = Reference(proc=proc, url=f"http://127.0.0.1:{port}", tmp=tmp, log_path=log_path)
     try:
         wait_ready(ref.url, proc)
@@ -271,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-direct", action="store_true",
                    help="with --start-berth: also a Berth whose large blob GETs redirect to its blobstore's "
                         "listener (storage_redirect + blobstore.public_url: sendfile)")
+    p.add_argument("--s3", action="store_true",
+                   help="also the S3 rows: Berth and the Go registry each on a bucket of one local moto server")
+    p.add_argument("--s3-only", action="store_true", help="only the S3 rows")
     p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     p.add_argument("--memory-only", action="store_true",
                    help="only the memory rows: RSS per process while one large blob is pushed and pulled repeatedly")
@@ -402,6 +415,30 @@ def run_memory_rows(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_s3_rows(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """The filesystem rows again with both registries storing in S3 (one moto server, a bucket
+    each); large blobs are capped at 64 MiB (moto holds every object in its memory)."""
+    if not args.registry_bin or args.no_reference:
+        print("S3 rows need the Go registry (docker-registry)", file=sys.stderr)
+        return 2
+    with s3_rows.moto_server(free_port()) as moto:
+        berth = start_berth(extra_env=moto.berth_env(moto.new_bucket("berth")))
+        bucket = moto.new_bucket("registry2")
+        ref: Reference | None = None
+        try:
+            ref = start_reference(args.registry_bin, lambda port: moto.registry2_config(bucket, port))
+            print(f"S3 rows on {moto.endpoint}: berth at {berth.url}, registry2 at {ref.url}", file=sys.stderr)
+            argv = bench_argv(args, [f"{BERTH_LABEL}-s3={berth.url}", f"{REFERENCE_LABEL}-s3={ref.url}"],
+                              f"{REFERENCE_LABEL}-s3", extra)
+            argv += ["--large-mb", str(min(64.0, float(sizes(args)["large_mb"])))]
+            print("\nS3 rows (moto server on loopback):")
+            return registry_bench.main(argv)
+        finally:
+            if ref is not None:
+                stop_reference(ref, keep_tmp=False)
+            stop_berth(berth)
+
+
 def run_listing_rows(args: argparse.Namespace) -> int:
     """Catalog and tags pages of one generated tree, Berth and the Go registry both reading it."""
     if not args.registry_bin:
@@ -422,7 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_gc_row(args)
     if args.memory_only:
         return run_memory_rows(args)
+    if args.s3_only:
+        return run_s3_rows(args, extra)
     status = _main(args, extra)
+    if args.s3 and args.start_berth and not args.mirror_only:
+        status = max(status, run_s3_rows(args, extra))
     if not args.no_gc and not args.mirror_only and (args.start_berth or args.berth):
         status = max(status, run_gc_row(args))
     if not args.no_memory and not args.mirror_only and args.start_berth:
