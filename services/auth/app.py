@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
-from services.auth import credentials, params, readiness, scopes
+from services.auth import credentials, health_checks, params, scopes
 from services.auth.errors import (
     BAD_TOKEN_OPTION,
     METHOD_NOT_ALLOWED,
@@ -51,7 +51,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     app = FastAPI(title="Berth token service", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
 
-    health.install(app, "auth", debug=settings.debug, checks=readiness.checks(tokens))
+    health.install(app, "auth", debug=settings.debug, checks=health_checks.checks(tokens))
     forwarded.install(app, settings.http)
 
     @app.get("/.well-known/jwks.json")

@@ -12,7 +12,7 @@ from services.common import forwarded, observability, search_security
 from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
-from services.gateway import access, readiness, readonly, responses, routes
+from services.gateway import access, health_checks, readonly, responses, routes
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
@@ -147,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     responses.install(app)
     forwarded.install(app, settings.http)
-    readiness.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
+    health_checks.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
     # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
     # request.state.identity can filter its results. In read-only mode writes are refused first:
     # no credentials asked for what cannot be done anyway, no work started.

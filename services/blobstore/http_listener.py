@@ -1,4 +1,5 @@
-"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready.
+"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready
+(whose check is in ``health_checks.py``).
 
 Plain HTTP beside the gRPC port because that is what Prometheus scrapes and what every load
 balancer and orchestrator can probe, whatever the blobstore's gRPC security. A stdlib threaded
@@ -17,7 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from services.blobstore.readiness import Readiness
+from services.blobstore.health_checks import Readiness
 from services.common.config import ConfigError
 
 log = logging.getLogger("berth.blobstore")
@@ -27,7 +28,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class ProbeServer:
+class HTTPListener:
     """Serves until ``stop()``; raises ConfigError (naming blobstore.http_addr) when the address
     cannot be used."""
 
