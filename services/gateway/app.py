@@ -13,12 +13,12 @@ from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
 from services.gateway import access, health_checks, readonly, responses, routes
+from services.gateway.app_state import GatewayState
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
 from services.gateway.proxy import Mirror, refuse_mirrored_writes
 from services.gateway.search_client import SearchClient
-from services.gateway.state import GatewayState
 from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
 
