@@ -35,7 +35,7 @@ from services.auth.errors import (
 )
 from services.auth.service import TokenService
 from services.auth.tokens import InvalidToken
-from services.common import forwarded, health, observability
+from services.common import forwarded, health, http_instrumentation
 from services.common.config import Settings
 from services.common.metrics import TOKEN_DENIALS, TOKENS_ISSUED
 
@@ -115,7 +115,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         access = await run_in_threadpool(tokens.grant, account, requested)
         return JSONResponse({"account": account, "access": [s.as_claim() for s in access]})
 
-    observability.install(app, "auth", settings)
+    http_instrumentation.install(app, "auth", settings)
     return app
 
 

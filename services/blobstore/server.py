@@ -3,8 +3,8 @@
 A thread pool serves calls (drivers do blocking I/O); streams are read and written chunk by chunk,
 so memory per call stays near one chunk whatever the blob size.
 
-Around the servicer: credentials (``security.py``), metrics and request ids (``observe.py``), the
-standard gRPC health service with its storage check
+Around the servicer: credentials (``security.py``), metrics and request ids
+(``grpc_instrumentation.py``), the standard gRPC health service with its storage check
 (``health_checks.py``), and an HTTP listener for /_ping, /_ready and /metrics (``http_listener.py``).
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ from services.blobstore.blobs import Blobs
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
-from services.blobstore.observe import CallObserver
 from services.blobstore.gc import GarbageCollector
 from services.blobstore.gc_cache import CacheForgetter
+from services.blobstore.grpc_instrumentation import CallObserver
 from services.blobstore.health_checks import Readiness
 from services.blobstore.http_listener import HTTPListener
 from services.blobstore.purging import Periodic, purge_uploads

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common import forwarded, observability, search_security
+from services.common import forwarded, http_instrumentation, search_security
 from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
@@ -157,8 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
     if read_only:
         checks.insert(0, Depends(readonly.refuse_writes))
     routes.install(app, settings.http.prefix, dependencies=checks)
-    observability.install(app, "gateway", settings)
-    # Outermost, around observability's layers and Starlette's own error layer, so a 500 for an
+    http_instrumentation.install(app, "gateway", settings)
+    # Outermost, around http_instrumentation's layers and Starlette's own error layer, so a 500 for an
     # unhandled error carries these headers too (add_middleware would put them inside that layer).
     build_inner = app.build_middleware_stack
 

@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from services.common import health, observability, search_query, search_security
+from services.common import health, http_instrumentation, search_query, search_security
 from services.common.config import Settings
 from services.common.errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
 from services.common.search_query import SearchQuery
@@ -189,5 +189,5 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
         total, results = await run_in_threadpool(search, query)
         return JSONResponse(search_query.answer(query, total, results))
 
-    observability.install(app, "search", settings)
+    http_instrumentation.install(app, "search", settings)
     return app
