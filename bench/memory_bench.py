@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import httpx
 
 try:
-    from bench import registry_bench as rb
+    from bench.distribution_client import BenchError, expect, location, with_digest
+    from bench.image_content import OCTET, MiB, RandomBlob
 except ImportError:  # `python bench/run.py`
-    import registry_bench as rb  # type: ignore[no-redef]
-
-MiB = 1 << 20
+    from distribution_client import BenchError, expect, location, with_digest  # type: ignore[no-redef]
+    from image_content import OCTET, MiB, RandomBlob  # type: ignore[no-redef]
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -46,28 +46,28 @@ class MemorySample:
         self.peak = {name: _status_kib(pid, "VmHWM") / 1024 for name, pid in self.pids.items()}
 
 
-def push_monolithic(client: httpx.Client, base: str, repo: str, blob: rb.RandomBlob) -> None:
+def push_monolithic(client: httpx.Client, base: str, repo: str, blob: RandomBlob) -> None:
     """POST, then one PUT carrying the whole blob, streamed (Content-Length set: no chunking)."""
     answer = client.post(f"{base}/v2/{repo}/blobs/uploads/")
-    rb.expect(answer, 202, what="POST blob upload")
-    url = rb.with_digest(rb.location(answer, base), blob.digest)
-    answer = client.put(url, content=blob.pieces(), headers={"Content-Type": rb.OCTET, "Content-Length": str(blob.size)})
-    rb.expect(answer, 201, what="PUT blob")
+    expect(answer, 202, what="POST blob upload")
+    url = with_digest(location(answer, base), blob.digest)
+    answer = client.put(url, content=blob.pieces(), headers={"Content-Type": OCTET, "Content-Length": str(blob.size)})
+    expect(answer, 201, what="PUT blob")
 
 
-def pull_checked(client: httpx.Client, base: str, repo: str, blob: rb.RandomBlob) -> None:
+def pull_checked(client: httpx.Client, base: str, repo: str, blob: RandomBlob) -> None:
     digest = hashlib.sha256()
     got = 0
     with client.stream("GET", f"{base}/v2/{repo}/blobs/{blob.digest}") as answer:
-        rb.expect(answer, 200, what="GET blob")
+        expect(answer, 200, what="GET blob")
         for part in answer.iter_bytes(MiB):
             digest.update(part)
             got += len(part)
     if got != blob.size or "sha256:" + digest.hexdigest() != blob.digest:
-        raise rb.BenchError(f"pulled blob differs: {got} bytes")
+        raise BenchError(f"pulled blob differs: {got} bytes")
 
 
-def measure(label: str, base: str, pids: dict[str, int], blob: rb.RandomBlob, repetitions: int,
+def measure(label: str, base: str, pids: dict[str, int], blob: RandomBlob, repetitions: int,
             clock: Callable[[], float]) -> MemorySample:
     sample = MemorySample(label, pids)
     with httpx.Client(timeout=600, follow_redirects=True, trust_env=False) as client:

@@ -27,11 +27,16 @@ from dataclasses import dataclass
 import httpx
 
 try:
-    from bench import registry_bench as rb
+    from bench import distribution_client as distribution
+    from bench import image_content, ratio_table, registry_bench, registry_workloads
 except ImportError:  # `python bench/run.py`
-    import registry_bench as rb  # type: ignore[no-redef]
+    import distribution_client as distribution  # type: ignore[no-redef]
+    import image_content  # type: ignore[no-redef]
+    import ratio_table  # type: ignore[no-redef]
+    import registry_bench  # type: ignore[no-redef]
+    import registry_workloads  # type: ignore[no-redef]
 
-ACCEPT = {"Accept": rb.OCI_MANIFEST}
+ACCEPT = {"Accept": image_content.OCI_MANIFEST}
 MODES = ("direct", "cold", "warm")
 
 
@@ -49,35 +54,35 @@ class Image:
 
 def push_large(client: httpx.Client, upstream: str, repo: str, large_mb: float, run_id: str) -> Image:
     """A config and one large random layer, pushed chunked, and a manifest tagged v1."""
-    blob = rb.RandomBlob(int(large_mb * rb.MiB))
-    rb.push_chunked(client, upstream, repo, blob, 16 * rb.MiB)
+    blob = image_content.RandomBlob(int(large_mb * image_content.MiB))
+    distribution.push_chunked(client, upstream, repo, blob, 16 * image_content.MiB)
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"bench.run": run_id}},
                          "rootfs": {"type": "layers", "diff_ids": [blob.digest]}}).encode()
-    rb.upload_post_put(client, upstream, repo, config, rb.sha256_digest(config))
+    distribution.upload_post_put(client, upstream, repo, config, image_content.sha256_digest(config))
     manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": rb.OCI_MANIFEST,
-        "config": {"mediaType": rb.OCI_CONFIG, "digest": rb.sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": rb.OCI_LAYER, "digest": blob.digest, "size": blob.size}],
+        "schemaVersion": 2, "mediaType": image_content.OCI_MANIFEST,
+        "config": {"mediaType": image_content.OCI_CONFIG, "digest": image_content.sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": image_content.OCI_LAYER, "digest": blob.digest, "size": blob.size}],
     }).encode()
-    resp = client.put(f"{upstream}/v2/{repo}/manifests/v1", content=manifest, headers={"Content-Type": rb.OCI_MANIFEST})
-    rb.expect(resp, 201, what="PUT manifest (upstream)")
-    return Image(repo, "v1", manifest, ((rb.sha256_digest(config), len(config)), (blob.digest, blob.size)))
+    resp = client.put(f"{upstream}/v2/{repo}/manifests/v1", content=manifest, headers={"Content-Type": image_content.OCI_MANIFEST})
+    distribution.expect(resp, 201, what="PUT manifest (upstream)")
+    return Image(repo, "v1", manifest, ((image_content.sha256_digest(config), len(config)), (blob.digest, blob.size)))
 
 
 def push_small(client: httpx.Client, upstream: str, repo: str, count: int, run_id: str) -> list[Image]:
     images = []
     for i in range(count):
-        img = rb.make_small_image(f"img-{i}", run_id, 4096)
-        rb.push_image(client, upstream, repo, img, "post-put")
-        images.append(Image(repo, img.tag, img.manifest, tuple((rb.sha256_digest(b), len(b)) for b in img.blobs)))
+        img = image_content.make_small_image(f"img-{i}", run_id, 4096)
+        distribution.push_image(client, upstream, repo, img, "post-put")
+        images.append(Image(repo, img.tag, img.manifest, tuple((image_content.sha256_digest(b), len(b)) for b in img.blobs)))
     return images
 
 
 def pull(client: httpx.Client, base: str, img: Image) -> None:
     """What a client does: the manifest by tag (checked), then every blob, streamed and checked."""
-    rb.get_verified(client, f"{base}/v2/{img.repo}/manifests/{img.tag}", rb.sha256_digest(img.manifest), headers=ACCEPT)
+    distribution.get_verified(client, f"{base}/v2/{img.repo}/manifests/{img.tag}", image_content.sha256_digest(img.manifest), headers=ACCEPT)
     for digest, size in img.blobs:
-        rb.pull_verified(client, base, img.repo, digest, size)
+        distribution.pull_verified(client, base, img.repo, digest, size)
 
 
 def timed(client: httpx.Client, base: str, images: Sequence[Image]) -> float:
@@ -93,8 +98,8 @@ def one_round(client: httpx.Client, upstream: str, mirror: str, large_mb: float,
     smalls = push_small(client, upstream, f"bench/mirror-small-{run_id}", small, run_id)
     for mode in MODES:
         base = upstream if mode == "direct" else mirror
-        rb.log(f"[mirror] round {run_id.rsplit('-', 1)[-1]}: {mode} ...")
-        out[f"large_{mode}"] = large.size / rb.MiB / timed(client, base, [large])
+        registry_bench.log(f"[mirror] round {run_id.rsplit('-', 1)[-1]}: {mode} ...")
+        out[f"large_{mode}"] = large.size / image_content.MiB / timed(client, base, [large])
         out[f"small_{mode}"] = len(smalls) / timed(client, base, smalls)
     return out
 
@@ -103,7 +108,7 @@ def run(upstream: str, mirror: str, large_mb: float, small: int, rounds: int) ->
     """Every round's figures per key (large_direct, large_cold, ..., small_warm)."""
     run_id = uuid.uuid4().hex[:10]
     samples: dict[str, list[float]] = {}
-    with rb.make_client(rb.Settings()) as client:
+    with registry_workloads.make_client(registry_workloads.Settings()) as client:
         for r in range(rounds):
             for key, value in one_round(client, upstream, mirror, large_mb, small, f"{run_id}-{r + 1}").items():
                 samples.setdefault(key, []).append(value)
@@ -117,7 +122,7 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
             return "n/a"
         med = statistics.median(vals)
         spread = (max(vals) - min(vals)) / 2 / med if len(vals) > 1 and med else None
-        return rb.fmt_value(med, unit, spread)
+        return ratio_table.fmt_value(med, unit, spread)
 
     rows = [["mirror workload", "berth (mirror)", "upstream direct", "berth/direct", "target"]]
     for shape, title, unit in (("large", f"large image ({large_mb:g} MiB layer)", "MiB/s"),
@@ -126,7 +131,7 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
         for mode, target in (("cold", 0.8), ("warm", 1.0)):
             vals = samples.get(f"{shape}_{mode}", [])
             ratio = statistics.median(vals) / statistics.median(direct) if vals and direct else None
-            noisy = rb.overlaps(vals, direct)
+            noisy = ratio_table.overlaps(vals, direct)
             shown = "n/a" if ratio is None else f"{ratio:.2f}x" + ("*" if noisy else " ")
             verdict = "" if ratio is None else (">= " if ratio >= target else "MISSES ") + f"{target:.1f}x"
             rows.append([f"{title}, {mode} pull", cell(f"{shape}_{mode}", unit), cell(f"{shape}_direct", unit), shown, verdict])

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
-from services.auth import credentials, params, readiness, scopes
+from services.auth import credentials, health_checks, params, scopes
 from services.auth.errors import (
     BAD_TOKEN_OPTION,
     METHOD_NOT_ALLOWED,
@@ -35,7 +35,7 @@ from services.auth.errors import (
 )
 from services.auth.service import TokenService
 from services.auth.tokens import InvalidToken
-from services.common import forwarded, health, observability
+from services.common import forwarded, health, http_instrumentation
 from services.common.config import Settings
 from services.common.metrics import TOKEN_DENIALS, TOKENS_ISSUED
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     app = FastAPI(title="Berth token service", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
 
-    health.install(app, "auth", debug=settings.debug, checks=readiness.checks(tokens))
+    health.install(app, "auth", debug=settings.debug, checks=health_checks.checks(tokens))
     forwarded.install(app, settings.http)
 
     @app.get("/.well-known/jwks.json")
@@ -115,7 +115,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         access = await run_in_threadpool(tokens.grant, account, requested)
         return JSONResponse({"account": account, "access": [s.as_claim() for s in access]})
 
-    observability.install(app, "auth", settings)
+    http_instrumentation.install(app, "auth", settings)
     return app
 
 

@@ -3,8 +3,9 @@
 A thread pool serves calls (drivers do blocking I/O); streams are read and written chunk by chunk,
 so memory per call stays near one chunk whatever the blob size.
 
-Around the servicer: credentials (``security.py``), metrics and request ids (``observe.py``), the
-standard gRPC health service, and an HTTP listener for probes and /metrics (``probes.py``).
+Around the servicer: credentials (``security.py``), metrics and request ids
+(``grpc_instrumentation.py``), the standard gRPC health service with its storage check
+(``health_checks.py``), and an HTTP listener for /_ping, /_ready and /metrics (``http_listener.py``).
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ from services.blobstore.direct_reads import DirectReads
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
 from services.blobstore.manifests import Catalog, Manifests
 from services.blobstore.mirror import MirrorRecords, Purger
-from services.blobstore.observe import CallObserver
 from services.blobstore.gc import GarbageCollector
 from services.blobstore.gc_cache import CacheForgetter
-from services.blobstore.probes import ProbeServer
+from services.blobstore.grpc_instrumentation import CallObserver
+from services.blobstore.health_checks import Readiness
+from services.blobstore.http_listener import HTTPListener
 from services.blobstore.purging import Periodic, purge_uploads
-from services.blobstore.readiness import Readiness
 from services.common.rpc.security import interceptors as security_interceptors
 from services.common.rpc.security import server_credentials
 from services.blobstore.uploads import Uploads
@@ -289,7 +290,7 @@ class Blobstore:
     server: grpc.Server
     health: health.HealthServicer
     readiness: Readiness
-    probes: ProbeServer | None
+    http_listener: HTTPListener | None
     # Removes expired mirrored content (proxy.purge_interval); None when nothing is mirrored.
     purger: Purger | None = None
     # Upload purging and scheduled garbage collection (storage.maintenance).
@@ -298,8 +299,8 @@ class Blobstore:
 
     def start(self) -> None:
         self.server.start()
-        if self.probes is not None:
-            self.probes.start()
+        if self.http_listener is not None:
+            self.http_listener.start()
         if self.purger is not None:
             self.purger.start()
         for task in self.maintenance:
@@ -316,8 +317,8 @@ class Blobstore:
         self.readiness.stopping()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace=grace).wait()
-        if self.probes is not None:
-            self.probes.stop()
+        if self.http_listener is not None:
+            self.http_listener.stop()
 
     def _serve_when_usable(self) -> None:
         """SERVING once the storage takes a write: until then a probe keeps traffic away rather
@@ -365,10 +366,10 @@ def build(settings: Settings) -> Blobstore:
     if port == 0:
         raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}")
     readiness = Readiness(driver)
-    probes = ProbeServer(config.http_addr, readiness, metrics=settings.metrics.enabled,
-                         direct_reads=service.direct_reads) if config.http_addr else None
+    http_listener = HTTPListener(config.http_addr, readiness, metrics=settings.metrics.enabled,
+                                 direct_reads=service.direct_reads) if config.http_addr else None
     purger = Purger(service.mirror, settings.proxy.purge_interval) if settings.proxy.enabled else None
-    return Blobstore(server, health_servicer, readiness, probes, purger, maintenance_tasks(settings, service))
+    return Blobstore(server, health_servicer, readiness, http_listener, purger, maintenance_tasks(settings, service))
 
 
 def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Periodic]:
@@ -398,7 +399,7 @@ def serve(settings: Settings) -> None:
         settings.blobstore.addr,
         settings.storage.driver,
         settings.blobstore.effective_security,
-        f", http: {settings.blobstore.http_addr}" if blobstore.probes else "",
+        f", http: {settings.blobstore.http_addr}" if blobstore.http_listener else "",
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,12 +10,13 @@
 They are served at the root whatever ``http.prefix`` says (probes are configured per port, not per
 path prefix), before any other route, and never ask for credentials.
 
-Each service hands ``install`` its own checks. A check is an async callable that returns when its
-dependency is usable and raises otherwise. A non-critical check is reported but never fails
-readiness: a dependency whose loss degrades one feature (search, for the gateway) should not take
-every replica out of rotation at once. Checks run concurrently, each bounded by its timeout, and
-probes arriving while a check is still running share that run, so a hung database costs one
-pending check, not one per probe.
+Each service hands ``install`` its own checks, kept in its ``health_checks.py`` (the blobstore,
+which serves no FastAPI app, has its own blocking check there and answers on its
+``http_listener.py``). A check is an async callable that returns when its dependency is usable and
+raises otherwise. A non-critical check is reported but never fails readiness: a dependency whose
+loss degrades one feature (search, for the gateway) should not take every replica out of rotation
+at once. Checks run concurrently, each bounded by its timeout, and probes arriving while a check is
+still running share that run, so a hung database costs one pending check, not one per probe.
 """
 from __future__ import annotations
 

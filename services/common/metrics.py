@@ -1,5 +1,9 @@
 """Every Prometheus metric Berth exports, defined once (like the error codes) and used by name.
 
+Defined here, recorded where the work happens: HTTP requests by ``http_instrumentation.py`` (every
+FastAPI service), blobstore calls by ``services/blobstore/grpc_instrumentation.py`` (server side) and
+``services/gateway/blobstore_client.py`` (client side), the rest by the code that counts.
+
 Each service process exports the default registry on /metrics. A labelled metric a service never
 touches has no samples there; an unlabelled counter shows 0. Gauges whose 0 means "down" are
 labelled, so only the processes that use them report them. Names follow Prometheus conventions: ``berth_`` prefix, base units

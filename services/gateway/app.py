@@ -8,18 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common import forwarded, http_instrumentation, search_security
 from services.common.memory import limit_malloc_arenas
-from services.common import forwarded, observability, search_security
 from services.common.config import ConfigError, Settings
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
-from services.gateway import access, readiness, readonly, responses, routes
+from services.gateway import access, health_checks, readonly, responses, routes
+from services.gateway.app_state import GatewayState
 from services.gateway.blobstore_client import BlobstoreClient
 from services.gateway.cache import CachedBlobstore, MetadataCache
 from services.gateway.events import EventBus
 from services.gateway.proxy import Mirror, refuse_mirrored_writes
 from services.gateway.search_client import SearchClient
-from services.gateway.state import GatewayState
 from services.gateway.upload_state import UploadStateSigner
 from services.gateway.urls import URLBuilder
 
@@ -149,7 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     responses.install(app)
     forwarded.install(app, settings.http)
-    readiness.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
+    health_checks.install(app, settings)  # /, /_ping, /_ready: before the registry's routes, so they win
     # /v1/search never asks for credentials (rule IF_SENT) but verifies any sent, so
     # request.state.identity can filter its results. In read-only mode writes are refused first:
     # no credentials asked for what cannot be done anyway, no work started.
@@ -159,8 +159,8 @@ def create_app(settings: Settings) -> FastAPI:
     if read_only:
         checks.insert(0, Depends(readonly.refuse_writes))
     routes.install(app, settings.http.prefix, dependencies=checks)
-    observability.install(app, "gateway", settings)
-    # Outermost, around observability's layers and Starlette's own error layer, so a 500 for an
+    http_instrumentation.install(app, "gateway", settings)
+    # Outermost, around http_instrumentation's layers and Starlette's own error layer, so a 500 for an
     # unhandled error carries these headers too (add_middleware would put them inside that layer).
     build_inner = app.build_middleware_stack
 

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from services.common.errors import BLOB_UPLOAD_INVALID, NOT_FOUND, UNKNOWN, UNSUPPORTED, RegistryError
 from services.common import request_ids
-from services.gateway import readonly, routes, state
+from services.gateway import app_state, readonly, routes
 
 log = logging.getLogger("berth.gateway")
 
@@ -22,7 +22,7 @@ _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 def _allow(request: Request) -> str:
     """What a 405 must list (RFC 9110 15.5.6): the methods the path serves, bar the one refused
     (and bar every write in read-only mode: possibly none at all, which an empty Allow says)."""
-    settings = state.of(request).settings
+    settings = app_state.of(request).settings
     methods = routes.allowed_methods(request.url.path, settings.http.prefix) - {request.method}
     if settings.storage.maintenance.readonly.enabled:
         methods &= readonly.READS

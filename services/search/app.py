@@ -4,7 +4,7 @@
                       beyond loopback only with ``Authorization: Bearer <blobstore.token>``
                       (``services.common.search_security``)
     GET  /v1/search   Docker Hub's v1 search over the index
-    GET  /_ping       liveness; GET /_ready: the database (services.common.health)
+    GET  /_ping       liveness; GET /_ready: the database (``health_checks.py``, services.common.health)
 
 The index is Berth's SQL one, or a custom one (``search_backend`` a module path, ``backends``)
 behind the same routes and answers.
@@ -32,11 +32,11 @@ from starlette.requests import ClientDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from services.common import health, observability, search_query, search_security
+from services.common import health, http_instrumentation, search_query, search_security
 from services.common.config import Settings
 from services.common.errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
 from services.common.search_query import SearchQuery
-from services.search import backends
+from services.search import backends, health_checks
 from services.search.describe import Describer, FetchError, base_of
 from services.search.events import DescribeJob, EventApplier
 from services.search.index import Index
@@ -129,8 +129,7 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
         total, rows = index.search(query)
         return total, [search_query.result(name, description) for name, description in rows]
 
-    checks = [health.Check("database", health.sql_check(index.engine))]
-    return _app(settings, applier.apply, search, checks, lifespan)
+    return _app(settings, applier.apply, search, health_checks.checks(index), lifespan)
 
 
 def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.Check],
@@ -190,5 +189,5 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
         total, results = await run_in_threadpool(search, query)
         return JSONResponse(search_query.answer(query, total, results))
 
-    observability.install(app, "search", settings)
+    http_instrumentation.install(app, "search", settings)
     return app

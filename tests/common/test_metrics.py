@@ -11,9 +11,9 @@ from fastapi import FastAPI, Request
 from prometheus_client import REGISTRY
 from starlette.responses import StreamingResponse
 
-from services.common import config, observability, request_ids
+from services.common import config, http_instrumentation, request_ids
 from services.common.config import NotificationEndpoint
-from services.common.http_metrics import HTTPMetrics
+from services.common.http_instrumentation import HTTPMetrics
 from services.common.request_id_http import RequestIdMiddleware, send_request_id
 from services.gateway.events.endpoints import Endpoint
 
@@ -48,7 +48,7 @@ def app_under_test(service: str) -> FastAPI:
     async def broken() -> None:
         raise RuntimeError("bug")
 
-    observability.install(app, service, config.Settings())
+    http_instrumentation.install(app, service, config.Settings())
     return app
 
 
@@ -179,7 +179,7 @@ def test_metrics_page_is_served_and_can_be_off() -> None:
     from starlette.testclient import TestClient
 
     on = FastAPI()
-    observability.install(on, "metrics-page", config.Settings())
+    http_instrumentation.install(on, "metrics-page", config.Settings())
     with TestClient(on) as client:
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -188,7 +188,7 @@ def test_metrics_page_is_served_and_can_be_off() -> None:
         assert r.headers["content-type"].startswith("application/openmetrics-text")
         assert r.text.endswith("# EOF\n")
     off = FastAPI()
-    observability.install(off, "metrics-page", config.Settings(metrics=config.MetricsSettings(enabled=False)))
+    http_instrumentation.install(off, "metrics-page", config.Settings(metrics=config.MetricsSettings(enabled=False)))
     with TestClient(off) as client:
         assert client.get("/metrics").status_code == 404
         assert client.get("/metrics").headers["x-request-id"]

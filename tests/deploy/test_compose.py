@@ -175,7 +175,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_generated_cod
             for source in rest.split()[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
                 assert not dockerignore_excludes(source.rstrip("/")), f"COPY {source}: excluded by .dockerignore"
-    for path in ("services/cli.py", "protos/blobstore.proto", "pyproject.toml"):
+    for path in ("services/cli/__main__.py", "protos/blobstore.proto", "pyproject.toml"):
         assert not dockerignore_excludes(path), path
     for path in (".venv/bin/python", ".git/config", "data/registry/x", "tests/conftest.py", "compose/.env",
                  "services/common/rpc/blobstore_pb2.py", "services/common/__pycache__/config.cpython-311.pyc"):

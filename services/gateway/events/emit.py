@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from services.gateway import state
+from services.gateway import app_state
 from services.gateway.events import envelope
 from services.gateway.events.envelope import BLOB_MEDIA_TYPE, DELETE, MOUNT, PULL, PUSH
 
@@ -19,7 +19,7 @@ log = logging.getLogger("berth.gateway.events")
 
 def _emit(request: Request, action: str, repository: str, url_kind: str = "", **fields: Any) -> None:
     try:
-        gw = state.of(request)
+        gw = app_state.of(request)
         bus = gw.events
         if not bus.enabled:
             return

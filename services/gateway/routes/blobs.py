@@ -6,7 +6,7 @@ from starlette.responses import Response, StreamingResponse
 
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, RegistryError
-from services.gateway import state
+from services.gateway import app_state
 from services.gateway.events import emit
 from services.gateway.proxy.upstream import Upstream
 from services.common.ranges import parse_range
@@ -28,7 +28,7 @@ def _blob_headers(digest: str, length: int) -> dict[str, str]:
     return headers
 
 
-def _upstream(gw: state.GatewayState, name: str, exc: RegistryError) -> Upstream | None:
+def _upstream(gw: app_state.GatewayState, name: str, exc: RegistryError) -> Upstream | None:
     """The upstream that can supply a blob the store lacks, when the repository is mirrored."""
     if gw.mirror is None or exc.code not in (BLOB_UNKNOWN, NAME_UNKNOWN):
         return None
@@ -39,7 +39,7 @@ def _upstream(gw: state.GatewayState, name: str, exc: RegistryError) -> Upstream
 async def head_blob(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
-    gw = state.of(request)
+    gw = app_state.of(request)
     try:
         size = (await gw.blobstore.stat_blob(name, digest)).size
     except RegistryError as exc:
@@ -54,7 +54,7 @@ async def head_blob(request: Request, name: str, digest: str) -> Response:
 async def get_blob(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
-    gw = state.of(request)
+    gw = app_state.of(request)
     try:
         response = await _serve(request, gw, name, digest)
     except RegistryError as exc:
@@ -72,7 +72,7 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
     return response
 
 
-async def _serve(request: Request, gw: state.GatewayState, name: str, digest: str) -> Response:
+async def _serve(request: Request, gw: app_state.GatewayState, name: str, digest: str) -> Response:
     client = gw.blobstore
     if gw.redirects and "range" not in request.headers:
         # The store serves the bytes itself when it can sign a URL (s3's presigned URLs, or the
@@ -100,7 +100,7 @@ async def _serve(request: Request, gw: state.GatewayState, name: str, digest: st
 async def delete_blob(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
-    gw = state.of(request)
+    gw = app_state.of(request)
     if not gw.deletes_enabled:
         raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
     await gw.blobstore.delete_blob(name, digest)

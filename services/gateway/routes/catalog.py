@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from services.common import names
-from services.gateway import state
+from services.gateway import app_state
 from services.gateway.pagination import link_header, page_request
 
 router = APIRouter()
@@ -17,7 +17,7 @@ CATALOG_DEFAULT_PAGE = 100
 @router.api_route("/v2/{name:path}/tags/list", methods=["GET", "HEAD"])
 async def list_tags(request: Request, name: str) -> Response:
     names.check_name(name)
-    gw = state.of(request)
+    gw = app_state.of(request)
     page = page_request(request, None)
     # n=0 still answers NAME_UNKNOWN for a repository that does not exist (the blobstore raises it).
     found = await gw.blobstore.list_tags(name, page.last, page.limit if page.n != 0 else 1)
@@ -30,7 +30,7 @@ async def list_tags(request: Request, name: str) -> Response:
 
 @router.api_route("/v2/_catalog", methods=["GET", "HEAD"])
 async def catalog(request: Request) -> Response:
-    gw = state.of(request)
+    gw = app_state.of(request)
     page = page_request(request, CATALOG_DEFAULT_PAGE)
     if page.n == 0:
         return JSONResponse({"repositories": []})

@@ -21,8 +21,8 @@ from services.common.errors import (
     RegistryError,
 )
 from services.common.rpc import blobstore_pb2 as pb
+from services.gateway import app_state
 from services.gateway import manifest_validation as mv
-from services.gateway import state
 from services.gateway.events import emit
 
 router = APIRouter()
@@ -90,7 +90,7 @@ def _acceptable(accept: str, media_type: str) -> bool:
 async def _serve(request: Request, name: str, reference: str, *, with_body: bool) -> Response:
     names.check_name(name)
     _check_existing_reference(reference)
-    gw = state.of(request)
+    gw = app_state.of(request)
     upstream = gw.mirror.upstream_for(name) if gw.mirror else None
     if upstream is not None:  # a mirrored repository: the pull-through cache answers
         found = await gw.mirror.get_manifest(upstream, name, reference)  # type: ignore[union-attr]
@@ -127,7 +127,7 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
     names.check_name(name)
     _check_reference(reference)
     tags = _pushed_tags(request, reference)
-    gw = state.of(request)
+    gw = app_state.of(request)
     payload = await _read_limited(request, gw.settings.limits.manifest_size)
     parsed = mv.parse(payload, request.headers.get("content-type"))
 
@@ -172,7 +172,7 @@ async def put_manifest(request: Request, name: str, reference: str) -> Response:
 async def delete_manifest(request: Request, name: str, reference: str) -> Response:
     names.check_name(name)
     _check_existing_reference(reference)
-    gw = state.of(request)
+    gw = app_state.of(request)
     if not gw.deletes_enabled:
         raise RegistryError(UNSUPPORTED, {"reason": "deletes are disabled (storage.delete.enabled)"})
     if not digests.is_digest(reference):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from services.common import digests, names
-from services.gateway import state
+from services.gateway import app_state
 from services.gateway.manifest_validation import OCI_INDEX
 
 router = APIRouter()
@@ -17,7 +17,7 @@ router = APIRouter()
 async def list_referrers(request: Request, name: str, digest: str) -> Response:
     names.check_name(name)
     digests.parse(digest)
-    entries = [json.loads(raw) for raw in await state.of(request).blobstore.list_referrers(name, digest)]
+    entries = [json.loads(raw) for raw in await app_state.of(request).blobstore.list_referrers(name, digest)]
     headers = {}
     wanted = request.query_params.get("artifactType")
     if wanted:

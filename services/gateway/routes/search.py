@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from services.common import search_query
 from services.common.errors import UNSUPPORTED, RegistryError
 from services.common.search_query import SearchQuery
-from services.gateway import access, state
+from services.gateway import access, app_state
 
 router = APIRouter()
 
@@ -35,13 +35,13 @@ CONCURRENCY = 4
 
 async def visible(request: Request, names: list[str]) -> set[str]:
     """The names among ``names`` the caller may see: those its identity may pull."""
-    return await state.of(request).access.pullable(access.identity_of(request), names)
+    return await app_state.of(request).access.pullable(access.identity_of(request), names)
 
 
 @router.get("/v1/search")
 async def search(request: Request) -> Response:
     query = search_query.parse(request.query_params)
-    gateway = state.of(request)
+    gateway = app_state.of(request)
     reach = gateway.access.reach(access.identity_of(request))
     if reach == "all":
         return JSONResponse(await gateway.search.search(query))
@@ -53,7 +53,7 @@ async def search(request: Request) -> Response:
 
 async def visible_matches(request: Request, q: str) -> list[dict[str, Any]]:
     """Every match of ``q`` the caller may see (up to ``MAX_SCANNED`` read), best first."""
-    search = state.of(request).search
+    search = app_state.of(request).search
 
     async def batch(page: int) -> tuple[int, list[dict[str, Any]]]:
         answer = await search.search(SearchQuery(q, BATCH, page))

@@ -16,10 +16,10 @@ from starlette.responses import Response
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
 from services.common.rpc import blobstore_pb2 as pb
-from services.gateway import state
+from services.gateway import app_state
+from services.gateway.app_state import GatewayState
 from services.gateway.events import emit
 from services.common.ranges import parse_content_range
-from services.gateway.state import GatewayState
 
 router = APIRouter()
 
@@ -104,7 +104,7 @@ def _announced_algorithm(request: Request) -> str:
 @router.post("/v2/{name:path}/blobs/uploads/")
 async def start_upload(request: Request, name: str) -> Response:
     names.check_name(name)
-    gw = state.of(request)
+    gw = app_state.of(request)
     params = request.query_params
     length = _content_length(request)
     algorithm = _announced_algorithm(request)
@@ -147,7 +147,7 @@ async def _checked_upload(request: Request, name: str, upload_id: str) -> _Sessi
     blobstore call that tells the two apart.
     """
     names.check_name(name)
-    gw = state.of(request)
+    gw = app_state.of(request)
     try:
         upload_state = gw.signer.check(request.query_params.get("_state"), name, upload_id)
     except RegistryError:

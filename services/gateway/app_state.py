@@ -1,4 +1,7 @@
-"""What every route needs, built once per process at startup and kept on ``app.state``."""
+"""What every route needs, built once per process at startup and kept on ``app.state.gateway``:
+the settings and the shared clients (blobstore, search, events, access, mirror). Routes get it with
+``app_state.of(request)``. Not per-request or per-upload state: an upload's own state travels,
+signed, in its ``Location`` URL (``upload_state.py``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,4 +46,5 @@ class GatewayState:
 
 
 def of(request: Request) -> GatewayState:
+    """The process's GatewayState, which the app's lifespan put on ``app.state``."""
     return request.app.state.gateway  # type: ignore[no-any-return]

@@ -1,5 +1,6 @@
-"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready,
-and blob reads by signed URL (``direct_reads.py``) when ``blobstore.public_url`` is set.
+"""The blobstore's small HTTP listener (``blobstore.http_addr``): /metrics, /_ping and /_ready
+(whose check is in ``health_checks.py``), and blob reads by signed URL (``direct_reads.py``) when
+``blobstore.public_url`` is set.
 
 Plain HTTP beside the gRPC port because that is what Prometheus scrapes and what every load
 balancer and orchestrator can probe, whatever the blobstore's gRPC security. A stdlib threaded
@@ -20,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 
 from services.blobstore.blob_urls import PATH_PREFIX
 from services.blobstore.direct_reads import DirectReads
-from services.blobstore.readiness import Readiness
+from services.blobstore.health_checks import Readiness
 from services.common.config import ConfigError
 
 log = logging.getLogger("berth.blobstore")
@@ -30,7 +31,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class ProbeServer:
+class HTTPListener:
     """Serves until ``stop()``; raises ConfigError (naming blobstore.http_addr) when the address
     cannot be used."""
 

@@ -1,4 +1,13 @@
-"""Per-route HTTP metrics and the ``/metrics`` page, for every FastAPI service.
+"""What every FastAPI service installs to be observable (``install``): request ids, and with
+``metrics.enabled`` the per-route HTTP metrics and ``GET /metrics``. The metrics themselves are
+defined in ``services.common.metrics``; this is where HTTP requests are recorded into them (gRPC
+calls are recorded by ``services.blobstore.grpc_instrumentation`` and, on the calling side,
+``services.gateway.blobstore_client``).
+
+``/metrics`` is served at the root, outside any prefix and any access check (scrapers carry no
+registry credentials). The middlewares wrap the whole application, Starlette's own error layer
+included, so they see every answer: a 500 for an unhandled exception is counted and carries its
+``X-Request-Id`` like any other (``add_middleware`` would put them inside that layer).
 
 Requests are labelled by the matched route's template (``/v2/{name:path}/blobs/{digest}``), never
 the raw path, so the number of series stays bounded whatever clients send; no route is
@@ -13,18 +22,40 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.config import Settings
 from services.common.metrics import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
+from services.common.request_id_http import RequestIdMiddleware
 
+METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"
 # Other methods share one label, so made-up methods cannot grow the series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def install(app: Starlette, service: str, settings: Settings) -> None:
+    """Wraps ``app`` in the request id middleware and, with ``metrics.enabled``, ``HTTPMetrics``,
+    outside Starlette's error layer; adds ``GET /metrics``."""
+    if settings.metrics.enabled:
+        app.add_route(METRICS_PATH, metrics_page, methods=["GET"], include_in_schema=False)
+    build_inner = app.build_middleware_stack
+
+    def build_outermost() -> ASGIApp:
+        stack = build_inner()
+        if settings.metrics.enabled:
+            stack = HTTPMetrics(stack, service=service)
+        return RequestIdMiddleware(stack)
+
+    app.build_middleware_stack = build_outermost  # type: ignore[method-assign]
+
+
 class HTTPMetrics:
+    """The ASGI middleware that records every request into the ``HTTP_*`` metrics."""
+
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service

@@ -1,6 +1,10 @@
-"""Whether this blobstore can do its job now: the storage answers, and takes a write.
+"""The blobstore's readiness check: whether it can do its job now (the storage answers, and takes
+a write).
 
-Asked by ``/_ready`` and before the gRPC health service first says SERVING. Only a real write shows
+Asked by ``/_ready`` on the HTTP listener (``http_listener.py``) and before the gRPC health service
+first says SERVING. Not ``services.common.health``'s async checks: the blobstore has no event loop
+(a thread pool serves gRPC, a stdlib server HTTP), so the check is a blocking call, its result shared
+between both callers. Only a real write shows
 that a store is usable (a full disk, a read-only mount, revoked bucket credentials all still allow
 a stat), so the check writes a few bytes under ``/_berth_probe`` and deletes them: outside the
 registry's layout (``/docker/registry/v2``), so no listing, catalog or garbage collection ever sees

@@ -1,6 +1,8 @@
 """What every blobstore call leaves behind: its duration and status in RPC_DURATION, and the
 gateway's request id as the current one while it runs, so the blobstore's log lines about a
-request can be found with the id the client was given.
+request can be found with the id the client was given. The gRPC counterpart of
+``services.common.http_instrumentation``; the metrics are defined in ``services.common.metrics``,
+and the gateway records its side of the same calls in ``services.gateway.blobstore_client``.
 
 An interceptor rather than code in each method, so streams, refusals and methods added later are
 all counted the same way.
@@ -27,6 +29,8 @@ _OBSERVED_PREFIX = "/berth.blobstore.v1.Blobstore/"
 
 
 class CallObserver(grpc.ServerInterceptor):
+    """Wraps each Blobstore method's handler so the call is timed and runs under its request id."""
+
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
