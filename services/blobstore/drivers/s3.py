@@ -53,7 +53,6 @@ from services.blobstore.drivers.base import (
     StorageDriver,
     StorageError,
     ThreadLocks,
-    check_path,
 )
 from services.common.metrics import STORAGE_CALLS
 
@@ -226,8 +225,7 @@ class S3Driver(StorageDriver):
 
     # Reading
 
-    def get_content(self, path: str) -> bytes:
-        check_path(path)
+    def _get_content(self, path: str) -> bytes:
         key = self._key(path)
         for _ in range(3):
             head, body = self._get(path, key)
@@ -237,8 +235,7 @@ class S3Driver(StorageDriver):
             self._complete(path, key, head, data)
         raise StorageError(f"{path}: still being written after completing it")
 
-    def reader(self, path: str, offset: int = 0) -> BinaryIO:
-        check_path(path)
+    def _reader(self, path: str, offset: int) -> BinaryIO:
         if offset < 0:
             raise InvalidOffset(path, offset)
         key = self._key(path)
@@ -274,8 +271,7 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path) from None
         return _Head.of(response), response["Body"]
 
-    def stat(self, path: str) -> FileInfo:
-        check_path(path, allow_root=True)
+    def _stat(self, path: str) -> FileInfo:
         if path != "/":
             head = self._head(self._key(path))
             if head is not None:
@@ -288,13 +284,11 @@ class S3Driver(StorageDriver):
             return FileInfo(path, 0, 0.0, True)
         raise PathNotFound(path)
 
-    def file_size(self, path: str) -> int | None:
-        check_path(path)
+    def _file_size(self, path: str) -> int | None:
         head = self._head(self._key(path))
         return None if head is None else head.size
 
-    def list(self, path: str) -> list[str]:
-        check_path(path, allow_root=True)
+    def _list(self, path: str) -> list[str]:
         prefix = self._dir_prefix(path)
         base = "" if path == "/" else path
         names: set[str] = set()
@@ -306,13 +300,12 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path)
         return children
 
-    def children(self, path: str, after: str = "") -> Iterator[str]:
+    def _children(self, path: str, after: str) -> Iterator[str]:
         """ListObjectsV2 with Delimiter and StartAfter, a page at a time, so a caller that stops
         early reads only the pages it needed.
 
         S3 orders a folder ``a/`` by its key, after ``a-b/`` and ``a.b/``, where the name ``a``
         sorts first; so a name is handed out only once no later key can hold a smaller one."""
-        check_path(path, allow_root=True)
         prefix = self._dir_prefix(path)
         base = "" if path == "/" else path
         params: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/", "MaxKeys": self.children_page}
@@ -346,13 +339,12 @@ class S3Driver(StorageDriver):
             if name > emitted:
                 emitted = name
                 yield f"{base}/{name}"
-        if not found and path != "/" and not (after and self.stat(path).is_dir):
+        if not found and path != "/" and not (after and self._stat(path).is_dir):
             raise PathNotFound(path)
 
-    def walk(self, path: str) -> Iterator[FileInfo]:
+    def _walk(self, path: str) -> Iterator[FileInfo]:
         """One listing of everything below ``path`` rather than a stat per entry. Sizes come from
         the listing, so a file still being written shows its pending tail only."""
-        check_path(path, allow_root=True)
         prefix = self._dir_prefix(path)
         base = "" if path == "/" else path
         files: dict[str, FileInfo] = {}
@@ -383,8 +375,7 @@ class S3Driver(StorageDriver):
 
         yield from below(path)
 
-    def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        check_path(path)
+    def _redirect_url(self, path: str, method: str) -> str | None:
         operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
         if operation is None:
             return None
@@ -395,12 +386,10 @@ class S3Driver(StorageDriver):
 
     # Writing
 
-    def put_content(self, path: str, data: bytes) -> None:
-        check_path(path)
+    def _put_content(self, path: str, data: bytes) -> None:
         self._call("put_object", Key=self._key(path), Body=data, **self.sse)
 
-    def writer(self, path: str, append: bool = False) -> FileWriter:
-        check_path(path)
+    def _writer(self, path: str, append: bool) -> FileWriter:
         key = self._key(path)
         if not append:
             return _Writer(self, key)
@@ -414,9 +403,7 @@ class S3Driver(StorageDriver):
         body.close()  # large enough to become the first part by a server-side copy
         return _Writer(self, key, head=head, copy_base=True)
 
-    def move(self, source: str, dest: str) -> None:
-        check_path(source)
-        check_path(dest)
+    def _move(self, source: str, dest: str) -> None:
         src, dst = self._key(source), self._key(dest)
         head = self._head(src)
         if head is None:
@@ -444,8 +431,7 @@ class S3Driver(StorageDriver):
             raise _translate("copy", exc) from exc
         self._call("delete_object", Key=src)
 
-    def delete(self, path: str) -> None:
-        check_path(path)
+    def _delete(self, path: str) -> None:
         prefix = self._dir_prefix(path)
         keys = [item["Key"] for page in self._pages("list_objects_v2", Prefix=prefix) for item in page.get("Contents", ())]
         if keys:
@@ -466,10 +452,10 @@ class S3Driver(StorageDriver):
             self._abort(key, head.upload_id)
         self._call("delete_object", Key=key)
 
-    def delete_files(self, paths: list[str]) -> None:
+    def _delete_files(self, paths: list[str]) -> None:
         """DeleteObjects, up to 1000 keys a request; only for plain files (no marker of a
         file being written: blobs and links are never appended to)."""
-        keys = [self._key(check_path(p)) for p in paths]
+        keys = [self._key(p) for p in paths]
         for start in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
             reply = self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
@@ -496,10 +482,9 @@ class S3Driver(StorageDriver):
     # Locks
 
     @contextmanager
-    def lock(self, path: str) -> Iterator[None]:
+    def _lock(self, path: str) -> Iterator[None]:
         """The lock object's key is named by the path's hash. Threads of this process queue on a
         thread lock first, so only one of them at a time polls the store."""
-        check_path(path)
         key = f"{self._dir_prefix('/')}{LOCKS}/{hashlib.sha256(path.encode()).hexdigest()}"
         with self._thread_locks.hold(path):
             lease = _Lease(self, key, self._acquire(key))
