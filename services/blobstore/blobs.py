@@ -3,9 +3,10 @@ by a repository only through a link that a push or a mount put there."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from services.blobstore import layout
 from services.blobstore.drivers import InvalidOffset, PathNotFound, StorageDriver
@@ -20,14 +21,15 @@ class BlobInfo:
 
 # Sizes of blob data remembered per process: content-addressed data never changes size. Garbage
 # collection deletes data only after the links to it, and only ``stat`` (behind a link check)
-# trusts this memo; whether content exists at all is asked of the store.
+# trusts this memo; whether content exists at all is asked of the store. Gateway requests reach
+# it from several gRPC threads at once, and an LRUCache is not thread-safe: hence the lock.
 _SIZES_MAX = 65536
 
 
 class Blobs:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
-        self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._sizes: LRUCache[str, int] = LRUCache(maxsize=_SIZES_MAX)
         self._sizes_lock = threading.Lock()
 
     def stat(self, repository: str, digest: str) -> BlobInfo:
@@ -43,7 +45,6 @@ class Blobs:
         with self._sizes_lock:
             size = self._sizes.get(digest)
             if size is not None:
-                self._sizes.move_to_end(digest)
                 return BlobInfo(digest, size)
         size = self.driver.file_size(layout.blob_data(digest))
         if size is None:
@@ -55,9 +56,6 @@ class Blobs:
         """Notes that verified data of ``size`` bytes now lies at the digest's path."""
         with self._sizes_lock:
             self._sizes[digest] = size
-            self._sizes.move_to_end(digest)
-            if len(self._sizes) > _SIZES_MAX:
-                self._sizes.popitem(last=False)
 
     def read(self, repository: str, digest: str, offset: int, length: int, chunk_size: int) -> tuple[int, Iterator[bytes]]:
         """Total size and a stream of ``length`` bytes from ``offset`` (0 = to the end).

@@ -244,7 +244,7 @@ class GarbageCollector:
         """(digest, data path, size, modified) of every blob content; size and time None when they
         cost a request each to learn (filesystem: asked only of candidates)."""
         root = f"{layout.ROOT}/blobs"
-        if type(self.driver).walk is not _Base.walk:  # one listing gives sizes and times (S3)
+        if type(self.driver)._walk is not _Base._walk:  # one listing gives sizes and times (S3)
             try:
                 for info in self.driver.walk(root):
                     parts = info.path[len(root) + 1 :].split("/")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cachetools import LRUCache
 
 from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
@@ -34,6 +35,8 @@ from services.common.errors import (
     RegistryError,
 )
 
+# Sessions with per-process state kept at once; the least recently used is forgotten (its hash is
+# rebuilt from the stored bytes at commit if it comes back).
 _MAX_SESSIONS = 4096
 _REHASH_CHUNK = 1 << 20
 
@@ -61,18 +64,14 @@ class Uploads:
     def __init__(self, driver: StorageDriver, blobs: Blobs) -> None:
         self.driver = driver
         self.blobs = blobs
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._sessions_lock = threading.Lock()
+        self._sessions: LRUCache[str, _Session] = LRUCache(maxsize=_MAX_SESSIONS)
+        self._sessions_lock = threading.Lock()  # an LRUCache is not thread-safe
 
     def _session(self, upload_id: str) -> _Session:
         with self._sessions_lock:
             session = self._sessions.get(upload_id)
             if session is None:
                 session = self._sessions[upload_id] = _Session()
-                if len(self._sessions) > _MAX_SESSIONS:
-                    self._sessions.popitem(last=False)
-            else:
-                self._sessions.move_to_end(upload_id)
             return session
 
     def _forget(self, upload_id: str) -> None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+
+from cachetools import LRUCache
 
 from services.common import names
 from services.common.errors import RegistryError
@@ -91,16 +93,18 @@ class RecentIds:
 
     def __init__(self, size: int = SEEN_IDS) -> None:
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        # An LRU cache of keys only: a lookup does not refresh an id, adding it again does.
+        # Envelopes are applied in a thread pool, and an LRUCache is not thread-safe: hence the lock.
+        self._ids: LRUCache[str, None] = LRUCache(maxsize=size)
+        self._lock = threading.Lock()
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
+        with self._lock:
+            return event_id in self._ids
 
     def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+        with self._lock:
+            self._ids[event_id] = None
 
     def remember(self, events: list[dict[str, Any]]) -> None:
         """Adds the ids of ``events`` (once they are applied: an envelope that failed is retried)."""

@@ -70,8 +70,9 @@ def test_absence_is_not_remembered(driver: StorageDriver, blobs: Blobs) -> None:
     assert blobs.stat_global(DIGEST) == BlobInfo(DIGEST, len(DATA))
 
 
-def test_sizes_are_remembered_and_the_memo_is_bounded(driver: StorageDriver, blobs: Blobs, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sizes_are_remembered_and_the_memo_is_bounded(driver: StorageDriver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(blobs_module, "_SIZES_MAX", 2)
+    blobs = Blobs(driver)  # the bound is read when the memo is made
     digests = [put(driver, blobs, bytes([i]) * (i + 1)) for i in range(3)]
     for d in digests:
         assert blobs.stat_global(d) is not None

@@ -650,17 +650,40 @@ OPERATIONS: dict[str, Operation] = {
     "walk": lambda d, p: [*d.walk(p)],
     "redirect_url": lambda d, p: d.redirect_url(p),
     "lock": lambda d, p: d.lock(p).__enter__(),
+    "file_size": lambda d, p: d.file_size(p),
+    "children": lambda d, p: [*d.children(p)],
+    "delete_files": lambda d, p: d.delete_files([p]),
+    # Every path is checked before the first is deleted: the valid one stays.
+    "delete_files-after-a-valid-path": lambda d, p: d.delete_files([KEEP, p]),
 }
-ROOT_ACCEPTING = {"stat", "list", "walk"}
+ROOT_ACCEPTING = {"stat", "list", "walk", "children"}
+
+
+def backend_calls(driver: StorageDriver) -> list[str]:
+    """Spies on the driver's backend methods (``_get_content`` for ``get_content`` ...); the
+    returned list fills with the names of those called."""
+    called: list[str] = []
+    for name in sorted(StorageDriver._CHECKED):
+        real = getattr(driver, f"_{name}")
+
+        def spy(*args: Any, _real: Callable[..., Any] = real, _name: str = name, **kwargs: Any) -> Any:
+            called.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(driver, f"_{name}", spy)
+    return called
 
 
 @pytest.mark.parametrize("operation", OPERATIONS.values(), ids=OPERATIONS.keys())
 @pytest.mark.parametrize("path", INVALID_PATHS.values(), ids=INVALID_PATHS.keys())
 def test_invalid_path_is_refused_without_side_effects(driver: StorageDriver, path: str, operation: Operation) -> None:
+    """Refused by the base class: the backend never sees the path."""
     driver.put_content(KEEP, b"keep")
     before = snapshot(driver)
+    called = backend_calls(driver)
     with pytest.raises(InvalidPath):
         operation(driver, path)
+    assert called == []
     assert snapshot(driver) == before
 
 
@@ -672,9 +695,20 @@ def test_invalid_path_is_refused_without_side_effects(driver: StorageDriver, pat
 def test_root_is_refused_where_a_file_path_is_needed(driver: StorageDriver, operation: Operation) -> None:
     driver.put_content(KEEP, b"keep")
     before = snapshot(driver)
+    called = backend_calls(driver)
     with pytest.raises(InvalidPath):
         operation(driver, "/")
+    assert called == []
     assert snapshot(driver) == before
+
+
+def test_a_driver_cannot_override_a_checked_method() -> None:
+    """Backends implement the protected methods; the public ones, which check paths, stay the base's."""
+    with pytest.raises(TypeError, match="_get_content"):
+
+        class Unchecked(StorageDriver):  # refused as it is defined
+            def get_content(self, path: str) -> bytes:
+                return b""
 
 
 # --- filesystem driver only: confinement to the root and temporary files ---------------------

@@ -37,7 +37,7 @@ def everything(driver: StorageDriver) -> list[str]:
     files = [i.path for i in driver.walk("/") if not i.is_dir]
     if driver.name == "s3":
         s3: Any = driver
-        files += [u["Key"] for page in s3._pages("list_multipart_uploads", Prefix="") for u in page.get("Uploads", ())]
+        files += [u["Key"] for u in s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", ())]
     else:
         root: Path = driver.root  # type: ignore[attr-defined]
         files += [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".berth-locks~" not in p.parts]

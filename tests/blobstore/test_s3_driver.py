@@ -263,11 +263,11 @@ def test_driver_from_configuration(moto: MotoServer, bucket: str) -> None:
 
 
 def test_skipverify_builds_a_client_that_checks_no_certificate(moto: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.blobstore.drivers import s3
+    from services.blobstore.drivers.s3 import client
 
     built: list[dict[str, Any]] = []
-    real = s3._SESSION.client
-    monkeypatch.setattr(s3._SESSION, "client", lambda *args, **kwargs: built.append(kwargs) or real(*args, **kwargs))
+    real = client._SESSION.client
+    monkeypatch.setattr(client._SESSION, "client", lambda *args, **kwargs: built.append(kwargs) or real(*args, **kwargs))
     for skipverify in ("true", "false"):
         settings = config.load(environ={**moto.berth_env(bucket), "REGISTRY_STORAGE_S3_SKIPVERIFY": skipverify})
         driver = create(settings.storage.driver, settings.storage.driver_parameters)
@@ -375,10 +375,10 @@ def test_a_blob_head_costs_one_request_once_its_size_is_known(make: Callable[...
 
 
 def test_a_lock_whose_holder_died_is_taken_over_after_its_lease(make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.blobstore.drivers import s3
+    from services.blobstore.drivers.s3 import locks
 
-    monkeypatch.setattr(s3, "LOCK_LEASE", 2.0)
-    monkeypatch.setattr(s3._Lease, "_renew", lambda self: None)  # the holder's process is gone
+    monkeypatch.setattr(locks, "LOCK_LEASE", 2.0)
+    monkeypatch.setattr(locks.Lease, "_renew", lambda self: None)  # the holder's process is gone
     held = make().lock("/repo")
     held.__enter__()  # and never left
     start = time.monotonic()
@@ -388,9 +388,9 @@ def test_a_lock_whose_holder_died_is_taken_over_after_its_lease(make: Callable[.
 
 
 def test_a_lock_held_longer_than_its_lease_stays_held_while_renewed(make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.blobstore.drivers import s3
+    from services.blobstore.drivers.s3 import locks
 
-    monkeypatch.setattr(s3, "LOCK_LEASE", 1.5)
+    monkeypatch.setattr(locks, "LOCK_LEASE", 1.5)
     holder, waiter = make(), make()
     got = threading.Event()
 

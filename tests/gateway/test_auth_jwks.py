@@ -3,6 +3,7 @@ configuration, and, in process, the verified-token cache and the identity left o
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,24 @@ def test_verified_tokens_are_cached_until_they_expire(tmp_path: Path, monkeypatc
     assert claims.subject == "alice" and claims.grants[0].name == NAME
 
     clock[0] += 60 + 31  # past exp and the leeway: the cache no longer vouches for it
+    with pytest.raises(Exception, match="expired"):
+        asyncio.run(verifier.verify(token))
+    assert len(checks) == 2
+
+
+def test_a_cached_token_is_good_up_to_and_including_its_last_valid_instant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [time.time()]
+    verifier = _verifier(tmp_path, clock)
+    checks = []
+    real = TokenVerifier._signed
+    monkeypatch.setattr(TokenVerifier, "_signed", staticmethod(lambda *a: checks.append(1) or real(*a)))
+    token = OLD.mint(GRANT, kid=libtrust_kid(OLD.private.public_key()), exp=int(clock[0]) + 60)
+
+    valid_until = asyncio.run(verifier.verify(token)).valid_until
+    clock[0] = valid_until  # exp plus the leeway, exactly: still good, from the cache
+    asyncio.run(verifier.verify(token))
+    assert len(checks) == 1
+    clock[0] = math.nextafter(valid_until, math.inf)  # the least bit later: checked again, and refused
     with pytest.raises(Exception, match="expired"):
         asyncio.run(verifier.verify(token))
     assert len(checks) == 2

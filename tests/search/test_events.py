@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from services.common.config import Settings
 from services.search.app import create_app
+from services.search.events import RecentIds
 from services.search.index import Index
 from tests.support.fake_registry import OCI_INDEX, OCI_MANIFEST, FakeRegistry
 
@@ -304,3 +305,26 @@ def test_absurdly_deep_json_is_refused_like_any_malformed_envelope(client: TestC
         assert response.status_code in (200, 400), response.text
         if response.status_code == 400:
             assert response.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+def test_recent_ids_forget_the_oldest_and_a_repeat_counts_as_new() -> None:
+    seen = RecentIds(size=3)
+    for event_id in ("a", "b", "c"):
+        seen.add(event_id)
+    assert "a" in seen  # a lookup does not make "a" recent ...
+    seen.add("b")  # ... adding it again does
+    seen.add("d")
+    assert [i for i in "abcd" if i in seen] == ["b", "c", "d"]
+    seen.add("e")
+    assert [i for i in "abcde" if i in seen] == ["b", "d", "e"]
+
+
+def test_recent_ids_are_safe_to_share_between_threads() -> None:
+    """Envelopes are applied in a thread pool: concurrent adds past the bound must not fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen = RecentIds(size=50)
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(lambda n=n: [seen.add(f"{n}-{i}") for i in range(2000)]) for n in range(8)]:
+            future.result()
+    assert sum(f"{n}-1999" in seen for n in range(8)) >= 1

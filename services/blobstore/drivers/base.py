@@ -2,8 +2,8 @@
 
 Modelled on the reference registry's driver: small enough that a new backend is one module.
 Paths are driver paths, always absolute with ``/``-separated components of ``[A-Za-z0-9._-]``
-(never ``.`` or ``..``): ``check_path`` enforces that before any driver sees a path, which is what
-keeps every driver inside its root.
+(never ``.`` or ``..``): ``StorageDriver``'s public methods enforce that with ``check_path`` before
+any backend sees a path, which is what keeps every driver inside its root.
 
 A ``writer()`` appends to a path (and can be reopened to append more, across restarts);
 ``commit()`` makes what it wrote durable, ``cancel()`` discards it. Content is therefore never
@@ -16,6 +16,7 @@ delete and the sweep of its tags) runs under a lock that every process sharing t
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -122,46 +123,49 @@ class ThreadLocks:
 
 
 class StorageDriver(abc.ABC):
-    """One storage backend. Implementations call ``check_path`` on every path they accept."""
+    """One storage backend.
+
+    The public methods are the interface and belong to this class: each checks its paths with
+    ``check_path`` and then calls the protected method of the same name (``get_content`` calls
+    ``_get_content``), which is all a backend implements. So no backend can forget the check, and
+    none repeats it; a subclass that overrides a public method is refused when it is defined.
+    """
 
     name: str = ""
+    # (``builtins.list`` below: in this class, ``list`` names the method.)
 
-    @abc.abstractmethod
-    def get_content(self, path: str) -> bytes: ...
+    # The methods that take a driver path and check it here, for every backend.
+    _CHECKED = frozenset({
+        "get_content", "put_content", "reader", "writer", "stat", "file_size", "list", "children",
+        "walk", "move", "delete", "delete_files", "lock", "redirect_url", "local_file",
+    })
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = sorted(cls._CHECKED & cls.__dict__.keys())
+        if overridden:
+            raise TypeError(
+                f"{cls.__name__} overrides {', '.join(overridden)}: implement the protected "
+                f"method instead (_{overridden[0]}), so the base class checks the paths first")
+
+    # The interface: paths checked, then handed to the backend
+
+    def get_content(self, path: str) -> bytes:
+        return self._get_content(check_path(path))
+
     def put_content(self, path: str, data: bytes) -> None:
         """Replaces the content at path atomically."""
+        self._put_content(check_path(path), data)
 
-    @abc.abstractmethod
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
         """A file object positioned at ``offset``; the caller closes it."""
+        return self._reader(check_path(path), offset)
 
-    @abc.abstractmethod
-    def writer(self, path: str, append: bool = False) -> FileWriter: ...
+    def writer(self, path: str, append: bool = False) -> FileWriter:
+        return self._writer(check_path(path), append)
 
-    @abc.abstractmethod
-    def stat(self, path: str) -> FileInfo: ...
-
-    @abc.abstractmethod
-    def list(self, path: str) -> list[str]:
-        """Full paths of the direct children of a directory."""
-
-    @abc.abstractmethod
-    def move(self, source: str, dest: str) -> None: ...
-
-    @abc.abstractmethod
-    def delete(self, path: str) -> None:
-        """Deletes a file, or a directory with everything under it."""
-
-    @abc.abstractmethod
-    def lock(self, path: str) -> AbstractContextManager[None]:
-        """Holds the lock named ``path`` (which need not exist): while it is held, no other thread of
-        this or any other process sharing the storage gets the same lock. Not reentrant.
-
-        Storage calls are atomic one by one; this is for what must be atomic as a whole. Taking a
-        lock adds nothing that ``list`` or ``walk`` show, and a holder that dies does not keep it.
-        """
+    def stat(self, path: str) -> FileInfo:
+        return self._stat(check_path(path, allow_root=True))
 
     def file_size(self, path: str) -> int | None:
         """The size of the file at ``path``, or None when there is none (a directory counts as none).
@@ -169,55 +173,128 @@ class StorageDriver(abc.ABC):
         Existence checks on content paths need nothing more; a backend that tells a missing file
         from a directory only with a second request (S3) answers this with one.
         """
-        try:
-            info = self.stat(path)
-        except PathNotFound:
-            return None
-        return None if info.is_dir else info.size
+        return self._file_size(check_path(path))
 
-    def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        """A URL a client may fetch the content from directly, or None."""
-        check_path(path)
-        return None
-
-    def local_file(self, path: str) -> str | None:
-        """The content's file on this machine, for zero-copy reads (sendfile), or None when the
-        backend keeps no local files."""
-        check_path(path)
-        return None
-
-    def delete_files(self, paths: list[str]) -> None:
-        """Deletes files (not directories), quietly skipping those already gone. A backend that
-        deletes many keys in one request (S3) overrides it; garbage collection sweeps with it."""
-        for path in paths:
-            try:
-                self.delete(path)
-            except PathNotFound:
-                pass
-
-    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
-        """Removes what this backend's own writes leave behind when a process dies mid-write
-        (temporary files, incomplete multipart uploads) and was last touched before
-        ``older_than`` (seconds since the epoch); returns a description of each. Upload purging
-        calls it. Nothing by default: a backend without such leftovers has nothing to do."""
-        return []
+    def list(self, path: str) -> list[str]:
+        """Full paths of the direct children of a directory."""
+        return self._list(check_path(path, allow_root=True))
 
     def children(self, path: str, after: str = "") -> Iterator[str]:
         """Full paths of the direct children of a directory whose names sort after ``after``, in
         sorted order, produced as they are read: a caller that stops early (a page of the catalog or
         of tags) pays for what it read, where the backend lists in order (S3). PathNotFound when
         ``path`` is no directory."""
-        for child in self.list(path):
-            if child.rsplit("/", 1)[1] > after:
-                yield child
+        return self._children(check_path(path, allow_root=True), after)
 
     def walk(self, path: str) -> Iterator[FileInfo]:
         """Every file and directory below ``path``, parents before children, in sorted order."""
+        return self._walk(check_path(path, allow_root=True))
+
+    def move(self, source: str, dest: str) -> None:
+        self._move(check_path(source), check_path(dest))
+
+    def delete(self, path: str) -> None:
+        """Deletes a file, or a directory with everything under it."""
+        self._delete(check_path(path))
+
+    def delete_files(self, paths: builtins.list[str]) -> None:
+        """Deletes files (not directories), quietly skipping those already gone. Garbage
+        collection sweeps with it. Every path is checked before the first is deleted."""
+        self._delete_files([check_path(p) for p in paths])
+
+    def lock(self, path: str) -> AbstractContextManager[None]:
+        """Holds the lock named ``path`` (which need not exist): while it is held, no other thread of
+        this or any other process sharing the storage gets the same lock. Not reentrant.
+
+        Storage calls are atomic one by one; this is for what must be atomic as a whole. Taking a
+        lock adds nothing that ``list`` or ``walk`` show, and a holder that dies does not keep it.
+        """
+        return self._lock(check_path(path))
+
+    def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL a client may fetch the content from directly, or None."""
+        return self._redirect_url(check_path(path), method)
+
+    def local_file(self, path: str) -> str | None:
+        """The content's file on this machine, for zero-copy reads (sendfile), or None when the
+        backend keeps no local files."""
+        return self._local_file(check_path(path))
+
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> builtins.list[str]:
+        """Removes what this backend's own writes leave behind when a process dies mid-write
+        (temporary files, incomplete multipart uploads) and was last touched before
+        ``older_than`` (seconds since the epoch); returns a description of each. Upload purging
+        calls it. Nothing by default: a backend without such leftovers has nothing to do."""
+        return []
+
+    # What a backend implements: paths arrive checked (``/`` only where the public method allows it)
+
+    @abc.abstractmethod
+    def _get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def _put_content(self, path: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _reader(self, path: str, offset: int) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def _writer(self, path: str, append: bool) -> FileWriter: ...
+
+    @abc.abstractmethod
+    def _stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    def _list(self, path: str) -> builtins.list[str]: ...
+
+    @abc.abstractmethod
+    def _move(self, source: str, dest: str) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def _lock(self, path: str) -> AbstractContextManager[None]: ...
+
+    def _file_size(self, path: str) -> int | None:
+        """From ``stat``, by default."""
+        try:
+            info = self._stat(path)
+        except PathNotFound:
+            return None
+        return None if info.is_dir else info.size
+
+    def _redirect_url(self, path: str, method: str) -> str | None:
+        """None by default: the content is served through the registry."""
+        return None
+
+    def _local_file(self, path: str) -> str | None:
+        """None by default: the backend keeps no local files."""
+        return None
+
+    def _delete_files(self, paths: builtins.list[str]) -> None:
+        """One ``delete`` per path by default; a backend that deletes many keys in one request
+        (S3) overrides it."""
+        for path in paths:
+            try:
+                self._delete(path)
+            except PathNotFound:
+                pass
+
+    def _children(self, path: str, after: str) -> Iterator[str]:
+        """From ``list``, by default."""
+        for child in self._list(path):
+            if child.rsplit("/", 1)[1] > after:
+                yield child
+
+    def _walk(self, path: str) -> Iterator[FileInfo]:
+        """A ``list`` and a ``stat`` per entry, by default. The children come from the backend's
+        listing, so they go through the public methods and are checked like any other path."""
         for child in sorted(self.list(path)):
             info = self.stat(child)
             yield info
             if info.is_dir:
-                yield from self.walk(child)
+                yield from self._walk(child)
 
 
 _FACTORIES: dict[str, Callable[[dict[str, Any]], StorageDriver]] = {}

@@ -20,7 +20,6 @@ from services.blobstore.drivers.base import (
     PathNotFound,
     StorageDriver,
     ThreadLocks,
-    check_path,
     register,
 )
 
@@ -84,13 +83,13 @@ class FilesystemDriver(StorageDriver):
         self._thread_locks = ThreadLocks()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _full(self, path: str, *, allow_root: bool = False) -> Path:
-        check_path(path, allow_root=allow_root)
+    def _full(self, path: str) -> Path:
+        """Where a (checked) driver path lies on disk, refused if a symlink takes it out of the root."""
         if path == "/":
             return self.root
         full = self.root / path.lstrip("/")
-        # The grammar already rules out "..": what is left to refuse is a symlink planted inside
-        # the root. Resolving every path costs a syscall per component (most of a manifest GET),
+        # The base class's grammar check already rules out "..": what is left to refuse, as
+        # defence in depth, is a symlink planted inside the root. Resolving every path costs a syscall per component (most of a manifest GET),
         # so directories found clean are remembered and only the last component is checked.
         parent = os.path.dirname(full)
         if parent not in self._clean_dirs:
@@ -110,17 +109,17 @@ class FilesystemDriver(StorageDriver):
             self._clean_dirs.clear()
         self._clean_dirs.add(directory)
 
-    def local_file(self, path: str) -> str | None:
+    def _local_file(self, path: str) -> str | None:
         return str(self._full(path))
 
-    def get_content(self, path: str) -> bytes:
+    def _get_content(self, path: str) -> bytes:
         full = self._full(path)
         try:
             return full.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    def put_content(self, path: str, data: bytes) -> None:
+    def _put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
         for attempt in range(_RACE_RETRIES):
             tmp = full.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
@@ -140,7 +139,7 @@ class FilesystemDriver(StorageDriver):
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+    def _reader(self, path: str, offset: int) -> BinaryIO:
         full = self._full(path)
         try:
             f = open(full, "rb")  # noqa: SIM115 - the caller closes it
@@ -153,11 +152,11 @@ class FilesystemDriver(StorageDriver):
         f.seek(offset)
         return f
 
-    def writer(self, path: str, append: bool = False) -> FileWriter:
+    def _writer(self, path: str, append: bool) -> FileWriter:
         return _FileWriter(self._full(path), append)
 
-    def stat(self, path: str) -> FileInfo:
-        full = self._full(path, allow_root=True)
+    def _stat(self, path: str) -> FileInfo:
+        full = self._full(path)
         try:
             st = full.stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -165,8 +164,8 @@ class FilesystemDriver(StorageDriver):
         is_dir = full.is_dir()
         return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
 
-    def list(self, path: str) -> list[str]:
-        full = self._full(path, allow_root=True)
+    def _list(self, path: str) -> list[str]:
+        full = self._full(path)
         base = "" if path == "/" else path
         try:
             with os.scandir(full) as entries:
@@ -174,9 +173,9 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    def children(self, path: str, after: str = "") -> Iterator[str]:
+    def _children(self, path: str, after: str) -> Iterator[str]:
         """One scandir, filtered before sorting (a later page sorts only what follows ``after``)."""
-        full = self._full(path, allow_root=True)
+        full = self._full(path)
         base = "" if path == "/" else path
         try:
             with os.scandir(full) as entries:
@@ -186,7 +185,7 @@ class FilesystemDriver(StorageDriver):
         names.sort()
         return iter([f"{base}/{name}" for name in names])
 
-    def move(self, source: str, dest: str) -> None:
+    def _move(self, source: str, dest: str) -> None:
         src, dst = self._full(source), self._full(dest)
         for _ in range(_RACE_RETRIES):
             if not os.path.lexists(src):
@@ -201,7 +200,7 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(source)
         _fsync_dir(dst.parent)
 
-    def delete(self, path: str) -> None:
+    def _delete(self, path: str) -> None:
         full = self._full(path)
         for attempt in range(_RACE_RETRIES):
             try:
@@ -218,7 +217,7 @@ class FilesystemDriver(StorageDriver):
                 if exc.errno not in (errno.ENOTEMPTY, errno.EISDIR) or attempt == _RACE_RETRIES - 1:
                     raise
 
-    def delete_files(self, paths: list[str]) -> None:
+    def _delete_files(self, paths: list[str]) -> None:
         """Unlinks each file and then its folder if that is left empty (a blob's or a link's own
         folder), as registry:2's garbage collector leaves no empty blob folders behind."""
         for path in paths:
@@ -253,7 +252,7 @@ class FilesystemDriver(StorageDriver):
         return found
 
     @contextmanager
-    def lock(self, path: str) -> Iterator[None]:
+    def _lock(self, path: str) -> Iterator[None]:
         """flock(2) on a lock file named by the path's hash. The kernel drops it when its holder's
         process dies, so a crash leaves no stale lock; on NFS it becomes a lock of the server's
         lock manager, held per process, hence the thread locks around it.
@@ -261,7 +260,6 @@ class FilesystemDriver(StorageDriver):
         Lock files are never deleted: one unlinked while another process waits on it would let a
         third process lock a new file of the same name, and both would hold the lock.
         """
-        check_path(path)
         with self._thread_locks.hold(path):
             directory = self.root / _LOCKS_DIR
             directory.mkdir(exist_ok=True)

@@ -14,7 +14,6 @@ from services.blobstore.drivers.base import (
     PathNotFound,
     StorageDriver,
     ThreadLocks,
-    check_path,
     register,
 )
 
@@ -23,7 +22,7 @@ class _Writer(FileWriter):
     def __init__(self, driver: "InMemoryDriver", path: str, append: bool) -> None:
         self._driver = driver
         self._path = path
-        with driver._lock:
+        with driver._guard:
             existing = driver._files.get(path) if append else None
             self._buffer = bytearray(existing[0] if existing else b"")
             driver._files[path] = (bytes(self._buffer), time.time())
@@ -42,13 +41,13 @@ class _Writer(FileWriter):
 
     def cancel(self) -> None:
         self._closed = True
-        with self._driver._lock:
+        with self._driver._guard:
             self._driver._files.pop(self._path, None)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            with self._driver._lock:
+            with self._driver._guard:
                 self._driver._files[self._path] = (bytes(self._buffer), time.time())
 
 
@@ -56,7 +55,7 @@ class InMemoryDriver(StorageDriver):
     name = "inmemory"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
         self._files: dict[str, tuple[bytes, float]] = {}
         self._thread_locks = ThreadLocks()
 
@@ -64,33 +63,29 @@ class InMemoryDriver(StorageDriver):
         prefix = "/" if path == "/" else path + "/"
         return any(p.startswith(prefix) for p in self._files)
 
-    def get_content(self, path: str) -> bytes:
-        check_path(path)
-        with self._lock:
+    def _get_content(self, path: str) -> bytes:
+        with self._guard:
             if path not in self._files:
                 raise PathNotFound(path)
             return self._files[path][0]
 
-    def put_content(self, path: str, data: bytes) -> None:
-        check_path(path)
-        with self._lock:
+    def _put_content(self, path: str, data: bytes) -> None:
+        with self._guard:
             self._files[path] = (bytes(data), time.time())
 
-    def reader(self, path: str, offset: int = 0) -> BinaryIO:
-        data = self.get_content(path)
+    def _reader(self, path: str, offset: int) -> BinaryIO:
+        data = self._get_content(path)
         if offset < 0 or offset > len(data):
             raise InvalidOffset(path, offset)
         stream = io.BytesIO(data)
         stream.seek(offset)
         return stream
 
-    def writer(self, path: str, append: bool = False) -> FileWriter:
-        check_path(path)
+    def _writer(self, path: str, append: bool) -> FileWriter:
         return _Writer(self, path, append)
 
-    def stat(self, path: str) -> FileInfo:
-        check_path(path, allow_root=True)
-        with self._lock:
+    def _stat(self, path: str) -> FileInfo:
+        with self._guard:
             if path in self._files:
                 data, modified = self._files[path]
                 return FileInfo(path, len(data), modified, False)
@@ -98,36 +93,31 @@ class InMemoryDriver(StorageDriver):
                 return FileInfo(path, 0, time.time(), True)
         raise PathNotFound(path)
 
-    def list(self, path: str) -> list[str]:
-        check_path(path, allow_root=True)
+    def _list(self, path: str) -> list[str]:
         prefix = "/" if path == "/" else path + "/"
-        with self._lock:
+        with self._guard:
             children = {prefix + p[len(prefix) :].split("/", 1)[0] for p in self._files if p.startswith(prefix)}
         if not children and path != "/":
             raise PathNotFound(path)
         return sorted(children)
 
-    def move(self, source: str, dest: str) -> None:
-        check_path(source)
-        check_path(dest)
-        with self._lock:
+    def _move(self, source: str, dest: str) -> None:
+        with self._guard:
             if source not in self._files:
                 raise PathNotFound(source)
             self._files[dest] = self._files.pop(source)
 
-    def delete(self, path: str) -> None:
-        check_path(path)
+    def _delete(self, path: str) -> None:
         prefix = path + "/"
-        with self._lock:
+        with self._guard:
             doomed = [p for p in self._files if p == path or p.startswith(prefix)]
             if not doomed:
                 raise PathNotFound(path)
             for p in doomed:
                 del self._files[p]
 
-    def lock(self, path: str) -> AbstractContextManager[None]:
+    def _lock(self, path: str) -> AbstractContextManager[None]:
         """Thread locks are all it takes: no other process can see this storage."""
-        check_path(path)
         return self._thread_locks.hold(path)
 
 

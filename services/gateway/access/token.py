@@ -19,13 +19,14 @@ that token names; credentials it refuses are 401 with the same Bearer challenge.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cachetools import TLRUCache
 from starlette.requests import Request
 
 from services.common.config import TokenAuthSettings
@@ -60,6 +61,12 @@ class Claims:
     valid_until: float  # exp + leeway
 
 
+def _usable_until(raw: str, claims: Claims, now: float) -> float:
+    """When the cache stops vouching for a token: a TLRUCache keeps an entry while ``now <``
+    its expiry, and a token is still good at exactly ``valid_until``, hence the next float up."""
+    return math.nextafter(claims.valid_until, math.inf)
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -72,27 +79,18 @@ class TokenVerifier:
         self.bundle = bundle
         self.jwks = jwks
         self.clock = clock
-        self._cache: OrderedDict[str, Claims] = OrderedDict()
+        # Each token lives until its own valid_until; expired ones go first when the cache is
+        # full, then the least recently used. Only the event loop's thread touches it: no lock.
+        self._cache: TLRUCache[str, Claims] = TLRUCache(maxsize=CACHE_SIZE, ttu=_usable_until, timer=lambda: self.clock())
 
     async def verify(self, raw: str) -> Claims:
         """The token's claims; InvalidToken if it is not acceptable, KeysUnavailable if unknowable."""
         cached = self._cache.get(raw)
         if cached is not None:
-            if self.clock() <= cached.valid_until:
-                return cached
-            del self._cache[raw]
+            return cached
         claims = self._claims(await self._verified_payload(raw))
-        self._remember(raw, claims)
-        return claims
-
-    def _remember(self, raw: str, claims: Claims) -> None:
-        if len(self._cache) >= CACHE_SIZE:
-            now = self.clock()
-            for stale in [t for t, c in self._cache.items() if c.valid_until < now]:
-                del self._cache[stale]
-            while len(self._cache) >= CACHE_SIZE:
-                self._cache.popitem(last=False)
         self._cache[raw] = claims
+        return claims
 
     async def _verified_payload(self, raw: str) -> dict[str, Any]:
         """The payload of a token one trusted key signed, its registered claims checked by pyjwt.

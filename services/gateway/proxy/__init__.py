@@ -23,10 +23,10 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cachetools import LRUCache
 from starlette.requests import Request
 
 from services.common import digests
@@ -54,6 +54,8 @@ from services.gateway.proxy.upstream import NotFound, Upstream, UpstreamError
 log = logging.getLogger("berth.gateway.proxy")
 
 _UNKNOWN = (MANIFEST_UNKNOWN, NAME_UNKNOWN)
+# Pull records this gateway remembers writing, (repository, "m" or "b", digest) -> monotonic time;
+# each entry carries its own time, so keeping one longer never makes it vouch for more.
 _TOUCHED_MAX = 100_000
 
 
@@ -70,7 +72,8 @@ class Mirror:
         self.fetches = BlobFetches(blobstore)
         # The store without the metadata cache in front, for answers the cache cannot vouch for.
         self._store = blobstore.client if isinstance(blobstore, CachedBlobstore) else blobstore
-        self._touched: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        # Only the event loop's thread touches it: no lock.
+        self._touched: LRUCache[tuple[str, str, str], float] = LRUCache(maxsize=_TOUCHED_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -119,9 +122,6 @@ class Mirror:
             return
         for k in keys:
             self._touched[k] = now
-            self._touched.move_to_end(k)
-        while len(self._touched) > _TOUCHED_MAX:
-            self._touched.popitem(last=False)
 
     def _failed(self, up: Upstream, exc: UpstreamError) -> None:
         MIRROR_UPSTREAM_ERRORS.labels(up.label, exc.reason).inc()

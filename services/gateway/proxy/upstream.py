@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from cachetools import TLRUCache
 
 from services.common.config.schema import UpstreamSettings
 
@@ -37,7 +38,14 @@ MANIFEST_ACCEPT = ", ".join((
 ))
 # Seconds before a token's stated expiry at which it is no longer used.
 TOKEN_MARGIN = 10.0
+# Upstream tokens kept per upstream; past this the least recently used goes (expired ones first).
+TOKENS_KEPT = 4096
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def _token_expiry(key: tuple[str, str, str], entry: tuple[str, float], now: float) -> float:
+    """A cached token's own expiry (its ``expires_in`` less the margin, fixed when it came)."""
+    return entry[1]
 
 
 class NotFound(Exception):
@@ -82,7 +90,10 @@ class Upstream:
             headers={"User-Agent": "berth-mirror", "Accept-Encoding": "identity"},
             transport=transport,
         )
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # (realm, service, scope) -> (token, when to stop using it, by time.time()). Only the event
+        # loop's thread touches it: no lock.
+        self._tokens: TLRUCache[tuple[str, str, str], tuple[str, float]] = TLRUCache(
+            maxsize=TOKENS_KEPT, ttu=_token_expiry, timer=lambda: time.time())
         self._basic = False  # the upstream asked for Basic: send it up front
 
     def covers(self, name: str) -> bool:
@@ -97,10 +108,11 @@ class Upstream:
     # Requests
 
     def _auth_headers(self, scope: str) -> dict[str, str]:
-        now = time.time()
-        for (_, _, cached_scope), (token, expires) in list(self._tokens.items()):
-            if cached_scope == scope and expires > now:
-                return {"Authorization": f"Bearer {token}"}
+        for key in list(self._tokens):
+            # get() and not the items: a token that expires meanwhile is None, not a KeyError.
+            cached = self._tokens.get(key) if key[2] == scope else None
+            if cached is not None:
+                return {"Authorization": f"Bearer {cached[0]}"}
         if self._basic and self._credentials:
             return {"Authorization": _basic_header(*self._credentials)}
         return {}
@@ -113,7 +125,7 @@ class Upstream:
         key = (realm, service, scope)
         scope = params.get("scope") or scope
         cached = self._tokens.get(key)
-        if cached and cached[1] > time.time():
+        if cached is not None:
             return cached[0]
         if not realm.startswith(("http://", "https://")):
             raise UpstreamError("denied", f"{self.url} asked for a token with an unusable realm {realm!r}")
@@ -138,9 +150,6 @@ class Upstream:
         if not token:
             raise UpstreamError("denied", f"{realm} answered no token")
         self._tokens[key] = (token, time.time() + max(lifetime - TOKEN_MARGIN, 1.0))
-        if len(self._tokens) > 4096:
-            now = time.time()
-            self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
         return token
 
     async def _send(self, method: str, path: str, scope: str, headers: dict[str, str], *, stream: bool = False) -> httpx.Response:
