@@ -350,6 +350,9 @@ def build(settings: Settings) -> Blobstore:
             # minutes, which spreads them over replicas added since; calls in flight finish first.
             ("grpc.max_connection_age_ms", 5 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 6 * 3600 * 1000),
+            # No BDP probing: it grows each upload stream's receive window far beyond the one
+            # chunk a write takes at a time, which a large push then fills (RSS, make bench).
+            ("grpc.http2.bdp_probe", 0),
         ],
     )
     signer = BlobURLSigner(config.public_url, signing_key(settings), config.url_expiry) if config.public_url else None
