@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mirror", action="store_true",
                    help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)")
     p.add_argument("--mirror-only", action="store_true", help="only the mirror row")
+    p.add_argument("--mirror-streamed", action="store_true",
+                   help="mirror row: the cached blobs streamed through the gateway (no direct reads)")
     p.add_argument("--listing-only", action="store_true",
                    help="only the catalog/tags rows (both registries on one generated tree; bench/listing_bench.py)")
     p.add_argument("--no-listing", action="store_true", help="skip the catalog/tags rows")
@@ -204,11 +206,14 @@ def terminate_on_sigterm() -> None:
 
 def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
     """The mirror row: a Berth mirroring the Go registry, pulls through it (cold, then warm)
-    against pulls straight from the Go registry (bench/mirror_bench.py)."""
+    against pulls straight from the Go registry (bench/mirror_bench.py). The mirror runs as we
+    advise for filesystem storage: cached large blobs are read from the blobstore directly
+    (storage_redirect + blobstore.public_url); --mirror-streamed measures it without."""
     s = sizes(args)
     small = min(int(s["small_count"]), 50)
-    mirror = start_berth(extra_env={"REGISTRY_PROXY_REMOTEURL": ref.url})
-    print(f"berth as a mirror of {ref.url}: started at {mirror.url}", file=sys.stderr)
+    mirror = start_berth(extra_env={"REGISTRY_PROXY_REMOTEURL": ref.url}, direct=not args.mirror_streamed)
+    print(f"berth as a mirror of {ref.url}: started at {mirror.url} "
+          f"({'blob bytes through the gateway' if args.mirror_streamed else 'direct blob reads'})", file=sys.stderr)
     try:
         samples = mirror_bench.run(ref.url, mirror.url, float(s["large_mb"]), small, int(s["rounds"]))
     except (BenchError, httpx.HTTPError) as exc:

@@ -1,9 +1,9 @@
 """One upstream download per blob, however many clients want it at once.
 
 The first request for a blob the cache lacks starts a fetch: a task that reads the upstream's
-response and writes it into a blobstore upload, committed against the digest, so the blob is
-visible only once verified (like a push) and a download that fails part-way leaves nothing
-behind (the upload is cancelled). That first client streams the bytes as they arrive, through a
+response and writes it into a blobstore upload, committed against the digest in the same call, so
+the blob is visible only once verified (like a push) and a download that fails part-way leaves
+nothing behind (the blobstore discards a session its failed call opened). That first client streams the bytes as they arrive, through a
 small bounded queue (the fetch goes as fast as the slower of the client and the store); if it goes
 away, the fetch carries on storing. Requests that arrive meanwhile wait for the fetch to end and
 read the stored blob.
@@ -14,7 +14,6 @@ and the blobstore's atomic, digest-checked commit makes that harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -80,13 +79,11 @@ class BlobFetches:
         return fetch
 
     async def _run(self, fetch: Fetch, upstream: Upstream, name: str, digest: str, on_stored: Callable[[int], Any]) -> None:
-        upload_id = ""
         label = upstream.label
         try:
             async with upstream.open_blob(name, digest) as response:
                 declared = response.headers.get("content-length", "")
                 size = int(declared) if declared.isdigit() else -1
-                upload_id = (await self.blobstore.start_upload(name)).upload_id
                 fetch.size.set_result(size)
 
                 async def data() -> AsyncIterator[bytes]:
@@ -101,8 +98,9 @@ class BlobFetches:
                     except httpx.TransportError as exc:
                         raise UpstreamError("unreachable", f"{upstream.url} broke off {digest} ({exc.__class__.__name__})") from None
 
-                info = await self.blobstore.write_upload(name, upload_id, 0, data(), commit_digest=digest, expected_length=size)
-            upload_id = ""
+                # One call opens, fills and commits the upload; one that fails or is cancelled
+                # part-way is discarded by the blobstore, so nothing is left to cancel here.
+                info = await self.blobstore.write_upload(name, "", 0, data(), commit_digest=digest, expected_length=size)
             fetch.done.set_result(None)
             if fetch.listening:
                 await fetch.queue.put(_END)
@@ -115,9 +113,6 @@ class BlobFetches:
             if fetch.listening:  # wake the streaming client: its response fails
                 fetch.stop_listening()
                 fetch.queue.put_nowait(_END)
-            if upload_id:
-                with contextlib.suppress(Exception):
-                    await self.blobstore.cancel_upload(name, upload_id)
             if not isinstance(exc, Exception):
                 raise
             log.warning("fetching %s@%s from %s failed: %s", name, digest, upstream.url, exc)
