@@ -11,8 +11,9 @@ Modules, one job each:
 - ``keys``: the signing key (generated on first start), its certificate, key IDs, the JWKS.
 - ``scopes``: the scope grammar of the token spec.
 - ``rules``: the ordered access rules (YAML) and what they grant.
-- ``passwords``: bcrypt hashing and the constant-cost check; ``users`` is the store interface,
-  ``htpasswd`` and ``user_table`` its two implementations; ``database`` the SQL tables.
+- ``passwords``: bcrypt hashing and the constant-cost check; ``user_store`` is the store interface,
+  ``htpasswd`` and ``user_table`` its two implementations, ``users`` the composite of both the
+  service asks; ``database`` the SQL tables.
 - ``tokens``: signing and verifying access tokens; ``refresh_tokens``: the opaque, revocable ones.
 - ``ratelimit``: failed logins per account and per address.
 - ``credentials``: reading the ``Authorization`` header without trusting it.

@@ -16,8 +16,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from services.auth import passwords
-from services.auth.users import (
-    InvalidUser, User, UserExists, UserNotFound, UserStore, check_new_user, hash_new_password,
+from services.auth.user_store import (
+    InvalidUser,
+    User,
+    UserExists,
+    UserNotFound,
+    UserStore,
+    check_new_user,
+    hash_new_password,
 )
 
 log = logging.getLogger("berth.auth.htpasswd")
