@@ -17,6 +17,8 @@ Modules, one job each:
 - ``tokens``: signing and verifying access tokens; ``refresh_tokens``: the opaque, revocable ones.
 - ``ratelimit``: failed logins per account and per address.
 - ``credentials``: reading the ``Authorization`` header without trusting it.
-- ``errors``: the error codes and the bodies they answer with.
+- ``challenges``: the refusals of a login (401 asking for Basic credentials, 429 with Retry-After);
+  ``oauth_errors``: RFC 6749's names for the registry's error codes (the codes themselves are
+  ``services.common.errors``, answered by ``services.common.http_errors``).
 - ``service``: the decisions (who is asking, what they get); ``app``: HTTP around them.
 """
