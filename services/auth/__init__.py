@@ -16,7 +16,8 @@ Modules, one job each:
   service asks; ``database`` the SQL tables.
 - ``tokens``: signing and verifying access tokens; ``refresh_tokens``: the opaque, revocable ones.
 - ``ratelimit``: failed logins per account and per address.
-- ``credentials``: reading the ``Authorization`` header without trusting it.
+- ``credentials``: reading a Bearer token without trusting it (Basic credentials, and the
+  htpasswd file, are read by ``services.common.basic_auth`` and ``services.common.htpasswd``).
 - ``challenges``: the refusals of a login (401 asking for Basic credentials, 429 with Retry-After);
   ``oauth_errors``: RFC 6749's names for the registry's error codes (the codes themselves are
   ``services.common.errors``, answered by ``services.common.http_errors``).

@@ -25,7 +25,8 @@ from services.auth.challenges import unauthorized
 from services.auth.oauth_errors import OAuthRefusal
 from services.auth.service import TokenService
 from services.auth.tokens import InvalidToken
-from services.common import forwarded, health, http_errors, observability
+from services.common import basic_auth, forwarded, health, http_errors, observability
+from services.common.basic_auth import MalformedCredentials
 from services.common.config import Settings
 from services.common.errors import (
     BAD_TOKEN_OPTION,
@@ -62,8 +63,8 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         offline = params.boolean(query.get("offline_token"), "offline_token")
         client_id = params.client_id(query.get("client_id", ""))
         try:
-            creds = credentials.basic(request.headers.get("authorization"))
-        except credentials.MalformedCredentials as exc:
+            creds = basic_auth.parse(request.headers.get("authorization"))
+        except MalformedCredentials as exc:
             TOKEN_DENIALS.labels("malformed_credentials").inc()
             raise unauthorized(str(exc), tokens.realm) from None
         account = ""
@@ -106,7 +107,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         try:
             raw = credentials.bearer(request.headers.get("authorization"))
             account = tokens.issuer.verify(raw).account if raw is not None else ""
-        except (credentials.MalformedCredentials, InvalidToken) as exc:
+        except (MalformedCredentials, InvalidToken) as exc:
             raise RegistryError(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         access = await run_in_threadpool(tokens.grant, account, requested)
         return JSONResponse({"account": account, "access": [s.as_claim() for s in access]})
@@ -151,8 +152,8 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
 def _revoke(tokens: TokenService, form: params.Form, authorization: str | None, address: str | None) -> Response:
     """RFC 7009: 200 whether or not the token existed, so the endpoint tells nothing about tokens."""
     try:
-        creds = credentials.basic(authorization)
-    except credentials.MalformedCredentials as exc:
+        creds = basic_auth.parse(authorization)
+    except MalformedCredentials as exc:
         raise unauthorized(str(exc), tokens.realm) from None
     if creds is None:
         raise unauthorized("revoking a refresh token needs its owner's credentials", tokens.realm)
