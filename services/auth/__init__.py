@@ -11,11 +11,15 @@ Modules, one job each:
 - ``keys``: the signing key (generated on first start), its certificate, key IDs, the JWKS.
 - ``scopes``: the scope grammar of the token spec.
 - ``rules``: the ordered access rules (YAML) and what they grant.
-- ``passwords``: bcrypt hashing and the constant-cost check; ``users`` is the store interface,
-  ``htpasswd`` and ``user_table`` its two implementations; ``database`` the SQL tables.
+- ``passwords``: bcrypt hashing and the constant-cost check; ``user_store`` is the store interface,
+  ``htpasswd`` and ``user_table`` its two implementations, ``users`` the composite of both the
+  service asks; ``database`` the SQL tables.
 - ``tokens``: signing and verifying access tokens; ``refresh_tokens``: the opaque, revocable ones.
 - ``ratelimit``: failed logins per account and per address.
-- ``credentials``: reading the ``Authorization`` header without trusting it.
-- ``errors``: the error codes and the bodies they answer with.
+- ``credentials``: reading a Bearer token without trusting it (Basic credentials, and the
+  htpasswd file, are read by ``services.common.basic_auth`` and ``services.common.htpasswd``).
+- ``challenges``: the refusals of a login (401 asking for Basic credentials, 429 with Retry-After);
+  ``oauth_errors``: RFC 6749's names for the registry's error codes (the codes themselves are
+  ``services.common.errors``, answered by ``services.common.http_errors``).
 - ``service``: the decisions (who is asking, what they get); ``app``: HTTP around them.
 """

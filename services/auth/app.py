@@ -7,8 +7,9 @@
     GET  /.well-known/jwks.json   the public keys tokens are signed with
     GET  /, /_ping, /v1/_ping     liveness; GET /_ready: database and signing key (services.common.health)
 
-Every failure is the registry's JSON error envelope (``errors.AuthError``); ``POST /token`` answers
-add RFC 6749's ``error``/``error_description``. Blocking work (bcrypt, SQL) runs in the thread pool.
+Every failure is the registry's JSON error envelope (``services.common.http_errors``, with codes of
+``services.common.errors``); ``POST /token`` answers add RFC 6749's ``error``/``error_description``
+(``oauth_errors``). Blocking work (bcrypt, SQL) runs in the thread pool.
 """
 from __future__ import annotations
 
@@ -16,27 +17,23 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
-from services.auth import credentials, health_checks, params, scopes
-from services.auth.errors import (
-    BAD_TOKEN_OPTION,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    UNAUTHORIZED,
-    UNKNOWN,
-    UNSUPPORTED_VALUE,
-    AuthError,
-    unauthorized,
-)
+from services.auth import credentials, health_checks, oauth_errors, params, scopes
+from services.auth.challenges import unauthorized
+from services.auth.oauth_errors import OAuthRefusal
 from services.auth.service import TokenService
 from services.auth.tokens import InvalidToken
-from services.common import forwarded, health, http_instrumentation
+from services.common import basic_auth, forwarded, health, http_errors, http_instrumentation
+from services.common.basic_auth import MalformedCredentials
 from services.common.config import Settings
+from services.common.errors import (
+    BAD_TOKEN_OPTION,
+    UNAUTHORIZED,
+    UNSUPPORTED_VALUE,
+    RegistryError,
+)
 from services.common.metrics import TOKEN_DENIALS, TOKENS_ISSUED
 
 log = logging.getLogger("berth.auth")
@@ -49,7 +46,7 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
     """The app; building the TokenService first means bad settings stop the process before it listens."""
     tokens = service or TokenService(settings.token_service, settings.cache)
     app = FastAPI(title="Berth token service", docs_url=None, redoc_url=None, openapi_url=None)
-    _install_error_handlers(app)
+    http_errors.install(app, "auth", render=_render)
 
     health.install(app, "auth", debug=settings.debug, checks=health_checks.checks(tokens))
     forwarded.install(app, settings.http)
@@ -66,15 +63,15 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         offline = params.boolean(query.get("offline_token"), "offline_token")
         client_id = params.client_id(query.get("client_id", ""))
         try:
-            creds = credentials.basic(request.headers.get("authorization"))
-        except credentials.MalformedCredentials as exc:
+            creds = basic_auth.parse(request.headers.get("authorization"))
+        except MalformedCredentials as exc:
             TOKEN_DENIALS.labels("malformed_credentials").inc()
             raise unauthorized(str(exc), tokens.realm) from None
         account = ""
         if creds is not None:
             claimed = query.get("account", "")
             if claimed and claimed != creds.username:
-                raise AuthError(BAD_TOKEN_OPTION, "account does not match the credentials")
+                raise RegistryError(BAD_TOKEN_OPTION, "account does not match the credentials")
             account = tokens.authenticate(creds.username, creds.password, _address(request))
         grant = tokens.issue(account, service, requested, client_id)
         TOKENS_ISSUED.labels("basic" if account else "anonymous").inc()
@@ -105,13 +102,13 @@ def create_app(settings: Settings, service: TokenService | None = None) -> FastA
         body = await params.read_json(request)
         wanted = body.get("scopes") if isinstance(body, dict) else None
         if not isinstance(wanted, list) or not all(isinstance(s, str) for s in wanted):
-            raise AuthError(UNSUPPORTED_VALUE, 'expected a JSON body {"scopes": ["type:name:actions", ...]}')
+            raise RegistryError(UNSUPPORTED_VALUE, 'expected a JSON body {"scopes": ["type:name:actions", ...]}')
         requested = scopes.parse(wanted)
         try:
             raw = credentials.bearer(request.headers.get("authorization"))
             account = tokens.issuer.verify(raw).account if raw is not None else ""
-        except (credentials.MalformedCredentials, InvalidToken) as exc:
-            raise AuthError(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        except (MalformedCredentials, InvalidToken) as exc:
+            raise RegistryError(UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         access = await run_in_threadpool(tokens.grant, account, requested)
         return JSONResponse({"account": account, "access": [s.as_claim() for s in access]})
 
@@ -125,7 +122,7 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
     client_id = params.client_id(params.required(form, "client_id"))
     access_type = params.first(form, "access_type") or "online"
     if access_type not in ("online", "offline"):
-        raise AuthError(UNSUPPORTED_VALUE, "access_type must be online or offline")
+        raise RegistryError(UNSUPPORTED_VALUE, "access_type must be online or offline")
     requested = scopes.parse(form.get("scope", []))
     refresh_token = ""
     if grant_type == "password":
@@ -136,8 +133,8 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
         refresh_token = params.required(form, "refresh_token")
         account = tokens.redeem_refresh_token(refresh_token, service, address)
     else:
-        raise AuthError(UNSUPPORTED_VALUE, "grant_type must be password or refresh_token",
-                        oauth_error="unsupported_grant_type")
+        raise OAuthRefusal(UNSUPPORTED_VALUE, "grant_type must be password or refresh_token",
+                           oauth_error="unsupported_grant_type")
     grant = tokens.issue(account, service, requested, client_id)
     TOKENS_ISSUED.labels(grant_type).inc()
     body: dict[str, Any] = {
@@ -155,8 +152,8 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
 def _revoke(tokens: TokenService, form: params.Form, authorization: str | None, address: str | None) -> Response:
     """RFC 7009: 200 whether or not the token existed, so the endpoint tells nothing about tokens."""
     try:
-        creds = credentials.basic(authorization)
-    except credentials.MalformedCredentials as exc:
+        creds = basic_auth.parse(authorization)
+    except MalformedCredentials as exc:
         raise unauthorized(str(exc), tokens.realm) from None
     if creds is None:
         raise unauthorized("revoking a refresh token needs its owner's credentials", tokens.realm)
@@ -173,37 +170,10 @@ def _address(request: Request) -> str | None:
     return forwarded.client_address(request) or None
 
 
-def _error_response(request: Request, error: AuthError) -> JSONResponse:
-    oauth = bool(getattr(request.state, "oauth", False))
-    return JSONResponse(error.body(oauth=oauth), status_code=error.status, headers={**error.headers, **NO_STORE})
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    async def auth_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AuthError)
-        return _error_response(request, exc)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}.get(exc.status_code)
-        if code is None:
-            return _error_response(request, AuthError(UNSUPPORTED_VALUE, "malformed request"))
-        return _error_response(request, AuthError(code, f"{request.method} {request.url.path[:200]}"))
-
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        return _error_response(request, AuthError(UNSUPPORTED_VALUE, "malformed request"))
-
-    async def client_disconnected(request: Request, exc: Exception) -> Response:
-        # The client went away before its body arrived: nothing went wrong here, and no one to tell.
-        log.info("client disconnected during %s %s", request.method, request.url.path)
-        return _error_response(request, AuthError(UNSUPPORTED_VALUE, "client disconnected"))
-
-    async def unhandled(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(request, AuthError(UNKNOWN))
-
-    app.add_exception_handler(AuthError, auth_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(ClientDisconnect, client_disconnected)
-    app.add_exception_handler(Exception, unhandled)
+def _render(request: Request, error: RegistryError) -> Response:
+    """The token service's dress of the error envelope: no cache may keep a token answer, a
+    refusal included (RFC 6749 section 5.1), and OAuth2 answers name the error RFC 6749's way."""
+    body: dict[str, Any] = {"errors": [error.to_json()]}
+    if getattr(request.state, "oauth", False):
+        body.update(oauth_errors.fields(error))
+    return JSONResponse(body, status_code=error.status, headers={**error.headers, **NO_STORE})

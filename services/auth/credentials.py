@@ -1,47 +1,12 @@
-"""Reading the ``Authorization`` header without trusting it.
+"""Reading a Bearer token from the ``Authorization`` header without trusting it (POST /authorize).
 
-Anything odd (another scheme, bad base64, bytes that are not UTF-8, no ``:``) is a
-``MalformedCredentials`` the app answers with 401, never an exception that escapes as a 500. The
-password is kept out of ``repr`` so it cannot reach a log line by accident.
+Basic credentials are ``services.common.basic_auth``'s to read (the gateway reads them the same
+way); a header that is not one Bearer token is the same ``MalformedCredentials``, which the app
+answers with 401, never an exception that escapes as a 500.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass, field
-
-# Basic credentials longer than this are refused before decoding.
-MAX_HEADER_LENGTH = 8192
-
-
-class MalformedCredentials(Exception):
-    """An Authorization header that cannot be read (the message says why, without its content)."""
-
-
-@dataclass(frozen=True)
-class BasicCredentials:
-    username: str
-    password: str = field(repr=False)
-
-
-def basic(header: str | None) -> BasicCredentials | None:
-    """The Basic credentials of the header; None when there is no header (an anonymous request)."""
-    if header is None or not header.strip():
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        raise MalformedCredentials("expected Basic credentials")
-    value = value.strip()
-    if not value or len(value) > MAX_HEADER_LENGTH:
-        raise MalformedCredentials("malformed Basic credentials")
-    try:
-        text = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise MalformedCredentials("Basic credentials are not base64 of UTF-8 text") from None
-    username, sep, password = text.partition(":")
-    if not sep or not username:
-        raise MalformedCredentials("Basic credentials need user:password")
-    return BasicCredentials(username, password)
+from services.common.basic_auth import MalformedCredentials
 
 
 def bearer(header: str | None) -> str | None:

@@ -2,7 +2,7 @@
 
 Forms are parsed here, from a size-capped body, rather than by a multipart library: the token
 endpoints only ever take ``application/x-www-form-urlencoded``. Each helper answers a bad value with
-a 400 AuthError naming the field, never with an exception that would become a 500.
+a 400 RegistryError naming the field, never with an exception that would become a 500.
 """
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from services.auth.errors import BAD_TOKEN_OPTION, MISSING_REQUIRED_FIELD, UNSUPPORTED_VALUE, AuthError
+from services.common.errors import (
+    BAD_TOKEN_OPTION,
+    MISSING_REQUIRED_FIELD,
+    UNSUPPORTED_VALUE,
+    RegistryError,
+)
 
 MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
@@ -30,26 +35,26 @@ async def read_body(request: Request) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            raise AuthError(BAD_TOKEN_OPTION, f"request body larger than {MAX_BODY} bytes")
+            raise RegistryError(BAD_TOKEN_OPTION, f"request body larger than {MAX_BODY} bytes")
     return bytes(body)
 
 
 async def read_form(request: Request) -> Form:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise AuthError(UNSUPPORTED_VALUE, "expected Content-Type: application/x-www-form-urlencoded")
+        raise RegistryError(UNSUPPORTED_VALUE, "expected Content-Type: application/x-www-form-urlencoded")
     try:
         text = (await read_body(request)).decode("utf-8")
         return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise AuthError(BAD_TOKEN_OPTION, "the form is not valid UTF-8 url-encoded data") from None
+        raise RegistryError(BAD_TOKEN_OPTION, "the form is not valid UTF-8 url-encoded data") from None
 
 
 async def read_json(request: Request) -> Any:
     try:
         return json.loads(await read_body(request))
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise AuthError(UNSUPPORTED_VALUE, "the body is not JSON") from None
+        raise RegistryError(UNSUPPORTED_VALUE, "the body is not JSON") from None
 
 
 def first(form: Form, name: str) -> str:
@@ -61,7 +66,7 @@ def first(form: Form, name: str) -> str:
 def required(form: Form, name: str) -> str:
     value = first(form, name)
     if not value:
-        raise AuthError(MISSING_REQUIRED_FIELD, f"missing {name} value")
+        raise RegistryError(MISSING_REQUIRED_FIELD, f"missing {name} value")
     return value
 
 
@@ -71,10 +76,10 @@ def boolean(value: str | None, name: str) -> bool:
         return False
     if value in _TRUE:
         return True
-    raise AuthError(BAD_TOKEN_OPTION, f"{name} must be true or false")
+    raise RegistryError(BAD_TOKEN_OPTION, f"{name} must be true or false")
 
 
 def client_id(value: str) -> str:
     if not _CLIENT_ID_RE.fullmatch(value):
-        raise AuthError(BAD_TOKEN_OPTION, "client_id must be printable ASCII, 128 characters at most")
+        raise RegistryError(BAD_TOKEN_OPTION, "client_id must be printable ASCII, 128 characters at most")
     return value

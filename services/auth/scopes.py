@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.auth.errors import SCOPE_INVALID, AuthError
+from services.common.errors import SCOPE_INVALID, RegistryError
 
 # Bounds on what one request may ask for; real clients send one to a handful of scopes.
 MAX_SCOPES = 64
@@ -49,7 +49,7 @@ class Scope:
 
 
 def parse_one(text: str) -> Scope:
-    """One ``resourcescope``; AuthError(SCOPE_INVALID) naming the problem otherwise."""
+    """One ``resourcescope``; RegistryError(SCOPE_INVALID) naming the problem otherwise."""
     if len(text) > MAX_SCOPE_LENGTH:
         raise _invalid(text, f"longer than {MAX_SCOPE_LENGTH} characters")
     type_part, sep, rest = text.partition(":")
@@ -86,7 +86,7 @@ def parse(values: Iterable[str]) -> list[Scope]:
                 continue
             count += 1
             if count > MAX_SCOPES:
-                raise AuthError(SCOPE_INVALID, f"more than {MAX_SCOPES} scopes in one request")
+                raise RegistryError(SCOPE_INVALID, f"more than {MAX_SCOPES} scopes in one request")
             scope = parse_one(text)
             actions = merged.setdefault((scope.type, scope.name), [])
             actions.extend(a for a in scope.actions if a not in actions)
@@ -98,6 +98,6 @@ def scope_string(scopes: Iterable[Scope]) -> str:
     return " ".join(str(s) for s in scopes if s.actions)
 
 
-def _invalid(text: str, why: str) -> AuthError:
+def _invalid(text: str, why: str) -> RegistryError:
     shown = text if len(text) <= 100 else text[:100] + "..."
-    return AuthError(SCOPE_INVALID, f"scope {shown!r}: {why}")
+    return RegistryError(SCOPE_INVALID, f"scope {shown!r}: {why}")

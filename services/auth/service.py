@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.auth import database, keys, passwords, ratelimit, users
-from services.auth.errors import MISSING_REQUIRED_FIELD, UNSUPPORTED_VALUE, AuthError, too_many_requests, unauthorized
+from services.auth.challenges import too_many_requests, unauthorized
 from services.auth.ratelimit import login_keys
 from services.auth.refresh_tokens import RefreshTokens
 from services.auth.rules import RuleFile, RulesError
 from services.auth.scopes import Scope
 from services.auth.tokens import IssuedToken, TokenIssuer
 from services.common.config import ConfigError, RedisSettings, TokenServiceSettings
+from services.common.errors import (
+    MISSING_REQUIRED_FIELD,
+    UNSUPPORTED_VALUE,
+    RegistryError,
+)
 from services.common.metrics import TOKEN_DENIALS
 
 log = logging.getLogger("berth.auth")
@@ -54,9 +59,9 @@ class TokenService:
 
     def check_service(self, service: str) -> str:
         if not service:
-            raise AuthError(MISSING_REQUIRED_FIELD, "missing service value")
+            raise RegistryError(MISSING_REQUIRED_FIELD, "missing service value")
         if service not in self.settings.services:
-            raise AuthError(UNSUPPORTED_VALUE, f"unknown service {service[:100]!r}")
+            raise RegistryError(UNSUPPORTED_VALUE, f"unknown service {service[:100]!r}")
         return service
 
     def authenticate(self, username: str, password: str, address: str | None) -> str:

@@ -14,8 +14,14 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.auth.database import refresh_tokens, user_groups, users
-from services.auth.users import (
-    MAX_NAME_LENGTH, User, UserExists, UserNotFound, UserStore, check_new_user, hash_new_password,
+from services.auth.user_store import (
+    MAX_NAME_LENGTH,
+    User,
+    UserExists,
+    UserNotFound,
+    UserStore,
+    check_new_user,
+    hash_new_password,
 )
 
 

@@ -30,7 +30,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
     from services.auth.database import connect
     from services.auth.user_table import SqlUserStore
-    from services.auth.users import InvalidUser, UserError
+    from services.auth.user_store import InvalidUser, UserError
 
     try:
         store = SqlUserStore(connect(settings.token_service.database))

@@ -1,8 +1,9 @@
 """The registry's error codes, registered once, raised by name.
 
-Every failure a client can see is one of these codes; handlers raise ``RegistryError(CODE, detail)``
-and one function (``services.gateway.responses``) turns it into the spec's ``{"errors": [...]}``
-envelope. The blobstore raises the same errors; they cross gRPC as a status plus the code name.
+Every failure a client can see is one of these codes, in every service: handlers raise
+``RegistryError(CODE, detail)`` and ``services.common.http_errors`` turns it into the spec's
+``{"errors": [...]}`` envelope (the gateway, the token service and the search service install the
+same handlers). The blobstore raises the same errors; they cross gRPC as a status plus the code name.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ _REGISTRY: dict[str, ErrorCode] = {}
 
 
 def _register(name: str, message: str, status: int) -> ErrorCode:
+    """A new code; each name once, so a code string always means one message and one status."""
+    if name in _REGISTRY:
+        raise ValueError(f"error code {name} is registered twice")
     code = ErrorCode(name, message, status)
     _REGISTRY[name] = code
     return code
@@ -56,6 +60,13 @@ PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", "invalid numb
 NOT_FOUND = _register("NOT_FOUND", "no such endpoint", 404)
 UNAVAILABLE = _register("UNAVAILABLE", "service unavailable", 503)
 UNKNOWN = _register("UNKNOWN", "unknown error", 500)
+
+# Codes of the reference token server (contrib/token-server/errors.go), which the token service
+# answers with, plus one for scopes the token spec's grammar refuses.
+BAD_TOKEN_OPTION = _register("BAD_TOKEN_OPTION", "bad token option", 400)
+MISSING_REQUIRED_FIELD = _register("MISSING_REQUIRED_FIELD", "missing required field", 400)
+UNSUPPORTED_VALUE = _register("UNSUPPORTED_VALUE", "unsupported value", 400)
+SCOPE_INVALID = _register("SCOPE_INVALID", "invalid scope", 400)
 
 
 class RegistryError(Exception):

@@ -26,15 +26,12 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from services.common import health, http_instrumentation, search_query, search_security
+from services.common import health, http_errors, http_instrumentation, search_query, search_security
 from services.common.config import Settings
-from services.common.errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
+from services.common.errors import SIZE_INVALID, UNSUPPORTED, RegistryError
 from services.common.search_query import SearchQuery
 from services.search import backends, health_checks
 from services.search.describe import Describer, FetchError, base_of
@@ -90,10 +87,6 @@ class SearchState:
             log.exception("could not store the description of %s", job.repository)
 
 
-def _error(error: RegistryError) -> Response:
-    return JSONResponse({"errors": [error.to_json()]}, status_code=error.status, headers=error.headers or None)
-
-
 Apply = Callable[[Any], tuple[int, list[DescribeJob]]]
 Search = Callable[[SearchQuery], tuple[int, list[dict[str, Any]]]]
 
@@ -141,29 +134,7 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
     if guard.enabled:
         log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)", settings.search.security, settings.search.addr)
 
-    @app.exception_handler(RegistryError)
-    async def registry_error(request: Request, exc: RegistryError) -> Response:
-        return _error(exc)
-
-    # Unknown paths and methods answer in the envelope too, not FastAPI's {"detail": ...}.
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return _error(RegistryError(NOT_FOUND, {"path": request.url.path[:300]}))
-        if exc.status_code == 405:
-            return _error(RegistryError(UNSUPPORTED, {"method": request.method[:40]}, headers=exc.headers or None))
-        return _error(RegistryError(UNKNOWN, message=str(exc.detail), status=exc.status_code, headers=exc.headers or None))
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
-        # The sender went away mid-envelope: nothing was applied, and nothing went wrong here.
-        log.info("client disconnected during %s %s", request.method, request.url.path)
-        return _error(RegistryError(UNSUPPORTED, {"reason": "client disconnected"}, status=400))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _error(RegistryError(UNSUPPORTED, {"reason": "malformed request"}, status=400))
-
+    http_errors.install(app, "search")
     health.install(app, "search", debug=settings.debug, checks=checks)
 
     @app.post("/events")

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.auth.errors import AuthError
-from services.auth.scopes import MAX_SCOPE_LENGTH, MAX_SCOPES, Scope, parse, parse_one, scope_string
+from services.auth.scopes import (
+    MAX_SCOPE_LENGTH,
+    MAX_SCOPES,
+    Scope,
+    parse,
+    parse_one,
+    scope_string,
+)
+from services.common.errors import RegistryError
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -31,7 +38,7 @@ def test_valid(text: str, expected: Scope) -> None:
     "x" * (MAX_SCOPE_LENGTH + 1),
 ])
 def test_invalid(text: str) -> None:
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(RegistryError) as caught:
         parse_one(text)
     assert caught.value.code.name == "SCOPE_INVALID" and caught.value.status == 400
     assert len(caught.value.detail or "") < 200  # the echo of the input is bounded
@@ -45,7 +52,7 @@ def test_parameters_and_spaces_merge() -> None:
 
 def test_the_count_is_capped_after_splitting() -> None:
     assert len(parse([" ".join(f"repository:r{i}:pull" for i in range(MAX_SCOPES))])) == MAX_SCOPES
-    with pytest.raises(AuthError, match="more than"):
+    with pytest.raises(RegistryError, match="more than"):
         parse([f"repository:r{i}:pull" for i in range(MAX_SCOPES + 1)])
 
 

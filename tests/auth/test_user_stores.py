@@ -10,8 +10,9 @@ import pytest
 
 from services.auth import database, passwords
 from services.auth.htpasswd import HtpasswdStore
+from services.auth.user_store import InvalidUser, UserExists, UserNotFound, UserStore
 from services.auth.user_table import SqlUserStore
-from services.auth.users import CompositeStore, InvalidUser, UserExists, UserNotFound, UserStore
+from services.auth.users import CompositeStore
 
 FAST_COST = 4  # the stores' own hashing, made cheap for the suite; timing checks restore the default
 

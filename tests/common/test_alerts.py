@@ -262,7 +262,8 @@ def test_a_silent_or_absent_mail_server_never_holds_up_the_caller() -> None:
 
 def test_a_service_process_mails_its_unhandled_exceptions(inbox: tuple[Inbox, int], tmp_path: Path) -> None:
     """The search service with its database damaged from outside (a table dropped): every search
-    fails with an exception nothing handles, which uvicorn logs and the mailer sends."""
+    fails with an exception no route handles, which the service logs (then uvicorn, once more) and
+    the mailer sends, once."""
     box, port = inbox
     berth = Berth(tmp_path, env={
         "REGISTRY_EMAIL_EXCEPTIONS_SMTP_HOST": "127.0.0.1",
@@ -277,13 +278,15 @@ def test_a_service_process_mails_its_unhandled_exceptions(inbox: tuple[Inbox, in
         for n in range(1, 6):
             r = httpx.get(f"{berth.search_url}/v1/search", headers={"X-Request-Id": f"boom-{n}"})
             assert r.status_code == 500
+            # The client learns the request id, nothing of the failure.
+            assert r.json() == {"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {"request_id": f"boom-{n}"}}]}
         (first,) = box.wait(1)
         assert box.quiet_for(1) == 1
         assert subject(first) == f"[berth] search on {HOST}: OperationalError"
         assert first["To"] == "ops@example.test, oncall@example.test"
         body = first.get_content()
         assert "Request id: boom-1" in body
-        assert "Message:    Exception in ASGI application" in body
+        assert "Message:    unhandled error on GET /v1/search" in body
         assert "no such table: repositories" in body
         second = box.wait(2, timeout=6)[1]
         assert subject(second) == f"[berth] search on {HOST}: OperationalError (4 held back since the last mail)"
@@ -291,5 +294,6 @@ def test_a_service_process_mails_its_unhandled_exceptions(inbox: tuple[Inbox, in
     finally:
         berth.stop()
     log = berth.log("search")
+    assert log.count("unhandled error on GET /v1/search") == 5
     assert log.count("Exception in ASGI application") == 5
     assert "[boom-3]" in log

@@ -32,7 +32,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -462,6 +461,14 @@ def check_answer(service: str, request: Request, answer: tuple[int, dict[str, st
         assert isinstance(errors, list) and errors, f"{status} {body[:300]!r} for {where}"
         for error in errors:
             assert isinstance(error.get("code"), str) and isinstance(error.get("message"), str), f"{status} {body[:300]!r} for {where}"
+            assert registered(error["code"]), f"unregistered code: {status} {body[:300]!r} for {where}"
+
+
+def registered(code: str) -> bool:
+    """Every code a service answers with is one of services.common.errors (one registry for all)."""
+    from services.common import errors as registry
+
+    return registry.lookup(code).name == code
 
 
 class BudgetSpent(BaseException):

@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -112,17 +110,3 @@ class Challenge(RegistryError):
     def set_headers(self, headers: MutableMapping[str, str]) -> None:
         headers["WWW-Authenticate"] = self.www_authenticate
 
-
-def parse_basic(header: str) -> tuple[str, str] | None:
-    """(user, password) from ``Authorization: Basic ...``; None if absent or malformed."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep or not user:
-        return None
-    return user, password

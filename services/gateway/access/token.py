@@ -29,12 +29,32 @@ import jwt
 from cachetools import TLRUCache
 from starlette.requests import Request
 
+from services.common import basic_auth, forwarded
 from services.common.config import TokenAuthSettings
-from services.common import forwarded
-from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
+from services.common.errors import (
+    DENIED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    ErrorCode,
+    RegistryError,
+)
 from services.common.metrics import ACCESS_DENIED
-from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle
-from services.gateway.access.model import Access, Challenge, Grant, Identity, Reach, parse_basic, quote, scope_param
+from services.gateway.access.keys import (
+    ALGORITHMS,
+    JWKSKeys,
+    KeysUnavailable,
+    TrustedKey,
+    load_bundle,
+)
+from services.gateway.access.model import (
+    Access,
+    Challenge,
+    Grant,
+    Identity,
+    Reach,
+    quote,
+    scope_param,
+)
 from services.gateway.access.rules_client import RulesClient
 
 log = logging.getLogger("berth.gateway.access")
@@ -225,10 +245,10 @@ class TokenAccessController:
     async def _from_basic(self, request: Request, header: str, needed: Sequence[Access]) -> Identity:
         """The identity of a token the token service issues for the Basic credentials (it checks
         them, with its own accounts and failed-login limits); the challenge when it refuses them."""
-        credentials = parse_basic(header)
+        credentials = basic_auth.parse_or_none(header)
         token = await self.rules.login(header.strip(), forwarded.client_address(request)) if credentials else None
         if token is None:
-            user = credentials[0][:100] if credentials else ""
+            user = credentials.username[:100] if credentials else ""
             log.info("%s %s: Basic credentials refused by the token service%s", request.method, request.url.path,
                      f" for {user!r}" if user else " (malformed)")
             _BAD_CREDENTIALS.inc()
