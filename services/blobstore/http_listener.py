@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +30,12 @@ log = logging.getLogger("berth.blobstore")
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is routine; anything else is logged, not printed."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        log.exception("http listener: request from %s failed", client_address[0])
 
 
 class HTTPListener:
@@ -61,6 +68,20 @@ def _handler(readiness: Readiness, metrics: bool, direct_reads: DirectReads | No
         # Keep-alive: a client pulling several layers reuses its connection.
         protocol_version = "HTTP/1.1"
         timeout = 10
+
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            # No route here takes a body: one sent anyway is never read, so the connection cannot
+            # carry another request after it (its bytes would be read as one).
+            length = self.headers.get("Content-Length", "0").strip()
+            self._has_body = length not in ("", "0") or "Transfer-Encoding" in self.headers
+            return True
+
+        def end_headers(self) -> None:
+            if getattr(self, "_has_body", False):
+                self.send_header("Connection", "close")  # also sets close_connection
+            super().end_headers()
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
