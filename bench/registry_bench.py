@@ -804,7 +804,7 @@ def run_round(target: Target, s: Settings, run_id: str) -> TargetResult:
         try:
             check_reachable(client, target.url)
         except (BenchError, httpx.HTTPError) as exc:
-            res.errors = {name: f"unreachable: {exc}" for name in s.workloads}
+            res.errors = dict.fromkeys(s.workloads, f"unreachable: {exc}")
             return res
         for name in s.workloads:
             log(f"[{target.label}] round {run_id.rsplit('-', 1)[-1]}: {name} ...")

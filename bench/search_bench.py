@@ -36,7 +36,7 @@ from services.search import textmatch  # noqa: E402
 from services.search.index import Index, fold  # noqa: E402
 from services.search.schema import repositories, tags  # noqa: E402
 
-WORDS = ("alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "
+WORDS = ("alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "  # noqa: SIM905 - easier to edit as text
          "db tools build base runtime debug slim static metrics agent gateway auth search store edge core "
          "data ml model").split()
 DIGEST = "sha256:" + "0" * 64

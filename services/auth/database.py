@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, Column, Engine, ForeignKey, Integer, MetaData, String, Table, create_engine, event,
+    Boolean,
+    Column,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from services.auth import passwords
 from services.auth.users import (
-    InvalidUser, User, UserExists, UserNotFound, UserStore, check_new_user, hash_new_password,
+    InvalidUser,
+    User,
+    UserExists,
+    UserNotFound,
+    UserStore,
+    check_new_user,
+    hash_new_password,
 )
 
 log = logging.getLogger("berth.auth.htpasswd")

@@ -195,7 +195,7 @@ def _ensure_certificate(path: Path, private: PrivateKeyType, issuer: str) -> Non
     except (OSError, ValueError):
         pass
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer} token signing key"[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

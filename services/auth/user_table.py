@@ -15,7 +15,13 @@ from sqlalchemy.exc import IntegrityError
 
 from services.auth.database import refresh_tokens, user_groups, users
 from services.auth.users import (
-    MAX_NAME_LENGTH, User, UserExists, UserNotFound, UserStore, check_new_user, hash_new_password,
+    MAX_NAME_LENGTH,
+    User,
+    UserExists,
+    UserNotFound,
+    UserStore,
+    check_new_user,
+    hash_new_password,
 )
 
 

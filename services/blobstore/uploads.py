@@ -25,7 +25,6 @@ from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
 from services.blobstore.drivers import PathNotFound, StorageDriver
 from services.common import digests
-from services.common.metrics import UPLOAD_DURATION
 from services.common.errors import (
     BLOB_UPLOAD_UNKNOWN,
     DIGEST_INVALID,
@@ -33,6 +32,7 @@ from services.common.errors import (
     SIZE_INVALID,
     RegistryError,
 )
+from services.common.metrics import UPLOAD_DURATION
 
 _MAX_SESSIONS = 4096
 _REHASH_CHUNK = 1 << 20

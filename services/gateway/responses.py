@@ -9,8 +9,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
-from services.common.errors import BLOB_UPLOAD_INVALID, NOT_FOUND, UNKNOWN, UNSUPPORTED, RegistryError
 from services.common import request_ids
+from services.common.errors import BLOB_UPLOAD_INVALID, NOT_FOUND, UNKNOWN, UNSUPPORTED, RegistryError
 from services.gateway import readonly, routes, state
 
 log = logging.getLogger("berth.gateway")

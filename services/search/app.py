@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from services.common import health, observability, search_query, search_security
@@ -76,7 +76,7 @@ class SearchState:
             except FetchError as exc:
                 log.warning("could not read the description of %s@%s: %s", job.repository, job.digest, exc)
                 return
-            except Exception:  # noqa: BLE001 - a background task has no one else to tell
+            except Exception:  # a background task has no one else to tell
                 log.exception("could not read the description of %s@%s", job.repository, job.digest)
                 return
 
@@ -86,7 +86,7 @@ class SearchState:
 
         try:
             await run_in_threadpool(store)
-        except Exception:  # noqa: BLE001 - a background task has no one else to tell
+        except Exception:  # a background task has no one else to tell
             log.exception("could not store the description of %s", job.repository)
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.common.search_query import SearchQuery
-from services.search.schema import repositories
 from services.search import textmatch
+from services.search.schema import repositories
 from services.search.textmatch import LikeMatch, name_contains, text_contains
 
 R = repositories.c

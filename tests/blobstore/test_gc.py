@@ -22,7 +22,7 @@ import pytest
 from services.blobstore import layout
 from services.blobstore.drivers import StorageDriver, create
 from services.blobstore.gc import GarbageCollector
-from tests.images import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
+from tests.images import OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.processes import ROOT, Berth
 from tests.support.registry import descriptor, image_manifest, push_blob, push_image, push_manifest
 from tests.support.s3 import MotoServer

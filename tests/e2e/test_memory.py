@@ -34,7 +34,7 @@ class PeakRSS:
             for name, proc in self.procs.items():
                 self.peak[name] = max(self.peak[name], proc.memory_info().rss)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 

@@ -31,7 +31,7 @@ Requirement = Union[tuple[Access, ...], Literal["if-sent"], None]
 REPOSITORY_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
     "/v2/{name:path}/blobs/{digest}": {"GET": PULL, "HEAD": PULL, "DELETE": DELETE},
     "/v2/{name:path}/blobs/uploads/": {"POST": PUSH},
-    "/v2/{name:path}/blobs/uploads/{upload_id}": {m: PUSH for m in ("GET", "HEAD", "PATCH", "PUT", "DELETE")},
+    "/v2/{name:path}/blobs/uploads/{upload_id}": dict.fromkeys(("GET", "HEAD", "PATCH", "PUT", "DELETE"), PUSH),
     "/v2/{name:path}/manifests/{reference}": {"GET": PULL, "HEAD": PULL, "PUT": PUSH, "DELETE": DELETE},
     "/v2/{name:path}/tags/list": {"GET": PULL, "HEAD": PULL},
     "/v2/{name:path}/referrers/{digest}": {"GET": PULL, "HEAD": PULL},

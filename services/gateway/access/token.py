@@ -28,8 +28,8 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
-from services.common.config import TokenAuthSettings
 from services.common import forwarded
+from services.common.config import TokenAuthSettings
 from services.common.errors import DENIED, UNAUTHORIZED, UNAVAILABLE, ErrorCode, RegistryError
 from services.common.metrics import ACCESS_DENIED
 from services.gateway.access.keys import ALGORITHMS, JWKSKeys, KeysUnavailable, TrustedKey, load_bundle

@@ -15,10 +15,10 @@ from starlette.responses import Response
 
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
+from services.common.ranges import parse_content_range
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import state
 from services.gateway.events import emit
-from services.common.ranges import parse_content_range
 from services.gateway.state import GatewayState
 
 router = APIRouter()
