@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cluster = PostgresCluster(bin_dir).start()
                 try:
-                    worst["postgresql"] = run_backend(f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries, args.rounds, workdir)
+                    worst["postgresql"] = run_backend(f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries,
+                                                      args.rounds, workdir)
                 finally:
                     cluster.stop()
     print("\nworst p95: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in worst.items()))

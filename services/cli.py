@@ -358,7 +358,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A service answering there already would be taken for ours (and get our traffic).
         busy = _address_in_use(addr)
         if busy is not None:
-            return _unusable(ValueError(f"{key}: {addr} cannot be used ({busy.strerror}); another program listens there, or pick another address"))
+            return _unusable(ValueError(f"{key}: {addr} cannot be used ({busy.strerror}); "
+                                        "another program listens there, or pick another address"))
     base = [sys.executable, "-m", "services.cli"] + (["--config", args.config] if args.config else [])
     child_env = {**os.environ, QUIET_ENV: "1"}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -494,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="berth", description="Berth container registry", epilog=SERVICE_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default=os.environ.get("DOCKER_REGISTRY_CONFIG"), help="YAML config file (default: $DOCKER_REGISTRY_CONFIG, else built-in defaults)")
+    parser.add_argument("--config", default=os.environ.get("DOCKER_REGISTRY_CONFIG"),
+                        help="YAML config file (default: $DOCKER_REGISTRY_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
-    _command(sub, "blobstore", "run the gRPC blobstore", "Runs the blobstore (gRPC) until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_blobstore)
+    _command(sub, "blobstore", "run the gRPC blobstore", "Runs the blobstore (gRPC) until SIGTERM.",
+             SERVICE_EXIT).set_defaults(func=cmd_blobstore)
     _command(sub, "gateway", "run the registry HTTP API", "Runs the registry API (HTTPS when http.tls is set) until SIGTERM.",
              SERVICE_EXIT).set_defaults(func=cmd_gateway)
     _command(sub, "auth", "run the token service", "Runs the token service until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_auth)

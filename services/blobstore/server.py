@@ -72,7 +72,7 @@ def _errors_to_status(method: F) -> F:
     def unary(self: BlobstoreService, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's gRPC status
             _abort_for(context, method.__name__, exc)
 
     return unary  # type: ignore[return-value]
@@ -83,7 +83,7 @@ def _stream_errors_to_status(method: F) -> F:
     def streaming(self: BlobstoreService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from method(self, request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's gRPC status
             _abort_for(context, method.__name__, exc)
 
     return streaming  # type: ignore[return-value]

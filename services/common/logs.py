@@ -52,7 +52,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service:<9} %(levelname)-7s %(name)s%(rid)s: %(message)s", "%H:%M:%S")
         self.suffix = "".join(f" {key}={_logfmt(value)}" for key, value in (fields or {}).items())
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging.Formatter's name
         rid = getattr(record, "request_id", "")
         record.rid = f" [{rid}]" if rid else ""
         return super().formatMessage(record) + self.suffix

@@ -2,9 +2,10 @@
 
 - ``blobstore`` (critical): the standard gRPC health service answers SERVING. It is cheap (no
   storage access at the gateway's expense: a blobstore turns SERVING once its storage took a
-  write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
-  the probe at once rather than after ``blobstore.call_timeout``. A blobstore too old to have the
-  health service (UNIMPLEMENTED) has answered all the same, which is what reachable means.
+  write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline
+  without wait-for-ready makes a stopped blobstore fail the probe at once rather than after
+  ``blobstore.call_timeout``. A blobstore too old to have the health service (UNIMPLEMENTED) has
+  answered all the same, which is what reachable means.
 - ``search`` (only when the search service runs, ``search_backend`` set; not critical): the
   search service's own ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every
   gateway out of rotation at once; it shows in the body and in the log.

@@ -140,7 +140,8 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
     app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     guard = search_security.EventsGuard(search_security.required_token(settings))
     if guard.enabled:
-        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)", settings.search.security, settings.search.addr)
+        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)",
+                 settings.search.security, settings.search.addr)
 
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> Response:
