@@ -339,7 +339,7 @@ def test_a_failed_part_leaves_the_content_as_it_was(make: Callable[..., Any]) ->
 
     driver.client.meta.events.register("before-parameter-build.s3.UploadPart", refuse_second_part)
     writer = driver.writer("/u/data", append=True)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="the store refused a part"):
         try:
             for i in range(4):
                 writer.write(bytes([i]) * (5 * MiB))

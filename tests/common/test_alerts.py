@@ -45,7 +45,7 @@ class Inbox:
         self.tls: list[bool] = []
         self._changed = threading.Condition()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._changed:
             self.messages.append(message)  # type: ignore[arg-type]
