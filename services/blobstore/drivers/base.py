@@ -16,6 +16,7 @@ delete and the sweep of its tags) runs under a lock that every process sharing t
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -186,7 +187,7 @@ class StorageDriver(abc.ABC):
         check_path(path)
         return None
 
-    def delete_files(self, paths: list[str]) -> None:
+    def delete_files(self, paths: builtins.list[str]) -> None:
         """Deletes files (not directories), quietly skipping those already gone. A backend that
         deletes many keys in one request (S3) overrides it; garbage collection sweeps with it."""
         for path in paths:
@@ -195,7 +196,7 @@ class StorageDriver(abc.ABC):
             except PathNotFound:
                 pass
 
-    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> builtins.list[str]:
         """Removes what this backend's own writes leave behind when a process dies mid-write
         (temporary files, incomplete multipart uploads) and was last touched before
         ``older_than`` (seconds since the epoch); returns a description of each. Upload purging

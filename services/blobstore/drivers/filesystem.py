@@ -1,6 +1,7 @@
 """Filesystem driver: one directory tree under ``rootdirectory``."""
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import hashlib
@@ -218,7 +219,7 @@ class FilesystemDriver(StorageDriver):
                 if exc.errno not in (errno.ENOTEMPTY, errno.EISDIR) or attempt == _RACE_RETRIES - 1:
                     raise
 
-    def delete_files(self, paths: list[str]) -> None:
+    def delete_files(self, paths: builtins.list[str]) -> None:
         """Unlinks each file and then its folder if that is left empty (a blob's or a link's own
         folder), as registry:2's garbage collector leaves no empty blob folders behind."""
         for path in paths:
@@ -232,7 +233,7 @@ class FilesystemDriver(StorageDriver):
             except OSError:
                 pass  # not empty (or gone)
 
-    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> builtins.list[str]:
         """put_content's temporary files (``.berth-tmp~*``) that a killed process left."""
         found = []
         for directory, dirs, files in os.walk(self.root):

@@ -22,6 +22,7 @@ The store must honour those headers, as S3 and moto do.
 """
 from __future__ import annotations
 
+import builtins
 import email.utils
 import hashlib
 import heapq
@@ -466,7 +467,7 @@ class S3Driver(StorageDriver):
             self._abort(key, head.upload_id)
         self._call("delete_object", Key=key)
 
-    def delete_files(self, paths: list[str]) -> None:
+    def delete_files(self, paths: builtins.list[str]) -> None:
         """DeleteObjects, up to 1000 keys a request; only for plain files (no marker of a
         file being written: blobs and links are never appended to)."""
         keys = [self._key(check_path(p)) for p in paths]
@@ -477,7 +478,7 @@ class S3Driver(StorageDriver):
                 first = reply["Errors"][0]
                 raise StorageError(f"s3 delete_objects: {first.get('Code')} on {first.get('Key')}")
 
-    def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
+    def purge_temporary(self, older_than: float, dryrun: bool = False) -> builtins.list[str]:
         """Incomplete multipart uploads under the root started before ``older_than``: what a
         multipart copy that died leaves (billed storage, invisible to listings). Uploads below an
         upload session's folder are left to the session's own purge, which goes by its start time
