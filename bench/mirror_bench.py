@@ -29,7 +29,7 @@ import httpx
 try:
     from bench import registry_bench as rb
 except ImportError:  # `python bench/run.py`
-    import registry_bench as rb  # type: ignore[no-redef]
+    import registry_bench as rb  # type: ignore[no-redef, import-not-found]
 
 ACCEPT = {"Accept": rb.OCI_MANIFEST}
 MODES = ("direct", "cold", "warm")

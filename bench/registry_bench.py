@@ -63,7 +63,7 @@ import httpx
 try:  # `python -m bench.registry_bench` / `from bench import registry_bench`
     from bench import wrk
 except ImportError:  # `python bench/registry_bench.py`
-    import wrk  # type: ignore[no-redef]
+    import wrk  # type: ignore[no-redef, import-not-found]
 
 MiB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -53,22 +53,22 @@ import httpx
 try:  # `python -m bench.run` from the repo root
     from bench import registry_bench
 except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    import registry_bench  # type: ignore[no-redef]
+    import registry_bench  # type: ignore[no-redef, import-not-found]
 
 try:
     from bench import mirror_bench
 except ImportError:
-    import mirror_bench  # type: ignore[no-redef]
+    import mirror_bench  # type: ignore[no-redef, import-not-found]
 
 try:
     from bench import listing_bench
 except ImportError:
-    import listing_bench  # type: ignore[no-redef]
+    import listing_bench  # type: ignore[no-redef, import-not-found]
 
 try:
     from bench import gc_bench
 except ImportError:
-    import gc_bench  # type: ignore[no-redef]
+    import gc_bench  # type: ignore[no-redef, import-not-found]
 
 # The garbage-collection row's tree (bench/gc_bench.py): the size, and a small one for --quick.
 GC_FULL = {"manifests": 10_000, "blobs": 50_000, "rounds": 1}

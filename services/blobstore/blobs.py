@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from services.blobstore import layout
 from services.blobstore.drivers import InvalidOffset, PathNotFound, StorageDriver
@@ -106,7 +107,7 @@ class Blobs:
         return [d for d in dict.fromkeys(wanted) if self.driver.file_size(layout.layer_link(repository, d)) is None]
 
 
-def _stream(reader, remaining: int, chunk_size: int) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _stream(reader: BinaryIO, remaining: int, chunk_size: int) -> Iterator[bytes]:
     with reader:
         while remaining > 0:
             chunk = reader.read(min(chunk_size, remaining))

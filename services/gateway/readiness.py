@@ -60,7 +60,9 @@ def install(app: FastAPI, settings: Settings) -> None:
 async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=False)
+        reply = await stub.Check(  # type: ignore[attr-defined]  # the stubs leave out the methods a generated stub sets in __init__
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=False
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
             return

@@ -43,4 +43,4 @@ class GatewayState:
 
 
 def of(request: Request) -> GatewayState:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return request.app.state.gateway

@@ -153,8 +153,8 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
         if exc.status_code == 404:
             return _error(RegistryError(NOT_FOUND, {"path": request.url.path[:300]}))
         if exc.status_code == 405:
-            return _error(RegistryError(UNSUPPORTED, {"method": request.method[:40]}, headers=exc.headers or None))
-        return _error(RegistryError(UNKNOWN, message=str(exc.detail), status=exc.status_code, headers=exc.headers or None))
+            return _error(RegistryError(UNSUPPORTED, {"method": request.method[:40]}, headers=dict(exc.headers or {}) or None))
+        return _error(RegistryError(UNKNOWN, message=str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}) or None))
 
     @app.exception_handler(ClientDisconnect)
     async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
