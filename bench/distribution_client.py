@@ -11,10 +11,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.image_content import OCI_MANIFEST, RandomBlob, SmallImage, sha256_digest
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from image_content import OCI_MANIFEST, RandomBlob, SmallImage, sha256_digest  # type: ignore[no-redef]
+from bench.image_content import OCI_MANIFEST, RandomBlob, SmallImage, sha256_digest
 
 OCTET = "application/octet-stream"
 

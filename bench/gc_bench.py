@@ -6,8 +6,8 @@ pushed: ``manifests`` image manifests (Docker schema 2) spread over repositories
 ``per_repo`` each, every one with its own config and ``layers_per`` layers, some layers shared
 by the repository's images; the remaining blobs up to ``blobs`` are orphans nothing references,
 so the sweep has work. Every tag points at one manifest. Each run collects a freshly generated
-tree (the generator is deterministic; generating is not timed and is faster than copying), offline (``--delay 0`` for Berth: registry:2's result), and is
-checked: both must leave the same blobs.
+tree (the generator is deterministic; generating is not timed and is faster than copying), offline
+(``--delay 0`` for Berth: registry:2's result), and is checked: both must leave the same blobs.
 
     python bench/gc_bench.py --manifests 10000 --blobs 50000
 """

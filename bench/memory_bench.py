@@ -15,12 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-try:
-    from bench.distribution_client import BenchError, expect, location, with_digest
-    from bench.image_content import OCTET, MiB, RandomBlob
-except ImportError:  # `python bench/run.py`
-    from distribution_client import BenchError, expect, location, with_digest  # type: ignore[no-redef]
-    from image_content import OCTET, MiB, RandomBlob  # type: ignore[no-redef]
+from bench.distribution_client import BenchError, expect, location, with_digest
+from bench.image_content import OCTET, MiB, RandomBlob
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -83,7 +79,8 @@ def measure(label: str, base: str, pids: dict[str, int], blob: RandomBlob, repet
 def render(samples: Sequence[MemorySample], size_mb: int, budget_mb: float = 200.0) -> str:
     lines = [f"memory: one {size_mb} MiB blob pushed and pulled per repetition; RSS in MiB after each "
              f"repetition, and the peak (VmHWM)"]
-    header = f"{'registry':<16} {'process':<10} " + " ".join(f"{'rep ' + str(i + 1):>8}" for i in range(len(samples[0].after))) + f" {'peak':>8}"
+    repetitions = " ".join(f"{'rep ' + str(i + 1):>8}" for i in range(len(samples[0].after)))
+    header = f"{'registry':<16} {'process':<10} {repetitions} {'peak':>8}"
     lines += [header, "-" * len(header)]
     for s in samples:
         names = list(s.pids)

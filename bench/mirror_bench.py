@@ -26,15 +26,8 @@ from dataclasses import dataclass
 
 import httpx
 
-try:
-    from bench import distribution_client as distribution
-    from bench import image_content, ratio_table, registry_bench, registry_workloads
-except ImportError:  # `python bench/run.py`
-    import distribution_client as distribution  # type: ignore[no-redef]
-    import image_content  # type: ignore[no-redef]
-    import ratio_table  # type: ignore[no-redef]
-    import registry_bench  # type: ignore[no-redef]
-    import registry_workloads  # type: ignore[no-redef]
+from bench import distribution_client as distribution
+from bench import image_content, ratio_table, registry_bench, registry_workloads
 
 ACCEPT = {"Accept": image_content.OCI_MANIFEST}
 MODES = ("direct", "cold", "warm")
@@ -80,7 +73,8 @@ def push_small(client: httpx.Client, upstream: str, repo: str, count: int, run_i
 
 def pull(client: httpx.Client, base: str, img: Image) -> None:
     """What a client does: the manifest by tag (checked), then every blob, streamed and checked."""
-    distribution.get_verified(client, f"{base}/v2/{img.repo}/manifests/{img.tag}", image_content.sha256_digest(img.manifest), headers=ACCEPT)
+    distribution.get_verified(client, f"{base}/v2/{img.repo}/manifests/{img.tag}", image_content.sha256_digest(img.manifest),
+                              headers=ACCEPT)
     for digest, size in img.blobs:
         distribution.pull_verified(client, base, img.repo, digest, size)
 

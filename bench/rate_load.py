@@ -15,10 +15,7 @@ from typing import Any
 
 import httpx
 
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.distribution_client import BenchError, expect
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from distribution_client import BenchError, expect  # type: ignore[no-redef]
+from bench.distribution_client import BenchError, expect
 
 
 @dataclass

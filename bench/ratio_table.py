@@ -12,10 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.registry_workloads import Settings, Target, TargetResult
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from registry_workloads import Settings, Target, TargetResult  # type: ignore[no-redef]
+from bench.registry_workloads import Settings, Target, TargetResult
 
 
 @dataclass(frozen=True)

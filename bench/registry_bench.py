@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -54,40 +55,24 @@ from collections.abc import Sequence
 
 import httpx
 
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.distribution_client import BenchError, check_reachable
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from distribution_client import BenchError, check_reachable  # type: ignore[no-redef]
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.ratio_table import metrics_for, render_table, results_json
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from ratio_table import metrics_for, render_table, results_json  # type: ignore[no-redef]
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.registry_workloads import (
-        UPLOAD_MODES,
-        WORKLOAD_NAMES,
-        WORKLOADS,
-        RunContext,
-        Settings,
-        Target,
-        TargetResult,
-        Trash,
-        make_client,
-        merge_rounds,
-    )
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from registry_workloads import (
-        UPLOAD_MODES,
-        WORKLOAD_NAMES,
-        WORKLOADS,
-        RunContext,
-        Settings,
-        Target,
-        TargetResult,
-        Trash,
-        make_client,
-        merge_rounds,
-    )
+# Run as a script (`python bench/run.py`), Python puts bench/ on the path, not the repository
+# root: add the root, so `bench` imports the same way in both modes.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.distribution_client import BenchError, check_reachable
+from bench.ratio_table import metrics_for, render_table, results_json
+from bench.registry_workloads import (
+    UPLOAD_MODES,
+    WORKLOAD_NAMES,
+    WORKLOADS,
+    RunContext,
+    Settings,
+    Target,
+    TargetResult,
+    Trash,
+    make_client,
+    merge_rounds,
+)
 
 
 def log(msg: str) -> None:
@@ -105,7 +90,7 @@ def run_round(target: Target, s: Settings, run_id: str) -> TargetResult:
         try:
             check_reachable(client, target.url)
         except (BenchError, httpx.HTTPError) as exc:
-            res.errors = {name: f"unreachable: {exc}" for name in s.workloads}
+            res.errors = dict.fromkeys(s.workloads, f"unreachable: {exc}")
             return res
         for name in s.workloads:
             log(f"[{target.label}] round {run_id.rsplit('-', 1)[-1]}: {name} ...")

@@ -12,52 +12,25 @@ from dataclasses import dataclass, field
 
 import httpx
 
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench import wrk
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    import wrk  # type: ignore[no-redef]
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.distribution_client import (
-        BenchError,
-        head_blob_size,
-        pull_image,
-        pull_verified,
-        push_chunked,
-        push_image,
-        upload_single_post,
-    )
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from distribution_client import (
-        BenchError,
-        head_blob_size,
-        pull_image,
-        pull_verified,
-        push_chunked,
-        push_image,
-        upload_single_post,
-    )
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.image_content import (
-        OCI_MANIFEST,
-        MiB,
-        RandomBlob,
-        SmallImage,
-        make_small_image,
-        sha256_digest,
-    )
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from image_content import (  # type: ignore[no-redef]
-        OCI_MANIFEST,
-        MiB,
-        RandomBlob,
-        SmallImage,
-        make_small_image,
-        sha256_digest,
-    )
-try:  # `from bench import ...` (tests, `python -m bench.run`)
-    from bench.rate_load import RateRun, RateSpec, measure_rate, percentile
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    from rate_load import RateRun, RateSpec, measure_rate, percentile  # type: ignore[no-redef]
+from bench import wrk
+from bench.distribution_client import (
+    BenchError,
+    head_blob_size,
+    pull_image,
+    pull_verified,
+    push_chunked,
+    push_image,
+    upload_single_post,
+)
+from bench.image_content import (
+    OCI_MANIFEST,
+    MiB,
+    RandomBlob,
+    SmallImage,
+    make_small_image,
+    sha256_digest,
+)
+from bench.rate_load import RateRun, RateSpec, measure_rate, percentile
 
 WORKLOAD_NAMES = ("large", "small", "rate")
 UPLOAD_MODES = ("auto", "single-post", "post-put")

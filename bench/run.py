@@ -48,61 +48,24 @@ from collections.abc import Sequence
 
 import httpx
 
-try:  # `python -m bench.run` from the repo root
-    from bench import registry_bench
-    from bench.distribution_client import BenchError
-    from bench.registry_servers import (
-        CONFIG_TEMPLATE,
-        LocalBerth,
-        Reference,
-        free_port,
-        berth_pids,
-        start_berth,
-        start_reference,
-        stop_berth,
-        stop_reference,
-        wait_ready,
-    )
-except ImportError:  # `python bench/run.py`: bench/ itself is on sys.path
-    import registry_bench  # type: ignore[no-redef]
-    from distribution_client import BenchError  # type: ignore[no-redef]
-    from registry_servers import (  # type: ignore[no-redef]
-        CONFIG_TEMPLATE,
-        LocalBerth,
-        Reference,
-        free_port,
-        berth_pids,
-        start_berth,
-        start_reference,
-        stop_berth,
-        stop_reference,
-        wait_ready,
-    )
+# Run as a script (`python bench/run.py`), Python puts bench/ on the path, not the repository
+# root: add the root, so `bench` imports the same way in both modes.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-try:
-    from bench import mirror_bench
-except ImportError:
-    import mirror_bench  # type: ignore[no-redef]
-
-try:
-    from bench import listing_bench
-except ImportError:
-    import listing_bench  # type: ignore[no-redef]
-
-try:
-    from bench import gc_bench
-except ImportError:
-    import gc_bench  # type: ignore[no-redef]
-
-try:
-    from bench import memory_bench
-except ImportError:
-    import memory_bench  # type: ignore[no-redef]
-
-try:
-    from bench import s3_rows
-except ImportError:
-    import s3_rows  # type: ignore[no-redef]
+from bench import gc_bench, listing_bench, memory_bench, mirror_bench, registry_bench, s3_rows
+from bench.distribution_client import BenchError
+from bench.registry_servers import (
+    CONFIG_TEMPLATE,
+    LocalBerth,
+    Reference,
+    berth_pids,
+    free_port,
+    start_berth,
+    start_reference,
+    stop_berth,
+    stop_reference,
+    wait_ready,
+)
 
 # The garbage-collection row's tree (bench/gc_bench.py): the size, and a small one for --quick.
 GC_FULL = {"manifests": 10_000, "blobs": 50_000, "rounds": 1}

@@ -15,6 +15,7 @@ the gateway's forwarding hop); p50, p95 and max are printed in milliseconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -36,7 +37,7 @@ from services.search import textmatch  # noqa: E402
 from services.search.index import Index, fold  # noqa: E402
 from services.search.schema import repositories, tags  # noqa: E402
 
-WORDS = ("alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "
+WORDS = ("alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "  # noqa: SIM905 - easier to edit as text
          "db tools build base runtime debug slim static metrics agent gateway auth search store edge core "
          "data ml model").split()
 DIGEST = "sha256:" + "0" * 64
@@ -123,7 +124,7 @@ def bench_index(index: Index, wanted: list[tuple[str, str]], rounds: int) -> lis
     for what, q in wanted:
         query = SearchQuery(q, 25, 1)
         total = index.search(query)[0]
-        rows.append((what, q, total, timings(lambda query=query: index.search(query), rounds)))
+        rows.append((what, q, total, timings(functools.partial(index.search, query), rounds)))
     return rows
 
 
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cluster = PostgresCluster(bin_dir).start()
                 try:
-                    worst["postgresql"] = run_backend(f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries, args.rounds, workdir)
+                    worst["postgresql"] = run_backend(f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries,
+                                                      args.rounds, workdir)
                 finally:
                     cluster.stop()
     print("\nworst p95: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in worst.items()))

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, Column, Engine, ForeignKey, Integer, MetaData, String, Table, create_engine, event,
+    Boolean,
+    Column,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -66,7 +75,7 @@ def connect(url: str) -> Engine:
         connect_args = {"timeout": 15, "check_same_thread": False}
     try:
         engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
-    except Exception as exc:  # an unknown dialect or a missing driver
+    except Exception as exc:  # noqa: BLE001 - an unknown dialect or a missing driver
         raise ConfigError(f"token_service.database: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

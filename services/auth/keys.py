@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import jwt
 from cryptography import x509
@@ -33,8 +33,8 @@ from services.common.key_ids import libtrust_key_id
 
 log = logging.getLogger("berth.auth.keys")
 
-PublicKeyType = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
-PrivateKeyType = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PublicKeyType = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+PrivateKeyType = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 _CERT_YEARS = 10
@@ -49,8 +49,11 @@ class PublicKey:
     key: PublicKeyType
 
     def jwk(self) -> dict[str, Any]:
-        algorithm = jwt.algorithms.ECAlgorithm if self.alg == "ES256" else jwt.algorithms.RSAAlgorithm
-        fields: dict[str, Any] = algorithm.to_jwk(self.key, as_dict=True)
+        # The key's own type picks the algorithm (alg is algorithm_of(key)): one the type checker follows.
+        if isinstance(self.key, ec.EllipticCurvePublicKey):
+            fields = jwt.algorithms.ECAlgorithm.to_jwk(self.key, as_dict=True)
+        else:
+            fields = jwt.algorithms.RSAAlgorithm.to_jwk(self.key, as_dict=True)
         return {"kid": self.kid, "alg": self.alg, "use": "sig", **fields}
 
 
@@ -195,7 +198,7 @@ def _ensure_certificate(path: Path, private: PrivateKeyType, issuer: str) -> Non
     except (OSError, ValueError):
         pass
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer} token signing key"[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -37,7 +37,7 @@ class IssuedToken:
 
     @property
     def issued_at_rfc3339(self) -> str:
-        return datetime.datetime.fromtimestamp(self.issued_at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.datetime.fromtimestamp(self.issued_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from cachetools import LRUCache
 
@@ -104,7 +105,7 @@ class Blobs:
         return [d for d in dict.fromkeys(wanted) if self.driver.file_size(layout.layer_link(repository, d)) is None]
 
 
-def _stream(reader, remaining: int, chunk_size: int) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _stream(reader: BinaryIO, remaining: int, chunk_size: int) -> Iterator[bytes]:
     with reader:
         while remaining > 0:
             chunk = reader.read(min(chunk_size, remaining))

@@ -64,7 +64,7 @@ class DirectReads:
         if path is None:
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
         try:
-            file = open(path, "rb")
+            file = open(path, "rb")  # noqa: SIM115 - closed by the `with file:` below, out of this try
         except FileNotFoundError:
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest}) from None
         with file:

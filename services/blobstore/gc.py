@@ -150,7 +150,7 @@ class GarbageCollector:
             leaves = [c.rsplit("/", 1)[1] for c in children]
             if any(leaf in ("_manifests", "_layers") for leaf in leaves):
                 found.append(prefix.rstrip("/"))
-            for child, leaf in zip(children, leaves):
+            for child, leaf in zip(children, leaves, strict=True):
                 if not leaf.startswith("_"):
                     below(child, f"{prefix}{leaf}/")
 
@@ -271,9 +271,7 @@ class GarbageCollector:
             for digest, folder in repository_links.items():
                 linked.setdefault(digest, []).append(f"{folder}/link")
         candidates: list[tuple[str, str, int | None, float | None]] = []
-        seen = 0
-        for digest, path, size, modified in self._blob_inventory():
-            seen += 1
+        for seen, (digest, path, size, modified) in enumerate(self._blob_inventory(), 1):
             if digest in marked:
                 report.blobs_kept += 1
             else:

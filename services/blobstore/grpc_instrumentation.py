@@ -39,14 +39,16 @@ class CallObserver(grpc.ServerInterceptor):
             return handler
         method = details.method.rsplit("/", 1)[-1]
         request_id = _request_id(details.invocation_metadata)
+        behavior: Callable[..., Any] | None
         if handler.response_streaming:
             behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
             factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
-            wrapped: Callable[..., Any] = _streaming(behavior, method, request_id)
         else:
             behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
             factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
-            wrapped = _unary(behavior, method, request_id)
+        if behavior is None:  # the flags name the behavior a handler has; this one does not: leave it alone
+            return handler
+        wrapped = (_streaming if handler.response_streaming else _unary)(behavior, method, request_id)
         return factory(wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
 
@@ -66,7 +68,7 @@ def _enter(request_id: str) -> contextvars.Token[str]:
 
 
 def _code(context: grpc.ServicerContext, failed: bool) -> str:
-    code = context.code()
+    code = context.code()  # type: ignore[attr-defined]  # in grpc (an experimental API), not in its stubs
     if code is None:
         return "UNKNOWN" if failed else "OK"
     return code.name

@@ -165,5 +165,5 @@ class Purger:
         while not self._stop.wait(self.interval):
             try:
                 self.records.purge()
-            except Exception:  # noqa: BLE001 - the next round tries again
+            except Exception:  # the next round tries again
                 log.exception("mirror purge failed")

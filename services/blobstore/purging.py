@@ -124,6 +124,6 @@ class Periodic:
                 self.task()
             except (StorageError, RegistryError, OSError) as exc:
                 log.warning("%s failed: %s (next run in %ss)", self.name, exc, int(self.interval))
-            except Exception:  # noqa: BLE001 - the next round tries again
+            except Exception:  # the next round tries again
                 log.exception("%s failed", self.name)
             wait = self.interval * random.uniform(0.9, 1.1)

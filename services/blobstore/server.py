@@ -26,16 +26,14 @@ from services.blobstore.blob_urls import BlobURLSigner, signing_key
 from services.blobstore.blobs import Blobs
 from services.blobstore.direct_reads import DirectReads
 from services.blobstore.drivers import InvalidPath, StorageDriver, create
-from services.blobstore.manifests import Catalog, Manifests
-from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.gc import GarbageCollector
 from services.blobstore.gc_cache import CacheForgetter
 from services.blobstore.grpc_instrumentation import CallObserver
 from services.blobstore.health_checks import Readiness
 from services.blobstore.http_listener import HTTPListener
+from services.blobstore.manifests import Catalog, Manifests
+from services.blobstore.mirror import MirrorRecords, Purger
 from services.blobstore.purging import Periodic, purge_uploads
-from services.common.rpc.security import interceptors as security_interceptors
-from services.common.rpc.security import server_credentials
 from services.blobstore.uploads import Uploads
 from services.common import digests
 from services.common.config import ConfigError, Settings
@@ -44,6 +42,8 @@ from services.common.memory import limit_malloc_arenas
 from services.common.metrics import UPLOAD_BYTES
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
+from services.common.rpc.security import interceptors as security_interceptors
+from services.common.rpc.security import server_credentials
 from services.common.rpc.status import abort
 
 log = logging.getLogger("berth.blobstore")
@@ -71,10 +71,10 @@ def _errors_to_status(method: F) -> F:
     """Turns RegistryError (and driver path errors) into a gRPC status the gateway understands."""
 
     @functools.wraps(method)
-    def unary(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: BlobstoreService, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's gRPC status
             _abort_for(context, method.__name__, exc)
 
     return unary  # type: ignore[return-value]
@@ -82,10 +82,10 @@ def _errors_to_status(method: F) -> F:
 
 def _stream_errors_to_status(method: F) -> F:
     @functools.wraps(method)
-    def streaming(self: "BlobstoreService", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def streaming(self: BlobstoreService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from method(self, request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's gRPC status
             _abort_for(context, method.__name__, exc)
 
     return streaming  # type: ignore[return-value]

@@ -26,7 +26,6 @@ from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
 from services.blobstore.drivers import PathNotFound, StorageDriver
 from services.common import digests
-from services.common.metrics import UPLOAD_DURATION
 from services.common.errors import (
     BLOB_UPLOAD_UNKNOWN,
     DIGEST_INVALID,
@@ -34,6 +33,7 @@ from services.common.errors import (
     SIZE_INVALID,
     RegistryError,
 )
+from services.common.metrics import UPLOAD_DURATION
 
 # Sessions with per-process state kept at once; the least recently used is forgotten (its hash is
 # rebuilt from the stored bytes at commit if it comes back).

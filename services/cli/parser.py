@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="berth", description="Berth container registry", epilog=SERVICE_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default=os.environ.get("DOCKER_REGISTRY_CONFIG"), help="YAML config file (default: $DOCKER_REGISTRY_CONFIG, else built-in defaults)")
+    parser.add_argument("--config", default=os.environ.get("DOCKER_REGISTRY_CONFIG"),
+                        help="YAML config file (default: $DOCKER_REGISTRY_CONFIG, else built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
-    _command(sub, "blobstore", "run the gRPC blobstore", "Runs the blobstore (gRPC) until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_blobstore)
+    _command(sub, "blobstore", "run the gRPC blobstore", "Runs the blobstore (gRPC) until SIGTERM.",
+             SERVICE_EXIT).set_defaults(func=cmd_blobstore)
     _command(sub, "gateway", "run the registry HTTP API", "Runs the registry API (HTTPS when http.tls is set) until SIGTERM.",
              SERVICE_EXIT).set_defaults(func=cmd_gateway)
     _command(sub, "auth", "run the token service", "Runs the token service until SIGTERM.", SERVICE_EXIT).set_defaults(func=cmd_auth)

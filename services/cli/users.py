@@ -29,8 +29,8 @@ def cmd_users(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from services.auth.database import connect
-    from services.auth.user_table import SqlUserStore
     from services.auth.user_store import InvalidUser, UserError
+    from services.auth.user_table import SqlUserStore
 
     try:
         store = SqlUserStore(connect(settings.token_service.database))

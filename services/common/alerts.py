@@ -24,7 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -115,7 +115,7 @@ class ExceptionMailer(logging.Handler):
             message=message,
             logger=record.name,
             request_id=str(getattr(record, "request_id", "") or ""),
-            at=datetime.fromtimestamp(record.created, timezone.utc),
+            at=datetime.fromtimestamp(record.created, UTC),
             traceback=text,
         )
 

@@ -54,7 +54,7 @@ def check_algorithm(algorithm: str) -> str:
     return algorithm
 
 
-def hasher(algorithm: str) -> "hashlib._Hash":
+def hasher(algorithm: str) -> hashlib._Hash:
     """A running hash; only for supported algorithms (hashlib knows others, such as md5)."""
     return hashlib.new(check_algorithm(algorithm))
 

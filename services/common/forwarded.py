@@ -101,7 +101,7 @@ def origin(request: Request) -> Origin:
         trusted = getattr(request.app.state, "trusted_proxies", NOBODY) if "app" in request.scope else NOBODY
         found = resolve(request, trusted)
         request.scope[_SCOPE_KEY] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def client_address(request: Request) -> str:
@@ -198,7 +198,9 @@ def parse_forwarded(values: Iterable[str]) -> list[dict[str, str]]:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

@@ -70,7 +70,7 @@ class _Runner:
 
     async def run(self) -> dict[str, str]:
         results = await asyncio.gather(*(self._one(check) for check in self.checks))
-        return {check.name: result for check, result in zip(self.checks, results)}
+        return {check.name: result for check, result in zip(self.checks, results, strict=True)}
 
     async def _one(self, check: Check) -> str:
         task = self.running.get(check.name)

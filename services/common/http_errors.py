@@ -71,7 +71,7 @@ def from_http_exception(request: Request, exc: StarletteHTTPException, allow: Al
         return RegistryError(NOT_FOUND, {"path": request.url.path[:300]})
     if exc.status_code == 405:
         return RegistryError(UNSUPPORTED, {"method": request.method[:40]}, headers={"Allow": allow(request)})
-    return RegistryError(UNKNOWN, message=str(exc.detail), status=exc.status_code, headers=exc.headers or None)
+    return RegistryError(UNKNOWN, message=str(exc.detail), status=exc.status_code, headers=dict(exc.headers) if exc.headers else None)
 
 
 def install(app: FastAPI, service: str, *, render: Render = render_envelope, allow: Allow = route_methods) -> None:

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from services.common import request_ids
@@ -52,7 +52,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {service:<9} %(levelname)-7s %(name)s%(rid)s: %(message)s", "%H:%M:%S")
         self.suffix = "".join(f" {key}={_logfmt(value)}" for key, value in (fields or {}).items())
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging.Formatter's name
         rid = getattr(record, "request_id", "")
         record.rid = f" [{rid}]" if rid else ""
         return super().formatMessage(record) + self.suffix
@@ -75,7 +75,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,

@@ -9,8 +9,8 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import forwarded, http_instrumentation, search_security
-from services.common.memory import limit_malloc_arenas
 from services.common.config import ConfigError, Settings
+from services.common.memory import limit_malloc_arenas
 from services.common.metrics import READONLY
 from services.common.rpc import security as blobstore_security
 from services.gateway import access, health_checks, readonly, responses, routes

@@ -47,4 +47,5 @@ class GatewayState:
 
 def of(request: Request) -> GatewayState:
     """The process's GatewayState, which the app's lifespan put on ``app.state``."""
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    state: GatewayState = request.app.state.gateway
+    return state

@@ -10,13 +10,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from services.common.rpc.security import call_metadata, channel_credentials
 from services.common import request_ids
 from services.common.config import BlobstoreSettings
 from services.common.errors import UNAVAILABLE, RegistryError
 from services.common.metrics import RPC_DURATION
 from services.common.rpc import blobstore_pb2 as pb
 from services.common.rpc import blobstore_pb2_grpc as pb_grpc
+from services.common.rpc.security import call_metadata, channel_credentials
 from services.common.rpc.status import from_rpc_error
 from services.gateway.blobstore_api import BlobstoreAPI, BlobStream
 
@@ -119,7 +119,7 @@ class BlobstoreClient(BlobstoreAPI):
             return
         try:
             await asyncio.wait_for(self.channel.channel_ready(), self.call_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RegistryError(UNAVAILABLE, {"service": "blobstore"}) from None
 
     async def _unary(self, method: str, request: Any) -> Any:

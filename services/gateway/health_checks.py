@@ -2,9 +2,10 @@
 
 - ``blobstore`` (critical): the standard gRPC health service answers SERVING. It is cheap (no
   storage access at the gateway's expense: a blobstore turns SERVING once its storage took a
-  write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline without wait-for-ready makes a stopped blobstore fail
-  the probe at once rather than after ``blobstore.call_timeout``. A blobstore too old to have the
-  health service (UNIMPLEMENTED) has answered all the same, which is what reachable means.
+  write, and its own /_ready keeps checking after that), needs no credentials, and a short deadline
+  without wait-for-ready makes a stopped blobstore fail the probe at once rather than after
+  ``blobstore.call_timeout``. A blobstore too old to have the health service (UNIMPLEMENTED) has
+  answered all the same, which is what reachable means.
 - ``search`` (only when the search service runs, ``search_backend`` set; not critical): the
   search service's own ``/_ready``. Its loss costs ``/v1/search`` only, so it must not take every
   gateway out of rotation at once; it shows in the body and in the log.
@@ -59,7 +60,9 @@ def install(app: FastAPI, settings: Settings) -> None:
 async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=False)
+        reply = await stub.Check(  # type: ignore[attr-defined]  # the stubs leave out the methods a generated stub sets in __init__
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=False
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
             return

@@ -18,7 +18,7 @@ def protocol_class() -> type | str:
     except ImportError:
         return "auto"
 
-    class RegistryHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    class RegistryHttpToolsProtocol(HttpToolsProtocol):
         def send_400_response(self, msg: str) -> None:
             head = [STATUS_LINE[400]]
             for name, value in self.server_state.default_headers:

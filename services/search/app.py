@@ -73,7 +73,7 @@ class SearchState:
             except FetchError as exc:
                 log.warning("could not read the description of %s@%s: %s", job.repository, job.digest, exc)
                 return
-            except Exception:  # noqa: BLE001 - a background task has no one else to tell
+            except Exception:  # a background task has no one else to tell
                 log.exception("could not read the description of %s@%s", job.repository, job.digest)
                 return
 
@@ -83,7 +83,7 @@ class SearchState:
 
         try:
             await run_in_threadpool(store)
-        except Exception:  # noqa: BLE001 - a background task has no one else to tell
+        except Exception:  # a background task has no one else to tell
             log.exception("could not store the description of %s", job.repository)
 
 
@@ -132,7 +132,8 @@ def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.C
     app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     guard = search_security.EventsGuard(search_security.required_token(settings))
     if guard.enabled:
-        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)", settings.search.security, settings.search.addr)
+        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)",
+                 settings.search.security, settings.search.addr)
 
     http_errors.install(app, "search")
     health.install(app, "search", debug=settings.debug, checks=checks)

@@ -130,7 +130,7 @@ class CustomBackend:
         """(number of matches, this page's results); UNAVAILABLE (503) when the backend fails."""
         try:
             found = [r for r in map(_result, self.index.results(query.q)) if r is not None]
-        except Exception:  # noqa: BLE001 - third-party code: log it, answer as for any index that is down
+        except Exception:  # third-party code: log it, answer as for any index that is down
             log.exception("search backend %s failed to answer %r", self.module, query.q)
             raise RegistryError(UNAVAILABLE, {"reason": "the search backend failed"}) from None
         return len(found), found[query.offset : query.offset + query.n]
@@ -149,7 +149,7 @@ class CustomBackend:
                     continue
                 try:
                     hook(change.repository, event)
-                except Exception:  # noqa: BLE001 - one failing event must not fail the envelope
+                except Exception:  # one failing event must not fail the envelope
                     log.exception("search backend %s failed on the %s of %s", self.module, change.action, change.repository,
                                   extra=logged_as(event))
                     continue

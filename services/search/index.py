@@ -149,4 +149,6 @@ class Index:
             if row is None:
                 return None
             found = conn.execute(sa.select(tags.c.tag, tags.c.digest).where(tags.c.repository_id == row.id))
-            return Repository(name, row.description, {tag: digest for tag, digest in found}, row.last_push, row.pull_count)
+            # Not dict(found): a Result has keys(), so dict() would take it for a mapping.
+            return Repository(name, row.description, {tag: digest for tag, digest in found}, row.last_push,  # noqa: C416
+                              row.pull_count)

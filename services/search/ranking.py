@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.common.search_query import SearchQuery
-from services.search.schema import repositories
 from services.search import textmatch
+from services.search.schema import repositories
 from services.search.textmatch import LikeMatch, name_contains, text_contains
 
 R = repositories.c
@@ -58,10 +58,10 @@ def search(conn: Connection, text: LikeMatch, query: SearchQuery, q: str) -> tup
     """(number of matches, this page's (name, description) pairs) for the lowered query ``q``."""
     if not q:
         total = _count(conn)
-        rows = conn.execute(
+        page = conn.execute(
             sa.select(R.name, R.description).where(VISIBLE).order_by(R.name_lower).limit(query.n).offset(query.offset)
         ).all()
-        return total, [(name, description) for name, description in rows]
+        return total, [(name, description) for name, description in page]
 
     anywhere, in_name = text.counts(conn, q)
     if anywhere <= query.offset:

@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.auth.support import (
-    add_users, get_token, jwks_of, key_path, libtrust_kid, token_of, token_service, verify_with_jwks,
+    add_users,
+    get_token,
+    jwks_of,
+    key_path,
+    libtrust_kid,
+    token_of,
+    token_service,
+    verify_with_jwks,
 )
 from tests.support.processes import ROOT, Berth
 

@@ -10,7 +10,16 @@ from sqlalchemy import create_engine, text
 
 from tests.auth.conftest import TOKEN_TTL
 from tests.auth.support import (
-    SERVICE, USERS, access, add_users, berth_cli, database_url, error_code, get_token, login, token_service,
+    SERVICE,
+    USERS,
+    access,
+    add_users,
+    berth_cli,
+    database_url,
+    error_code,
+    get_token,
+    login,
+    token_service,
     unverified_claims,
 )
 from tests.support.processes import Berth

@@ -100,7 +100,7 @@ def test_registry_accepts_what_the_token_grants_and_nothing_more(stack: tuple[Be
 
 
 def test_registry_refuses_tokens_of_another_key(stack: tuple[Berth, str], tmp_path: Path) -> None:
-    auth, url = stack
+    _auth, url = stack
     other = token_service(tmp_path, config={"algorithm": "ES256"})
     add_users(other, {"admin": ("admin-password", ["admins"])})
     other.start("auth")
@@ -115,7 +115,7 @@ def test_registry_refuses_tokens_of_another_key(stack: tuple[Berth, str], tmp_pa
 def test_skopeo_pushes_and_pulls_with_credentials(stack: tuple[Berth, str], tmp_path: Path) -> None:
     if shutil.which("skopeo") is None:
         pytest.fail("skopeo is not installed (make tools installs it)", pytrace=False)
-    auth, url = stack
+    _auth, url = stack
     image = single_image(tmp_path / "src", seed=f"interop-{url}")
     host = url.removeprefix("http://")
 

@@ -8,7 +8,16 @@ import httpx
 
 from tests.auth.conftest import TOKEN_TTL
 from tests.auth.support import (
-    ISSUER, SERVICE, access, error_code, get_token, jwks_of, login, token_of, unverified_claims, verify_with_jwks,
+    ISSUER,
+    SERVICE,
+    access,
+    error_code,
+    get_token,
+    jwks_of,
+    login,
+    token_of,
+    unverified_claims,
+    verify_with_jwks,
 )
 
 
@@ -134,7 +143,7 @@ def test_claims_and_expiry(client: httpx.Client) -> None:
     assert claims["nbf"] == claims["iat"]
     assert claims["exp"] - claims["iat"] == TOKEN_TTL
     assert body["expires_in"] == TOKEN_TTL
-    issued = datetime.datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    issued = datetime.datetime.strptime(body["issued_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     assert int(issued.timestamp()) == claims["iat"]
     assert r.headers["cache-control"] == "no-store"
     assert "refresh_token" not in body

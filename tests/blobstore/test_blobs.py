@@ -9,7 +9,7 @@ import pytest
 from services.blobstore import blobs as blobs_module
 from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
-from services.blobstore.drivers import StorageDriver, create
+from services.blobstore.drivers import PathNotFound, StorageDriver, create
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, NAME_INVALID, RANGE_INVALID, RegistryError
 
 DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes
@@ -145,7 +145,7 @@ def test_delete_unlinks_one_repository_and_keeps_the_data(driver: StorageDriver,
     assert code_of(lambda: blobs.delete(REPO, DIGEST)) is BLOB_UNKNOWN  # twice
     assert blobs.stat(OTHER, DIGEST).size == len(DATA)
     assert driver.get_content(layout.blob_data(DIGEST)) == DATA
-    with pytest.raises(Exception):
+    with pytest.raises(PathNotFound):
         driver.stat(layout.layer_link_dir(REPO, DIGEST))  # the link's folder went, not just the file
 
 

@@ -22,7 +22,7 @@ import pytest
 from services.blobstore import layout
 from services.blobstore.drivers import StorageDriver, create
 from services.blobstore.gc import GarbageCollector
-from tests.images import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
+from tests.images import OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.processes import ROOT, Berth
 from tests.support.registry import descriptor, image_manifest, push_blob, push_image, push_manifest
 from tests.support.s3 import MotoServer
@@ -97,7 +97,7 @@ def build(client: httpx.Client) -> dict[str, Any]:
         assert client.delete(f"/v2/gc/multi/manifests/child-{arch}").status_code == 202  # the tags only
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
              "manifests": [descriptor(OCI_MANIFEST, p, platform={"architecture": arch, "os": "linux"})
-                           for (_, p), arch in zip(children, ("amd64", "arm64"))]}
+                           for (_, p), arch in zip(children, ("amd64", "arm64"), strict=True)]}
     index_digest, _ = push_manifest(client, "gc/multi", "latest", index)
     # A referrer of a (signature artifact), untagged.
     empty = push_blob(client, "gc/app", b"{}")
@@ -315,7 +315,7 @@ def test_scheduled_gc_in_the_blobstore(tmp_path: Path) -> None:
     }).start()
     try:
         with berth.client() as client:
-            kept, _ = push_image(client, "gc/sched", "keep", layers=[b"kept layer"])
+            _kept, _ = push_image(client, "gc/sched", "keep", layers=[b"kept layer"])
             orphan = push_blob(client, "gc/sched", b"nobody references me")
             driver = store(berth)
             deadline = time.monotonic() + 30

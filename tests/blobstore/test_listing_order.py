@@ -21,7 +21,7 @@ ODD = ["a", "a-b", "a.b", "a/b", "a/b/c", "a-b/c", "a.b/c", "a0", "a_b", "a__b",
        "ab", "b", "b/a/a", "b/a-a", "b/a.a", "b/a/a/a", "c/d/e/f", "x-y.z_w", "x-y.z_w/v", "z"]
 
 
-def add_repository(driver: StorageDriver, name: str, rng: random.Random) -> None:
+def add_repository(driver: StorageDriver, name: str, rng: random.Random) -> None:  # noqa: F811 - a parameter, not the fixture
     path = layout.repository(name)
     if rng.random() < 0.5:
         driver.put_content(f"{path}/_manifests/tags/latest/current/link", DIGEST.encode())
@@ -67,7 +67,7 @@ def test_catalog_pages_are_the_sorted_names(driver: StorageDriver, seed: int) ->
     assert catalog.list("", 0).names == names
     for limit in (2, 17) if remote else (1, 2, 5, 17):
         assert follow(catalog.list, limit) == names
-    lasts = names[:: 4 if remote else 1] + ["", "a-", "a.", "a/", "a/b/", "a/b-", "a0/", "b/a/", "a-b/", "zz", "0", "_", "~"]
+    lasts = [*names[:: 4 if remote else 1], "", "a-", "a.", "a/", "a/b/", "a/b-", "a0/", "b/a/", "a-b/", "zz", "0", "_", "~"]
     for last in lasts:
         after = [n for n in names if n > last]
         assert catalog.list(last, 4).names == after[:4], last
@@ -91,7 +91,7 @@ def test_tags_pages_are_the_sorted_tags(driver: StorageDriver) -> None:  # noqa:
     assert manifests.list_tags("some/repo", "", 0).names == ordered
     for limit in (1, 3, 10):
         assert follow(lambda last, n: manifests.list_tags("some/repo", last, n), limit) == ordered
-    for last in ordered + ["0", "1.0-", "zzz"]:
+    for last in [*ordered, "0", "1.0-", "zzz"]:
         page = manifests.list_tags("some/repo", last, 5)
         assert page.names == [t for t in ordered if t > last][:5], last
     with pytest.raises(RegistryError):

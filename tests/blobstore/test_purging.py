@@ -60,7 +60,7 @@ def test_stale_uploads_go_whole_and_fresh_ones_stay(driver: StorageDriver) -> No
     assert sorted(report.uploads) == sorted([f"purge/a/{old[0]}", f"purge/b/c/{old[1]}"])
     assert [f for f in everything(driver) if "_uploads" in f] == []
     for repository, upload_id in (("purge/a", old[0]), ("purge/b/c", old[1])):
-        with pytest.raises(Exception, match="BLOB_UPLOAD_UNKNOWN|upload"):
+        with pytest.raises(Exception, match=r"BLOB_UPLOAD_UNKNOWN|upload"):
             uploads.status(repository, upload_id)
 
     fresh = stale_upload(uploads, "purge/a", 10)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.blobstore.drivers import PathNotFound, StorageDriver, create
+from services.blobstore.drivers import PathNotFound, StorageDriver, StorageError, create
 from services.common import config
 from tests.support.s3 import MotoServer
 
@@ -339,7 +339,8 @@ def test_a_failed_part_leaves_the_content_as_it_was(make: Callable[..., Any]) ->
 
     driver.client.meta.events.register("before-parameter-build.s3.UploadPart", refuse_second_part)
     writer = driver.writer("/u/data", append=True)
-    with pytest.raises(Exception):
+    # The part's own error, or the commit's that follows it: which one depends on when the part was sent.
+    with pytest.raises((RuntimeError, StorageError)):
         try:
             for i in range(4):
                 writer.write(bytes([i]) * (5 * MiB))

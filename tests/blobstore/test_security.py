@@ -234,7 +234,7 @@ def test_gateway_client_checks_the_server_name(mtls_berth: Berth, pki: PKI) -> N
 
 
 def test_gateway_client_names_an_unreadable_file(pki: PKI, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="blobstore.tls.client_key"):
+    with pytest.raises(ConfigError, match=r"blobstore\.tls\.client_key"):
         BlobstoreClient.from_settings(_settings_for(1, pki, client_key=str(tmp_path / "missing.pem")))
 
 

@@ -45,7 +45,7 @@ class Inbox:
         self.tls: list[bool] = []
         self._changed = threading.Condition()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._changed:
             self.messages.append(message)  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ def test_login() -> None:
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test smtp")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -95,7 +95,7 @@ def mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
 def depends_on(service: dict[str, Any]) -> dict[str, str]:
     deps = service.get("depends_on") or {}
     if isinstance(deps, list):
-        return {name: "service_started" for name in deps}
+        return dict.fromkeys(deps, "service_started")
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 

@@ -34,7 +34,7 @@ class PeakRSS:
             for name, proc in self.procs.items():
                 self.peak[name] = max(self.peak[name], proc.memory_info().rss)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -71,13 +71,13 @@ def test_one_gib_layer_streams_with_bounded_memory(fresh_berth: Berth) -> None:
 
         pulled = hashlib.sha256()
         received = 0
-        with PeakRSS({"gateway": fresh_berth.pid("gateway"), "blobstore": fresh_berth.pid("blobstore")}) as pull_rss:
-            with client.stream("GET", f"/v2/big/layer/blobs/{digest}") as r:
-                assert r.status_code == 200
-                assert int(r.headers["content-length"]) == GIB
-                for chunk in r.iter_bytes():
-                    pulled.update(chunk)
-                    received += len(chunk)
+        with (PeakRSS({"gateway": fresh_berth.pid("gateway"), "blobstore": fresh_berth.pid("blobstore")}) as pull_rss,
+              client.stream("GET", f"/v2/big/layer/blobs/{digest}") as r):
+            assert r.status_code == 200
+            assert int(r.headers["content-length"]) == GIB
+            for chunk in r.iter_bytes():
+                pulled.update(chunk)
+                received += len(chunk)
 
     assert received == GIB
     assert "sha256:" + pulled.hexdigest() == digest

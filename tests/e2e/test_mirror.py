@@ -72,7 +72,7 @@ def layout_blobs(path: Path) -> set[str]:
 
 def metric(berth: Berth, name: str) -> float:
     text = httpx.get(f"{berth.url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + "{", name + " ")))
 
 
 @pytest.fixture(scope="module")

@@ -90,28 +90,28 @@ def test_one_request_id_from_the_gateway_to_the_search_service(berth: Berth) -> 
         assert client.get("/v2/", headers={"X-Request-Id": "a b\tc"}).headers["x-request-id"] != "a b\tc"
 
     def gateway_line() -> dict[str, Any] | None:
-        return next((l for l in json_lines(berth.workdir / "gateway.log")
-                     if l.get("request_id") == "abc123" and "PUT /v2/obs/app/manifests/v1" in l["message"]), None)
+        return next((entry for entry in json_lines(berth.workdir / "gateway.log")
+                     if entry.get("request_id") == "abc123" and "PUT /v2/obs/app/manifests/v1" in entry["message"]), None)
 
     line = eventually(gateway_line)
     assert line is not None, "the gateway's access log has no line for the request"
     assert line["service"] == "gateway" and line["logger"] == "uvicorn.access"
 
     def search_line() -> dict[str, Any] | None:
-        return next((l for l in json_lines(berth.workdir / "search.log")
-                     if l.get("request_id") == "abc123" and "obs/app:v1 pushed" in l["message"]), None)
+        return next((entry for entry in json_lines(berth.workdir / "search.log")
+                     if entry.get("request_id") == "abc123" and "obs/app:v1 pushed" in entry["message"]), None)
 
     line = eventually(search_line)
     assert line is not None, "the search service did not log the push event under the request's id"
     assert line["service"] == "search"
     # The tag pushed earlier came from another request, logged under its own id.
-    other = [l for l in json_lines(berth.workdir / "search.log") if "obs/app:v0 pushed" in l["message"]]
+    other = [entry for entry in json_lines(berth.workdir / "search.log") if "obs/app:v0 pushed" in entry["message"]]
     assert other and other[0]["request_id"] not in ("", "abc123")
 
     # The id travelled in gRPC metadata: the blobstore logged its call (PutManifest) under it.
-    blobstore = [l for l in json_lines(berth.workdir / "blobstore.log") if l.get("request_id") == "abc123"]
-    assert any("PutManifest OK" in l["message"] for l in blobstore), blobstore
-    assert all(l["service"] == "blobstore" for l in blobstore)
+    blobstore = [entry for entry in json_lines(berth.workdir / "blobstore.log") if entry.get("request_id") == "abc123"]
+    assert any("PutManifest OK" in entry["message"] for entry in blobstore), blobstore
+    assert all(entry["service"] == "blobstore" for entry in blobstore)
 
 
 def test_http_and_notification_metrics(berth: Berth) -> None:

@@ -125,7 +125,7 @@ def test_tag_writes_deletes_and_reads_race_without_errors(berths: list[Berth]) -
         if push(client, tag, digest).status_code != 201:
             return
         r = client.get(f"/v2/{NAME}/manifests/{tag}")
-        tally.add("GET witness", r, r.status_code == 200 and r.content == manifests[digest] or _is_unknown(r))
+        tally.add("GET witness", r, (r.status_code == 200 and r.content == manifests[digest]) or _is_unknown(r))
         if r.status_code == 404:
             with tally.lock:
                 witnessed.append((start, time.monotonic(), digest))

@@ -15,10 +15,17 @@ import httpx
 import pytest
 
 from services.gateway import routes
-from services.gateway.routes import search
 from services.gateway.access import Access, requirements
+from services.gateway.routes import search
 from tests.support.auth import (
-    ISSUER, REALM, SERVICE, SigningKey, bearer, hs256_token, repo_access, unsigned_token,
+    ISSUER,
+    REALM,
+    SERVICE,
+    SigningKey,
+    bearer,
+    hs256_token,
+    repo_access,
+    unsigned_token,
 )
 from tests.support.processes import Berth
 from tests.support.registry import assert_error, checked_client, push_blob, push_image, raw_request

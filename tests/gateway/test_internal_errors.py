@@ -2,7 +2,6 @@
 what went wrong is in the log under that id, never in the response."""
 from __future__ import annotations
 
-
 import httpx
 import pytest
 from fastapi.testclient import TestClient

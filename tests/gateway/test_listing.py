@@ -35,7 +35,7 @@ def next_link(r: httpx.Response) -> str | None:
 @pytest.fixture()
 def tagged(client, repo) -> list[str]:
     """``repo`` with every tag of TAGS on one manifest; returns them in lexical order."""
-    digest, payload = push_image(client, repo, TAGS[0])
+    _digest, payload = push_image(client, repo, TAGS[0])
     for tag in TAGS[1:]:
         push_manifest(client, repo, tag, payload)
     return sorted(TAGS)
@@ -172,7 +172,7 @@ def test_catalog_pages_with_odd_names_are_in_lexical_order(client, repo):
 
 
 def test_tags_pages_with_odd_tags_are_in_lexical_order(client, repo):
-    digest, payload = push_image(client, repo, ODD_TAGS[0])
+    _digest, payload = push_image(client, repo, ODD_TAGS[0])
     for tag in ODD_TAGS[1:]:
         push_manifest(client, repo, tag, payload)
     for n in (1, 4):

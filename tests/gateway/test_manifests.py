@@ -154,7 +154,7 @@ def test_manifest_without_layers_is_accepted(client, repo):
     config = push_blob(client, repo, b'{"architecture": "amd64", "os": "linux"}')
     doc = image_manifest(b'{"architecture": "amd64", "os": "linux"}', [])
     assert doc["config"]["digest"] == config and doc["layers"] == []
-    digest, payload = push_manifest(client, repo, "empty", doc)
+    _digest, payload = push_manifest(client, repo, "empty", doc)
     assert_manifest(client.get(f"/v2/{repo}/manifests/empty"), OCI_MANIFEST, payload)
 
 
@@ -354,7 +354,7 @@ def test_foreign_layer_may_be_absent(client, repo, media_type, layer_type, urls)
         "config": descriptor(DOCKER_CONFIG if media_type == DOCKER_MANIFEST else OCI_CONFIG, config),
         "layers": [foreign, descriptor(DOCKER_LAYER if media_type == DOCKER_MANIFEST else OCI_LAYER, layer)],
     }
-    digest, payload = push_manifest(client, repo, "v1", doc)
+    _digest, payload = push_manifest(client, repo, "v1", doc)
     assert_manifest(client.get(f"/v2/{repo}/manifests/v1"), media_type, payload)
 
 
@@ -644,7 +644,7 @@ def test_deeply_nested_json_is_400_not_a_crash(client, repo, depth):
 
 @pytest.mark.parametrize("name", ["a" * 255, "/".join(["b" * 60] * 4) + "/x", "longest/" + "c" * 247])
 def test_longest_names_and_tags_the_grammar_allows_are_stored(client, name):
-    digest, payload = push_image(client, name, "t" * 128)
+    _digest, payload = push_image(client, name, "t" * 128)
     got = client.get(f"/v2/{name}/manifests/{'t' * 128}", headers={"Accept": OCI_MANIFEST})
     assert got.status_code == 200 and got.content == payload
     assert "t" * 128 in client.get(f"/v2/{name}/tags/list").json()["tags"]

@@ -104,7 +104,7 @@ def test_pages_split_the_ranked_list_exactly(index: Index) -> None:
     assert full[:2] == ["svc", "svc-first"] and len(full) == 25
     pages = [names(index, "svc", n=7, page=p) for p in range(1, 6)]
     assert [len(p) for p in pages] == [7, 7, 7, 4, 0]
-    assert sum(pages, []) == full
+    assert [entry for page in pages for entry in page] == full
     answer = index.search(SearchQuery("svc", 7, 2))
     assert answer[0] == 25
 
@@ -164,7 +164,7 @@ def test_results_match_a_reference_implementation_on_random_data(index: Index) -
     for i in range(1500):
         name = f"{rnd.choice(WORDS[:7]).lower()}{rnd.randint(0, 40)}/{rnd.choice(WORDS[:7])}-{i}".replace("ü", "u")
         repos[name] = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(0, 6)))
-    bulk = [(n, d) for n, d in repos.items()]
+    bulk = list(repos.items())
     with index.writing() as conn:
         for name, description in bulk:
             index.tag_pushed(conn, name, "latest", digest(name), 1000.0)

@@ -61,7 +61,7 @@ class SigningKey:
 
     def certificate_pem(self) -> bytes:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test token signer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(self.private.public_key()).serial_number(x509.random_serial_number())
@@ -74,7 +74,7 @@ class SigningKey:
         algo = jwt.algorithms.ECAlgorithm if self.alg == "ES256" else jwt.algorithms.RSAAlgorithm
         return {**json.loads(algo.to_jwk(self.private.public_key())), "kid": self.kid, "alg": self.alg, "use": "sig"}
 
-    def mint(self, access: list[dict[str, Any]] | None = None, *, kid: str | None | bool = True, **claims: Any) -> str:
+    def mint(self, access: list[dict[str, Any]] | None = None, *, kid: str | bool | None = True, **claims: Any) -> str:
         """A token; ``kid=False`` leaves the header without kid, a string overrides it."""
         headers = {} if kid is False else {"kid": self.kid if kid is True else kid}
         return jwt.encode(payload(access, **claims), self.private, algorithm=self.alg, headers=headers)
@@ -113,11 +113,11 @@ class JWKSServer:
     document: dict[str, Any] = field(default_factory=lambda: {"keys": []})
     hits: int = 0
 
-    def start(self) -> "JWKSServer":
+    def start(self) -> JWKSServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 server.hits += 1
                 body = json.dumps(server.document).encode()
                 self.send_response(200)

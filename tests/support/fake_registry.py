@@ -88,10 +88,10 @@ class FakeRegistry:
                 if with_body:
                     self.wfile.write(found.body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 self._answer(True)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._answer(False)
 
             def log_message(self, *args: object) -> None:

@@ -51,7 +51,7 @@ class GoRegistry:
             config["auth"] = {"htpasswd": {"realm": "upstream", "path": str(self.workdir / "htpasswd")}}
         return config
 
-    def start(self) -> "GoRegistry":
+    def start(self) -> GoRegistry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "registry.yml"
         path.write_text(yaml.safe_dump(self.config()))

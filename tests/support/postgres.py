@@ -56,7 +56,7 @@ class PostgresCluster:
     def data(self) -> Path:
         return self.root / "data"
 
-    def _run(self, *args: str, timeout: float = 120) -> None:
+    def _run(self, *args: str | Path, timeout: float = 120) -> None:
         result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, user=self.user, cwd=self.root)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")

@@ -102,7 +102,7 @@ class Berth:
         env.update(self.env)
         return env
 
-    def start(self, *services: str) -> "Berth":
+    def start(self, *services: str) -> Berth:
         for service in services or ("blobstore", "gateway"):
             log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115 - lives as long as the process
             proc = subprocess.Popen(
@@ -150,7 +150,7 @@ class BerthRun:
     url: str
     proc: subprocess.Popen[str] | None = None
 
-    def start(self, timeout: float = 60) -> "BerthRun":
+    def start(self, timeout: float = 60) -> BerthRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"))}
         env.update(self.env)
         self.proc = subprocess.Popen(

@@ -54,7 +54,7 @@ def image_manifest(config: bytes, layers: list[bytes], **extra: Any) -> dict[str
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": descriptor(OCI_CONFIG, config),
-        "layers": [descriptor(OCI_LAYER, l) for l in layers],
+        "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
         **extra,
     }
 

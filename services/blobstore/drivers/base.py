@@ -90,7 +90,7 @@ class FileWriter(abc.ABC):
     def close(self) -> None:
         """Releases resources, keeping what was written for a later appending writer."""
 
-    def __enter__(self) -> "FileWriter":
+    def __enter__(self) -> FileWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

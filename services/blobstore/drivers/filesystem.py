@@ -89,8 +89,9 @@ class FilesystemDriver(StorageDriver):
             return self.root
         full = self.root / path.lstrip("/")
         # The base class's grammar check already rules out "..": what is left to refuse, as
-        # defence in depth, is a symlink planted inside the root. Resolving every path costs a syscall per component (most of a manifest GET),
-        # so directories found clean are remembered and only the last component is checked.
+        # defence in depth, is a symlink planted inside the root. Resolving every path costs a
+        # syscall per component (most of a manifest GET), so directories found clean are
+        # remembered and only the last component is checked.
         parent = os.path.dirname(full)
         if parent not in self._clean_dirs:
             self._check_inside(Path(parent), path)

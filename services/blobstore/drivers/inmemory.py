@@ -19,7 +19,7 @@ from services.blobstore.drivers.base import (
 
 
 class _Writer(FileWriter):
-    def __init__(self, driver: "InMemoryDriver", path: str, append: bool) -> None:
+    def __init__(self, driver: InMemoryDriver, path: str, append: bool) -> None:
         self._driver = driver
         self._path = path
         with driver._guard:

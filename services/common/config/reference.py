@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
@@ -66,7 +66,7 @@ def variable_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {
+SECTIONS: dict[str, Callable[[], str]] = {
     "classic-keys": lambda: key_table(classic.KEYS),
     "classic-variables": variable_table,
     "registry2-keys": lambda: key_table(registry2.KEYS),

@@ -44,7 +44,7 @@ class TLSSettings(_Section):
     minimumtls: Literal["tls1.2", "tls1.3"] = "tls1.2"
 
     @model_validator(mode="after")
-    def _pair(self) -> "TLSSettings":
+    def _pair(self) -> TLSSettings:
         if bool(self.certificate) != bool(self.key):
             raise ValueError("certificate and key go together: set both or neither")
         return self
@@ -129,7 +129,7 @@ class S3Settings(_Section):
     maxconnections: int = Field(default=64, ge=1, le=1024)
 
     @model_validator(mode="after")
-    def _credentials(self) -> "S3Settings":
+    def _credentials(self) -> S3Settings:
         if bool(self.accesskey) != bool(self.secretkey):
             missing = "accesskey" if self.secretkey else "secretkey"
             raise ValueError(f"storage.s3.{missing}: accesskey and secretkey go together (or leave both empty for the AWS chain)")
@@ -176,7 +176,7 @@ class StorageSettings(_Section):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @model_validator(mode="after")
-    def _driver_complete(self) -> "StorageSettings":
+    def _driver_complete(self) -> StorageSettings:
         if self.driver == "s3" and not self.s3.bucket:
             raise ValueError("storage.s3.bucket is required when storage.driver is s3")
         return self
@@ -260,7 +260,7 @@ class BlobstoreSettings(_Section):
         return "none" if _is_loopback(self.addr) else "token"
 
     @model_validator(mode="after")
-    def _security_complete(self) -> "BlobstoreSettings":
+    def _security_complete(self) -> BlobstoreSettings:
         mode = self.effective_security
         if mode == "token" and len(self.token) < 16:
             raise ValueError(
@@ -290,7 +290,7 @@ class IndexValidationSettings(_Section):
     platformlist: list[Platform] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _listed(self) -> "IndexValidationSettings":
+    def _listed(self) -> IndexValidationSettings:
         if self.platforms == "list" and not self.platformlist:
             raise ValueError("validation.manifests.indexes.platformlist: required when platforms is list")
         return self
@@ -522,7 +522,7 @@ class UpstreamSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _url_required(self) -> "UpstreamSettings":
+    def _url_required(self) -> UpstreamSettings:
         if not self.remoteurl:
             raise ValueError("remoteurl: required for every upstream")
         return self
@@ -552,7 +552,7 @@ class ProxySettings(_Section):
     _url = field_validator("remoteurl")(_check_remoteurl)
 
     @model_validator(mode="after")
-    def _distinct(self) -> "ProxySettings":
+    def _distinct(self) -> ProxySettings:
         prefixes = [u.prefix for u in self.upstreams]
         for prefix in prefixes:
             if prefixes.count(prefix) > 1:
@@ -612,7 +612,7 @@ class EmailExceptionsSettings(_Section):
         return [a.strip() for a in value.split(",") if a.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _recipients(self) -> "EmailExceptionsSettings":
+    def _recipients(self) -> EmailExceptionsSettings:
         if self.smtp_host and not self.to_addr:
             raise ValueError("email_exceptions.to_addr: required when smtp_host is set")
         return self

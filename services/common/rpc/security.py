@@ -55,7 +55,8 @@ def server_credentials(settings: BlobstoreSettings) -> grpc.ServerCredentials | 
         raise ConfigError(f"{missing}: required with {'blobstore.tls.certificate' if tls.certificate else 'blobstore.tls.key'}")
     pair = (read_pem(tls.key, "blobstore.tls.key"), read_pem(tls.certificate, "blobstore.tls.certificate"))
     if mode == "mtls":
-        return grpc.ssl_server_credentials([pair], root_certificates=read_pem(tls.clientca, "blobstore.tls.clientca"), require_client_auth=True)
+        return grpc.ssl_server_credentials([pair], root_certificates=read_pem(tls.clientca, "blobstore.tls.clientca"),
+                                           require_client_auth=True)
     return grpc.ssl_server_credentials([pair])
 
 
@@ -109,8 +110,8 @@ class TokenCheck(grpc.ServerInterceptor):
             log.warning("refused %r: %s token (further refusals for %ds only counted)", method, reason, _LOG_INTERVAL)
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if details.method.startswith(_OPEN_PREFIX):
             return continuation(details)
         sent = _metadata_value(details.invocation_metadata, AUTHORIZATION_KEY)
@@ -136,7 +137,7 @@ def _refuse(_request: Any, context: grpc.ServicerContext) -> Any:
     context.abort(grpc.StatusCode.UNAUTHENTICATED, "blobstore credentials missing or wrong")
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any] | None) -> grpc.RpcMethodHandler[Any, Any]:
     if handler is None:  # no such method: still no hint about what exists
         return grpc.unary_unary_rpc_method_handler(_refuse)
     if handler.request_streaming and handler.response_streaming:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 
 import grpc
 
@@ -36,7 +37,7 @@ def abort(context: grpc.ServicerContext, error: RegistryError) -> None:
     context.abort(_GRPC_CODE_FOR_STATUS.get(error.code.status, grpc.StatusCode.UNKNOWN), error.message)
 
 
-def from_rpc_error(code: grpc.StatusCode | None, trailing: tuple[tuple[str, str | bytes], ...] | None, message: str) -> RegistryError:
+def from_rpc_error(code: grpc.StatusCode | None, trailing: Iterable[tuple[str, str | bytes]] | None, message: str) -> RegistryError:
     """The RegistryError a failed call carried; UNAVAILABLE when the blobstore could not be reached."""
     meta = dict(trailing or ())
     name = meta.get(ERROR_KEY)

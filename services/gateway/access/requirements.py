@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Literal, Union
+from typing import Literal
 
 from starlette.requests import Request
 
@@ -25,13 +25,13 @@ EVERY = ("*",)
 OPEN = None  # no credentials asked, ever
 AUTHENTICATED: tuple[Access, ...] = ()  # any valid credentials, no scope
 IF_SENT: Literal["if-sent"] = "if-sent"  # credentials checked when the request has any; never asked
-Requirement = Union[tuple[Access, ...], Literal["if-sent"], None]
+Requirement = tuple[Access, ...] | Literal["if-sent"] | None
 
 # Routes under /v2/<name>/..., by template: method -> actions on repository:<name>.
 REPOSITORY_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
     "/v2/{name:path}/blobs/{digest}": {"GET": PULL, "HEAD": PULL, "DELETE": DELETE},
     "/v2/{name:path}/blobs/uploads/": {"POST": PUSH},
-    "/v2/{name:path}/blobs/uploads/{upload_id}": {m: PUSH for m in ("GET", "HEAD", "PATCH", "PUT", "DELETE")},
+    "/v2/{name:path}/blobs/uploads/{upload_id}": dict.fromkeys(("GET", "HEAD", "PATCH", "PUT", "DELETE"), PUSH),
     "/v2/{name:path}/manifests/{reference}": {"GET": PULL, "HEAD": PULL, "PUT": PUSH, "DELETE": DELETE},
     "/v2/{name:path}/tags/list": {"GET": PULL, "HEAD": PULL},
     "/v2/{name:path}/referrers/{digest}": {"GET": PULL, "HEAD": PULL},

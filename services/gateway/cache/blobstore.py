@@ -3,10 +3,11 @@
 Only the small hot reads are looked up (``stat_blob``, ``get_manifest``), and only the writes that
 can make a cached answer wrong invalidate: a tag moved by ``put_manifest``, and the deletes. Uploads
 and mounts only add links, and the cache holds no "not found", so they pass through, as does
-everything else (``ForwardingBlobstore``'s calls, typed by the ``BlobstoreAPI`` protocol). Writes invalidate whether or not the call succeeded: a call that
-failed or timed out may still have happened. It may even happen later (the blobstore goes on with
-a call the gateway gave up on), after a reader refilled the old answer: a failed write therefore
-invalidates once more when such a call must have ended.
+everything else (``ForwardingBlobstore``'s calls, typed by the ``BlobstoreAPI`` protocol). Writes
+invalidate whether or not the call succeeded: a call that failed or timed out may still have
+happened. It may even happen later (the blobstore goes on with a call the gateway gave up on),
+after a reader refilled the old answer: a failed write therefore invalidates once more when such a
+call must have ended.
 """
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ class MetadataCache:
             return None
         self.outage.succeeded()
         CACHE_REQUESTS.labels(kind, "hit" if reply[0] == 1 else "miss").inc()
-        return reply  # type: ignore[no-any-return]
+        return reply
 
     async def _write(self, script: AsyncScript, repository: str, token: str, *rest: Any) -> None:
         if not self.outage.usable:

@@ -28,7 +28,7 @@ def _emit(request: Request, action: str, repository: str, url_kind: str = "", **
             fields["url"] = gw.urls.absolute(request, repository, url_kind, fields["digest"])
         target = envelope.target(repository, **fields)
         bus.publish(envelope.event(action, target, envelope.request_record(request), envelope.actor(request), bus.source))
-    except Exception:  # noqa: BLE001 - see the module docstring
+    except Exception:  # see the module docstring
         log.exception("could not emit a %s event for %s", action, repository)
 
 

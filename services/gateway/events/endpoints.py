@@ -181,7 +181,7 @@ class Endpoint:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None:

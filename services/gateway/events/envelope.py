@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -96,8 +96,8 @@ def target(
 
 def timestamp(now: datetime | None = None) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2026-01-02T15:04:05.123456Z."""
-    moment = now or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    moment = now or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def event(action: str, target: dict[str, Any], request: dict[str, str], actor: dict[str, str], source: Source) -> Event:

@@ -199,7 +199,8 @@ class Upstream:
     async def get_manifest(self, name: str, reference: str, limit: int) -> tuple[bytes, str]:
         """Payload and Content-Type; at most ``limit`` bytes."""
         remote = self.remote_name(name)
-        r = await self._send("GET", f"/v2/{remote}/manifests/{reference}", f"repository:{remote}:pull", {"Accept": MANIFEST_ACCEPT}, stream=True)
+        r = await self._send("GET", f"/v2/{remote}/manifests/{reference}", f"repository:{remote}:pull", {"Accept": MANIFEST_ACCEPT},
+                             stream=True)
         try:
             self._check(r, f"{remote}:{reference}")
             body = bytearray()

@@ -24,7 +24,7 @@ def install(app: FastAPI, prefix: str, dependencies: Sequence[Any] = ()) -> None
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             app.add_api_route(
-                prefix + route.path, route.endpoint, methods=list(route.methods),
+                prefix + route.path, route.endpoint, methods=list(route.methods or ()),
                 name=route.name, dependencies=list(dependencies), response_class=route.response_class,
             )
 
@@ -38,5 +38,5 @@ def allowed_methods(path: str, prefix: str) -> set[str]:
     for module in _MODULES:
         for route in module.router.routes:
             if isinstance(route, APIRoute) and route.path_regex.match(rest):
-                methods |= route.methods
+                methods |= route.methods or set()
     return methods

@@ -6,10 +6,10 @@ from starlette.responses import Response, StreamingResponse
 
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from services.common.ranges import parse_range
 from services.gateway import app_state
 from services.gateway.events import emit
 from services.gateway.proxy.upstream import Upstream
-from services.common.ranges import parse_range
 
 router = APIRouter()
 

@@ -15,11 +15,11 @@ from starlette.responses import Response
 
 from services.common import digests, names
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, SIZE_INVALID, RegistryError
+from services.common.ranges import parse_content_range
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import app_state
 from services.gateway.app_state import GatewayState
 from services.gateway.events import emit
-from services.common.ranges import parse_content_range
 
 router = APIRouter()
 

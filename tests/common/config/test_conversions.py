@@ -293,7 +293,7 @@ def test_duplicate_keys_are_refused_but_merge_keys_may_be_overridden(tmp_path: P
 
 
 def test_flavor_only_files_name_the_missing_flavor(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match="SETTINGS_FLAVOR.*'dev'.*local"):
+    with pytest.raises(config.ConfigError, match=r"SETTINGS_FLAVOR.*'dev'.*local"):
         load(tmp_path, {"local": {"storage": "file", "storage_path": "/mnt/registry"}})
     assert load(tmp_path, {"local": {"storage": "file", "storage_path": "/mnt/registry"}}, SETTINGS_FLAVOR="local").storage.filesystem.rootdirectory == "/mnt/registry"
 

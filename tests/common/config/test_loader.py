@@ -53,7 +53,7 @@ prod:
 
 def test_unknown_flavor_named_in_the_error(tmp_path: Path) -> None:
     path = write(tmp_path, "common: {}\nprod: {}\n")
-    with pytest.raises(config.ConfigError, match="SETTINGS_FLAVOR.*'staging'"):
+    with pytest.raises(config.ConfigError, match=r"SETTINGS_FLAVOR.*'staging'"):
         config.load(path, environ={"SETTINGS_FLAVOR": "staging"})
 
 

@@ -45,7 +45,7 @@ def test_registry2_config_with_the_tls_block_names_unreadable_certificates(tmp_p
     assert settings.http.tls.certificate == "/go/src/github.com/docker/distribution/certs/domain.crt"
     from services.common import https
 
-    with pytest.raises(config.ConfigError, match="http.tls.certificate"):
+    with pytest.raises(config.ConfigError, match=r"http\.tls\.certificate"):
         https.server_context(settings.http.tls, "http.tls")
 
 
@@ -146,7 +146,7 @@ def test_classic_config_sample_copied_as_the_readme_says(flavor: str, environ: d
 
 
 def test_classic_config_sample_flavors_berth_cannot_serve_are_refused() -> None:
-    with pytest.raises(config.ConfigError, match="'storage'.*gcs"):
+    with pytest.raises(config.ConfigError, match=r"'storage'.*gcs"):
         seed("classic-0.9-config_sample.yml", SETTINGS_FLAVOR="gcs")
-    with pytest.raises(config.ConfigError, match="cors.origins"):
+    with pytest.raises(config.ConfigError, match=r"cors\.origins"):
         seed("classic-0.9-config_sample.yml", SETTINGS_FLAVOR="dev", CORS_ORIGINS="*")
