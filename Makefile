@@ -1,5 +1,5 @@
 # Berth: `make run` starts every service with embedded defaults; `make test` runs the suite.
-# `make lint` runs ruff and mypy (settings in pyproject.toml). All create .venv, install the package
+# `make lint` runs ruff (lint and format check) and mypy (settings in pyproject.toml). All create .venv, install the package
 # and generate the gRPC code first.
 
 PYTHON ?= python3
@@ -51,9 +51,9 @@ tools:
 	  else echo "missing:$$missing (install: apt-get install $(APT_TOOLS) docker-compose kubernetes-client)"; exit 1; fi; \
 	fi
 
-# ruff format is not run yet: the tree has not been formatted with it (one mechanical commit, later).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 test: install tools

@@ -3,6 +3,7 @@ uploads (chunked, single POST, POST + PUT), image pushes and verified pulls. Any
 does not allow raises BenchError, with enough of the body to tell a missing feature from a broken
 one.
 """
+
 from __future__ import annotations
 
 import hashlib

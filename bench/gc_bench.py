@@ -11,6 +11,7 @@ tree (the generator is deterministic; generating is not timed and is faster than
 
     python bench/gc_bench.py --manifests 10000 --blobs 50000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,15 +55,14 @@ def generate(root: Path, manifests: int, blobs: int, per_repo: int = 10, layers_
         shared = [_put_blob(root, f"shared layer {r}/{k}".encode()) for k in range(2)]
         for i in range(min(per_repo, manifests - r * per_repo)):
             config = _put_blob(root, json.dumps({"architecture": "amd64", "os": "linux", "n": [r, i]}).encode())
-            layer_digests = [shared[i % 2]] + [
-                _put_blob(root, f"layer {r}/{i}/{k}".encode()) for k in range(layers_per - 1)
-            ]
+            layer_digests = [shared[i % 2]] + [_put_blob(root, f"layer {r}/{i}/{k}".encode()) for k in range(layers_per - 1)]
             doc = {
-                "schemaVersion": 2, "mediaType": SCHEMA2,
-                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                           "size": 0, "digest": config},
-                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 0,
-                            "digest": d} for d in layer_digests],
+                "schemaVersion": 2,
+                "mediaType": SCHEMA2,
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 0, "digest": config},
+                "layers": [
+                    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 0, "digest": d} for d in layer_digests
+                ],
             }
             manifest = _put_blob(root, json.dumps(doc, indent=3).encode())
             hex_ = manifest.split(":")[1]
@@ -77,8 +77,7 @@ def generate(root: Path, manifests: int, blobs: int, per_repo: int = 10, layers_
     orphans = max(0, blobs - written)
     for n in range(orphans):
         _put_blob(root, f"orphan {n}".encode())
-    return {"repositories": repos, "manifests": manifests, "blobs": written + orphans, "kept": written,
-            "orphans": orphans}
+    return {"repositories": repos, "manifests": manifests, "blobs": written + orphans, "kept": written, "orphans": orphans}
 
 
 def blob_set(root: Path) -> set[str]:
@@ -123,8 +122,9 @@ def _timed(label: str, argv: list[str], root: Path, env: dict[str, str] | None =
     return Sample(label, seconds, len(blob_set(root)))
 
 
-def run(registry_bin: str | None, manifests: int, blobs: int, rounds: int, python: str = sys.executable,
-        keep: bool = False) -> tuple[dict[str, int], list[Sample]]:
+def run(
+    registry_bin: str | None, manifests: int, blobs: int, rounds: int, python: str = sys.executable, keep: bool = False
+) -> tuple[dict[str, int], list[Sample]]:
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-gc-"))
     try:
         shape: dict[str, int] = {}
@@ -149,8 +149,7 @@ def run(registry_bin: str | None, manifests: int, blobs: int, rounds: int, pytho
                     argv = [str(registry_bin), "garbage-collect", str(config)]
                 sample = _timed(label, argv, work, env)
                 samples.append(sample)
-                print(f"gc: round {n + 1} {label}: {sample.seconds:.2f}s, {sample.blobs_left} blobs left",
-                      file=sys.stderr)
+                print(f"gc: round {n + 1} {label}: {sample.seconds:.2f}s, {sample.blobs_left} blobs left", file=sys.stderr)
                 shutil.rmtree(work, ignore_errors=True)
         want = shape["kept"]
         for s in samples:
@@ -170,13 +169,14 @@ def render(shape: dict[str, int], samples: list[Sample]) -> str:
         return statistics.median(values) if values else None
 
     berth, ref = median("berth"), median("registry2")
-    head = (f"garbage collection, offline mark+sweep, {shape['manifests']} manifests / {shape['blobs']} blobs "
-            f"({shape['orphans']} unreferenced) in {shape['repositories']} repositories, filesystem; "
-            f"median of {len([s for s in samples if s.label == 'berth'])} (process start included)")
+    head = (
+        f"garbage collection, offline mark+sweep, {shape['manifests']} manifests / {shape['blobs']} blobs "
+        f"({shape['orphans']} unreferenced) in {shape['repositories']} repositories, filesystem; "
+        f"median of {len([s for s in samples if s.label == 'berth'])} (process start included)"
+    )
     lines = [head, f"{'workload':<22}{'berth':>12}{'registry2':>12}{'ratio':>10}"]
     ratio = f"{ref / berth:.2f}x" if berth and ref else "-"
-    lines.append(f"{'gc mark+sweep':<22}{(f'{berth:.2f} s' if berth else '-'):>12}"
-                 f"{(f'{ref:.2f} s' if ref else '-'):>12}{ratio:>10}")
+    lines.append(f"{'gc mark+sweep':<22}{(f'{berth:.2f} s' if berth else '-'):>12}{(f'{ref:.2f} s' if ref else '-'):>12}{ratio:>10}")
     lines.append("ratio = registry2 time / berth time, >1.00x = Berth faster")
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """What the registry benchmark pushes: a large pseudo-random blob produced piece by piece, and small
 complete OCI images built before any timing starts, so generating content never shows in a figure.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -7,6 +7,7 @@ Both registries are started on that one folder and read it; each row is the medi
 ``--requests`` sequential GETs, the registries alternated over ``--rounds`` rounds, and the ratio is
 registry:2's latency divided by Berth's (>1.00x = Berth faster), as in the other rows.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +42,11 @@ def repository_names(count: int) -> list[str]:
 def generate(root: Path, repositories: int, tags: int) -> list[str]:
     """registry:2's layout under ``root``: one manifest blob, tagged in ``big/tags`` only."""
     v2 = root / "docker" / "registry" / "v2"
-    manifest = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":' \
-               b'{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:' \
-               b'44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'
+    manifest = (
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":'
+        b'{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:'
+        b'44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'
+    )
     hexdigest = hashlib.sha256(manifest).hexdigest()
     blob = v2 / "blobs" / "sha256" / hexdigest[:2] / hexdigest
     blob.mkdir(parents=True)
@@ -98,14 +101,14 @@ def run(
     try:
         started = time.monotonic()
         names = generate(tmp / "storage", repositories, tags)
-        print(f"listing: wrote {repositories} repositories and {tags} tags in {time.monotonic() - started:.0f}s",
-              flush=True)
+        print(f"listing: wrote {repositories} repositories and {tags} tags in {time.monotonic() - started:.0f}s", flush=True)
         port = free_port()
         config = tmp / "config.yml"
         config.write_text(config_template.format(root=tmp / "storage", port=port), encoding="utf-8")
         with open(tmp / "registry.log", "wb") as log_file:
-            procs.append(subprocess.Popen([registry_bin, "serve", str(config)], stdout=log_file,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen([registry_bin, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            )
         reference = f"http://127.0.0.1:{port}"
         wait_ready(reference, procs[0])
         berth = start_berth(extra_env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp / "storage")})
@@ -125,9 +128,11 @@ def run(
                 for label, path in rows:
                     for target in order:
                         samples.setdefault((label, target), []).append(latency(client, targets[target] + path, requests))
-        lines = [f"Listing: {repositories} repositories, {tags} tags, one tree on disk; median latency of "
-                 f"{requests} GETs x {rounds} rounds; ratio = registry2 / berth (>1.00x = Berth faster)",
-                 f"{'row':40} {'berth':>10} {'registry2':>10} {'ratio':>8}"]
+        lines = [
+            f"Listing: {repositories} repositories, {tags} tags, one tree on disk; median latency of "
+            f"{requests} GETs x {rounds} rounds; ratio = registry2 / berth (>1.00x = Berth faster)",
+            f"{'row':40} {'berth':>10} {'registry2':>10} {'ratio':>8}",
+        ]
         for label, _ in rows:
             b = statistics.median(samples[(label, "berth")])
             r = statistics.median(samples[(label, "registry2")])

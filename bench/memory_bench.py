@@ -7,6 +7,7 @@ peak hides. Berth's budget (docs/architecture.md, issue 16) is gateway + blobsto
 together; registry:2 is the reference. RSS is read from /proc (VmRSS after each repetition,
 VmHWM for the peak), so nothing is sampled while the bytes flow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,7 @@ def pull_checked(client: httpx.Client, base: str, repo: str, blob: RandomBlob) -
         raise BenchError(f"pulled blob differs: {got} bytes")
 
 
-def measure(label: str, base: str, pids: dict[str, int], blob: RandomBlob, repetitions: int,
-            clock: Callable[[], float]) -> MemorySample:
+def measure(label: str, base: str, pids: dict[str, int], blob: RandomBlob, repetitions: int, clock: Callable[[], float]) -> MemorySample:
     sample = MemorySample(label, pids)
     with httpx.Client(timeout=600, follow_redirects=True, trust_env=False) as client:
         for n in range(repetitions):
@@ -77,8 +77,7 @@ def measure(label: str, base: str, pids: dict[str, int], blob: RandomBlob, repet
 
 
 def render(samples: Sequence[MemorySample], size_mb: int, budget_mb: float = 200.0) -> str:
-    lines = [f"memory: one {size_mb} MiB blob pushed and pulled per repetition; RSS in MiB after each "
-             f"repetition, and the peak (VmHWM)"]
+    lines = [f"memory: one {size_mb} MiB blob pushed and pulled per repetition; RSS in MiB after each repetition, and the peak (VmHWM)"]
     repetitions = " ".join(f"{'rep ' + str(i + 1):>8}" for i in range(len(samples[0].after)))
     header = f"{'registry':<16} {'process':<10} {repetitions} {'peak':>8}"
     lines += [header, "-" * len(header)]
@@ -94,10 +93,13 @@ def render(samples: Sequence[MemorySample], size_mb: int, budget_mb: float = 200
             together = sum(s.peak.values())
             growth = sum(s.after[-1].values()) - sum(s.after[0].values())
             verdict = "within" if together < budget_mb else "OVER"
-            lines.append(f"{s.label}: peak together {together:.1f} MiB ({verdict} the {budget_mb:.0f} MiB budget); "
-                         f"RSS change from the first to the last repetition {growth:+.1f} MiB; "
-                         f"{size_mb * 2 / (sum(s.seconds) / len(s.seconds)):.0f} MiB/s push+pull")
+            lines.append(
+                f"{s.label}: peak together {together:.1f} MiB ({verdict} the {budget_mb:.0f} MiB budget); "
+                f"RSS change from the first to the last repetition {growth:+.1f} MiB; "
+                f"{size_mb * 2 / (sum(s.seconds) / len(s.seconds)):.0f} MiB/s push+pull"
+            )
         else:
-            lines.append(f"{s.label}: peak {sum(s.peak.values()):.1f} MiB; "
-                         f"{size_mb * 2 / (sum(s.seconds) / len(s.seconds)):.0f} MiB/s push+pull")
+            lines.append(
+                f"{s.label}: peak {sum(s.peak.values()):.1f} MiB; {size_mb * 2 / (sum(s.seconds) / len(s.seconds)):.0f} MiB/s push+pull"
+            )
     return "\n".join(lines)

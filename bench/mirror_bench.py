@@ -15,6 +15,7 @@ the fly) and ``mirror_small`` small images (img/s: manifest by tag and its two b
 Ratios are Berth's speed over the direct pull, >1.00x = Berth faster; the issue's targets are
 cold >= 0.8x and warm >= 1.0x.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,14 +50,23 @@ def push_large(client: httpx.Client, upstream: str, repo: str, large_mb: float, 
     """A config and one large random layer, pushed chunked, and a manifest tagged v1."""
     blob = image_content.RandomBlob(int(large_mb * image_content.MiB))
     distribution.push_chunked(client, upstream, repo, blob, 16 * image_content.MiB)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"bench.run": run_id}},
-                         "rootfs": {"type": "layers", "diff_ids": [blob.digest]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"bench.run": run_id}},
+            "rootfs": {"type": "layers", "diff_ids": [blob.digest]},
+        }
+    ).encode()
     distribution.upload_post_put(client, upstream, repo, config, image_content.sha256_digest(config))
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": image_content.OCI_MANIFEST,
-        "config": {"mediaType": image_content.OCI_CONFIG, "digest": image_content.sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": image_content.OCI_LAYER, "digest": blob.digest, "size": blob.size}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": image_content.OCI_MANIFEST,
+            "config": {"mediaType": image_content.OCI_CONFIG, "digest": image_content.sha256_digest(config), "size": len(config)},
+            "layers": [{"mediaType": image_content.OCI_LAYER, "digest": blob.digest, "size": blob.size}],
+        }
+    ).encode()
     resp = client.put(f"{upstream}/v2/{repo}/manifests/v1", content=manifest, headers={"Content-Type": image_content.OCI_MANIFEST})
     distribution.expect(resp, 201, what="PUT manifest (upstream)")
     return Image(repo, "v1", manifest, ((image_content.sha256_digest(config), len(config)), (blob.digest, blob.size)))
@@ -73,8 +83,9 @@ def push_small(client: httpx.Client, upstream: str, repo: str, count: int, run_i
 
 def pull(client: httpx.Client, base: str, img: Image) -> None:
     """What a client does: the manifest by tag (checked), then every blob, streamed and checked."""
-    distribution.get_verified(client, f"{base}/v2/{img.repo}/manifests/{img.tag}", image_content.sha256_digest(img.manifest),
-                              headers=ACCEPT)
+    distribution.get_verified(
+        client, f"{base}/v2/{img.repo}/manifests/{img.tag}", image_content.sha256_digest(img.manifest), headers=ACCEPT
+    )
     for digest, size in img.blobs:
         distribution.pull_verified(client, base, img.repo, digest, size)
 
@@ -119,8 +130,10 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
         return ratio_table.fmt_value(med, unit, spread)
 
     rows = [["mirror workload", "berth (mirror)", "upstream direct", "berth/direct", "target"]]
-    for shape, title, unit in (("large", f"large image ({large_mb:g} MiB layer)", "MiB/s"),
-                               ("small", f"small images ({small} x manifest + 2 blobs)", "img/s")):
+    for shape, title, unit in (
+        ("large", f"large image ({large_mb:g} MiB layer)", "MiB/s"),
+        ("small", f"small images ({small} x manifest + 2 blobs)", "img/s"),
+    ):
         direct = samples.get(f"{shape}_direct", [])
         for mode, target in (("cold", 0.8), ("warm", 1.0)):
             vals = samples.get(f"{shape}_{mode}", [])
@@ -136,7 +149,12 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     rounds = max((len(v) for v in samples.values()), default=1)
-    lines += ["", (f"Mirror: Berth with proxy.remoteurl = the Go registry, pulled through (cold: nothing cached; warm: "
-                   f"again) against the same pulls straight from the Go registry; medians of {rounds} rounds, "
-                   ">1.00x = Berth faster; * = ranges overlap.")]
+    lines += [
+        "",
+        (
+            f"Mirror: Berth with proxy.remoteurl = the Go registry, pulled through (cold: nothing cached; warm: "
+            f"again) against the same pulls straight from the Go registry; medians of {rounds} rounds, "
+            ">1.00x = Berth faster; * = ranges overlap."
+        ),
+    ]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 request count, in threads and optionally several processes, all released at once after an untimed
 warm-up; it returns the raw counts and latencies (``RateRun``), the workload turns them into figures.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -2,6 +2,7 @@
 "target speed relative to the reference, >1.00x = faster" (latency rows inverted), a mark where two
 targets' rounds overlap (the difference is within the machine's noise), and a JSON copy.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,12 +102,9 @@ def render_table(targets: Sequence[Target], ref: Target, results: dict[str, Targ
         lines.append(f"Values are medians of {rounds} rounds; ±% is half the min-max range over the rounds.")
     if others:
         lines.append(
-            f"Ratio columns X/{ref.label} = speed of X relative to the reference {ref.label}: "
-            ">1.00x means X is faster, <1.00x slower."
+            f"Ratio columns X/{ref.label} = speed of X relative to the reference {ref.label}: >1.00x means X is faster, <1.00x slower."
         )
-        lines.append(
-            "(Throughput rows: X value / reference value; latency rows: reference latency / X latency.)"
-        )
+        lines.append("(Throughput rows: X value / reference value; latency rows: reference latency / X latency.)")
         if rounds > 1:
             lines.append("* = the two targets' min-max ranges overlap: the difference is within this machine's noise.")
     for t in targets:
@@ -146,8 +144,7 @@ def results_json(
                 "notes": results[t.label].notes,
                 "samples": results[t.label].samples,
                 "ratio_vs_reference": {
-                    m.key: ratio(m, results[t.label].values.get(m.key), results[ref.label].values.get(m.key))
-                    for m in metrics
+                    m.key: ratio(m, results[t.label].values.get(m.key), results[ref.label].values.get(m.key)) for m in metrics
                 },
             }
             for t in targets

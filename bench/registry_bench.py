@@ -142,26 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Benchmark registries over the OCI Distribution API; ratios are vs the reference (>1 = faster).",
     )
-    p.add_argument("--target", action="append", type=parse_target, required=True, metavar="LABEL=URL",
-                   help="registry to measure; repeat for each (table order)")
-    p.add_argument("--reference", metavar="LABEL",
-                   help="label the ratios are taken against (default: the first --target)")
+    p.add_argument(
+        "--target",
+        action="append",
+        type=parse_target,
+        required=True,
+        metavar="LABEL=URL",
+        help="registry to measure; repeat for each (table order)",
+    )
+    p.add_argument("--reference", metavar="LABEL", help="label the ratios are taken against (default: the first --target)")
     p.add_argument("--large-mb", type=float, default=d.large_mb, help="large layer size in MiB (%(default)s)")
     p.add_argument("--chunk-mb", type=float, default=d.chunk_mb, help="PATCH chunk size in MiB (%(default)s)")
     p.add_argument("--small-count", type=int, default=d.small_count, help="number of small images (%(default)s)")
     p.add_argument("--small-layer-kb", type=float, default=d.small_layer_kb, help="small layer size in KiB (%(default)s)")
     p.add_argument("--duration", type=float, default=d.duration, help="seconds per request-rate run (%(default)s)")
-    p.add_argument("--requests", type=int, default=d.requests,
-                   help="also stop a rate run after this many requests; 0 = duration only (%(default)s)")
+    p.add_argument(
+        "--requests", type=int, default=d.requests, help="also stop a rate run after this many requests; 0 = duration only (%(default)s)"
+    )
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="concurrent connections for rate runs (%(default)s)")
-    p.add_argument("--processes", type=int, default=d.processes,
-                   help="client processes sharing those connections, for fast servers (%(default)s)")
-    p.add_argument("--upload-mode", choices=UPLOAD_MODES, default=d.upload_mode,
-                   help="small-image blob uploads: single POST ?digest=, POST+PUT, or auto-detect (%(default)s)")
-    p.add_argument("--workloads", type=parse_workloads, default=d.workloads, metavar="LIST",
-                   help="comma list of large,small,rate (all)")
-    p.add_argument("--rounds", type=int, default=d.rounds,
-                   help="repeat everything this often, targets interleaved; medians are reported (%(default)s)")
+    p.add_argument(
+        "--processes", type=int, default=d.processes, help="client processes sharing those connections, for fast servers (%(default)s)"
+    )
+    p.add_argument(
+        "--upload-mode",
+        choices=UPLOAD_MODES,
+        default=d.upload_mode,
+        help="small-image blob uploads: single POST ?digest=, POST+PUT, or auto-detect (%(default)s)",
+    )
+    p.add_argument("--workloads", type=parse_workloads, default=d.workloads, metavar="LIST", help="comma list of large,small,rate (all)")
+    p.add_argument(
+        "--rounds", type=int, default=d.rounds, help="repeat everything this often, targets interleaved; medians are reported (%(default)s)"
+    )
     p.add_argument("--timeout", type=float, default=d.timeout, help="per-request timeout in s (%(default)s)")
     p.add_argument("--no-cleanup", action="store_true", help="keep what was pushed")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
@@ -177,10 +188,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
     return Settings(
-        large_mb=args.large_mb, chunk_mb=args.chunk_mb, small_count=args.small_count,
-        small_layer_kb=args.small_layer_kb, duration=args.duration, requests=max(0, args.requests),
-        concurrency=args.concurrency, processes=args.processes, upload_mode=args.upload_mode,
-        timeout=args.timeout, cleanup=not args.no_cleanup, workloads=args.workloads, rounds=args.rounds,
+        large_mb=args.large_mb,
+        chunk_mb=args.chunk_mb,
+        small_count=args.small_count,
+        small_layer_kb=args.small_layer_kb,
+        duration=args.duration,
+        requests=max(0, args.requests),
+        concurrency=args.concurrency,
+        processes=args.processes,
+        upload_mode=args.upload_mode,
+        timeout=args.timeout,
+        cleanup=not args.no_cleanup,
+        workloads=args.workloads,
+        rounds=args.rounds,
     )
 
 

@@ -3,6 +3,7 @@ docker-registry) with registry:2's default configuration on a free loopback port
 blobstore and gateway as `berth run` starts them (optionally with a Redis metadata cache), each on
 fresh temporary storage, killed by PID and cleaned up afterwards.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,8 +97,9 @@ def start_reference(binary: str, render: Callable[[int], str] | None = None) -> 
         # AWS_CA_BUNDLE (set on some machines for their proxy) makes its S3 driver panic on a plain
         # HTTP endpoint: the S3 rows' store is loopback HTTP, which needs no bundle.
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
     ref = Reference(proc=proc, url=f"http://127.0.0.1:{port}", tmp=tmp, log_path=log_path)
     try:
         wait_ready(ref.url, proc)
@@ -155,16 +157,41 @@ def start_berth(cache: bool = False, extra_env: dict[str, str] | None = None, di
     berth = LocalBerth([], f"http://127.0.0.1:{http_port}", tmp)
     if cache:
         redis_port = free_port()
-        berth.procs.append(subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-             "--dir", str(tmp), "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
-            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        ))
+        berth.procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp),
+                    "--maxmemory",
+                    "256mb",
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                ],
+                stdout=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
+        )
         env.update(REGISTRY_CACHE_LRU_HOST="127.0.0.1", REGISTRY_CACHE_LRU_PORT=str(redis_port))
     with open(tmp / "berth.log", "wb") as log_file:
         for service in ("blobstore", "gateway"):
-            berth.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", service], env=env,
-                                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            berth.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", service],
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
             if service == "blobstore":
                 time.sleep(0.5)
     wait_ready(berth.url, berth.procs[-1])

@@ -2,6 +2,7 @@
 what shapes them (``Settings``) and what they produce (``TargetResult``, merged over rounds). Every
 target gets exactly the same work; set-up and clean-up (``Trash``) stay outside the timed parts.
 """
+
 from __future__ import annotations
 
 import statistics

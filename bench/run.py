@@ -73,8 +73,13 @@ GC_QUICK = {"manifests": 2_000, "blobs": 10_000, "rounds": 3}
 
 FULL = {"large_mb": 256.0, "small_count": 200, "duration": 5.0, "concurrency": 16, "rounds": 3}
 QUICK = {"large_mb": 32.0, "small_count": 50, "duration": 2.0, "concurrency": 16, "rounds": 3}
-ENV = {"large_mb": "BENCH_LARGE_MB", "small_count": "BENCH_SMALL_COUNT", "duration": "BENCH_DURATION",
-       "concurrency": "BENCH_CONCURRENCY", "rounds": "BENCH_ROUNDS"}
+ENV = {
+    "large_mb": "BENCH_LARGE_MB",
+    "small_count": "BENCH_SMALL_COUNT",
+    "duration": "BENCH_DURATION",
+    "concurrency": "BENCH_CONCURRENCY",
+    "rounds": "BENCH_ROUNDS",
+}
 CASTS = {"large_mb": float, "small_count": int, "duration": float, "concurrency": int, "rounds": int}
 
 REFERENCE_LABEL = "registry2"
@@ -82,51 +87,77 @@ BERTH_LABEL = "berth"
 CACHED_LABEL = "berth+redis"
 DIRECT_LABEL = "berth+sendfile"
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Benchmark Berth (--berth URL) against the Go reference registry; "
-                    "ratios are berth/registry2, >1.00x = Berth faster. "
-                    "Unknown options are passed to registry_bench.py.",
+        "ratios are berth/registry2, >1.00x = Berth faster. "
+        "Unknown options are passed to registry_bench.py.",
     )
-    p.add_argument("--berth", metavar="URL", default=os.environ.get("BERTH_URL"),
-                   help="base URL of a running Berth (env BERTH_URL); omitted = reference only")
-    p.add_argument("--registry-bin", default=os.environ.get("REGISTRY_BIN") or shutil.which("docker-registry"),
-                   help="Go registry binary (env REGISTRY_BIN; default: docker-registry on PATH)")
-    p.add_argument("--start-berth", action="store_true",
-                   help="start Berth's services here (temp storage) and measure them")
+    p.add_argument(
+        "--berth",
+        metavar="URL",
+        default=os.environ.get("BERTH_URL"),
+        help="base URL of a running Berth (env BERTH_URL); omitted = reference only",
+    )
+    p.add_argument(
+        "--registry-bin",
+        default=os.environ.get("REGISTRY_BIN") or shutil.which("docker-registry"),
+        help="Go registry binary (env REGISTRY_BIN; default: docker-registry on PATH)",
+    )
+    p.add_argument("--start-berth", action="store_true", help="start Berth's services here (temp storage) and measure them")
     p.add_argument("--no-reference", action="store_true", help="do not start the Go registry")
-    p.add_argument("--with-cache", action="store_true",
-                   help="with --start-berth: also a second Berth whose gateway caches metadata in Redis (needs redis-server)")
-    p.add_argument("--with-direct", action="store_true",
-                   help="with --start-berth: also a Berth whose large blob GETs redirect to its blobstore's "
-                        "listener (storage_redirect + blobstore.public_url: sendfile)")
-    p.add_argument("--s3", action="store_true",
-                   help="also the S3 rows: Berth and the Go registry each on a bucket of one local moto server")
+    p.add_argument(
+        "--with-cache",
+        action="store_true",
+        help="with --start-berth: also a second Berth whose gateway caches metadata in Redis (needs redis-server)",
+    )
+    p.add_argument(
+        "--with-direct",
+        action="store_true",
+        help="with --start-berth: also a Berth whose large blob GETs redirect to its blobstore's "
+        "listener (storage_redirect + blobstore.public_url: sendfile)",
+    )
+    p.add_argument(
+        "--s3", action="store_true", help="also the S3 rows: Berth and the Go registry each on a bucket of one local moto server"
+    )
     p.add_argument("--s3-only", action="store_true", help="only the S3 rows")
     p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
-    p.add_argument("--memory-only", action="store_true",
-                   help="only the memory rows: RSS per process while one large blob is pushed and pulled repeatedly")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory rows: RSS per process while one large blob is pushed and pulled repeatedly",
+    )
     p.add_argument("--memory-mb", type=int, help="memory rows: blob size in MiB (4096; --quick 512)")
     p.add_argument("--memory-repetitions", type=int, default=3, help="memory rows: push+pull repetitions (%(default)s)")
-    p.add_argument("--no-mirror", action="store_true",
-                   help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)")
+    p.add_argument(
+        "--no-mirror",
+        action="store_true",
+        help="skip the mirror row (with --start-berth and the Go registry: Berth as its pull-through cache)",
+    )
     p.add_argument("--mirror-only", action="store_true", help="only the mirror row")
-    p.add_argument("--mirror-streamed", action="store_true",
-                   help="mirror row: the cached blobs streamed through the gateway (no direct reads)")
-    p.add_argument("--listing-only", action="store_true",
-                   help="only the catalog/tags rows (both registries on one generated tree; bench/listing_bench.py)")
+    p.add_argument(
+        "--mirror-streamed", action="store_true", help="mirror row: the cached blobs streamed through the gateway (no direct reads)"
+    )
+    p.add_argument(
+        "--listing-only",
+        action="store_true",
+        help="only the catalog/tags rows (both registries on one generated tree; bench/listing_bench.py)",
+    )
     p.add_argument("--no-listing", action="store_true", help="skip the catalog/tags rows")
     p.add_argument("--listing-repositories", type=int, default=100_000, help="repositories in the listing tree")
     p.add_argument("--listing-tags", type=int, default=10_000, help="tags of one repository in the listing tree")
     p.add_argument("--no-gc", action="store_true", help="skip the garbage-collection row")
-    p.add_argument("--gc-only", action="store_true",
-                   help="only the garbage-collection row: `berth garbage-collect` against `docker-registry "
-                        "garbage-collect` on the same generated tree (bench/gc_bench.py)")
+    p.add_argument(
+        "--gc-only",
+        action="store_true",
+        help="only the garbage-collection row: `berth garbage-collect` against `docker-registry "
+        "garbage-collect` on the same generated tree (bench/gc_bench.py)",
+    )
     p.add_argument("--gc-manifests", type=int, help="GC row: manifests (10000; --quick 2000)")
     p.add_argument("--gc-blobs", type=int, help="GC row: blobs, manifests included (50000; --quick 10000)")
     p.add_argument("--gc-rounds", type=int, help="GC row: rounds, medians reported (1; --quick 3)")
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
+    p.add_argument("--quick", action="store_true", help="small sizes for a run of about a minute: 32 MiB, 50 images, 2 s rate runs")
     p.add_argument("--large-mb", type=float, help="large layer MiB (env BENCH_LARGE_MB)")
     p.add_argument("--small-count", type=int, help="small images (env BENCH_SMALL_COUNT)")
     p.add_argument("--duration", type=float, help="seconds per rate run (env BENCH_DURATION)")
@@ -175,8 +206,11 @@ def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
     s = sizes(args)
     small = min(int(s["small_count"]), 50)
     mirror = start_berth(extra_env={"REGISTRY_PROXY_REMOTEURL": ref.url}, direct=not args.mirror_streamed)
-    print(f"berth as a mirror of {ref.url}: started at {mirror.url} "
-          f"({'blob bytes through the gateway' if args.mirror_streamed else 'direct blob reads'})", file=sys.stderr)
+    print(
+        f"berth as a mirror of {ref.url}: started at {mirror.url} "
+        f"({'blob bytes through the gateway' if args.mirror_streamed else 'direct blob reads'})",
+        file=sys.stderr,
+    )
     try:
         samples = mirror_bench.run(ref.url, mirror.url, float(s["large_mb"]), small, int(s["rounds"]))
     except (BenchError, httpx.HTTPError) as exc:
@@ -227,8 +261,11 @@ def run_memory_rows(args: argparse.Namespace) -> int:
             ref = start_reference(args.registry_bin)
             try:
                 print(f"[{REFERENCE_LABEL}] memory: {args.memory_repetitions} x push+pull of {size_mb} MiB ...", file=sys.stderr)
-                samples.append(memory_bench.measure(REFERENCE_LABEL, ref.url, {"registry": ref.proc.pid}, blob,
-                                                    args.memory_repetitions, time.monotonic))
+                samples.append(
+                    memory_bench.measure(
+                        REFERENCE_LABEL, ref.url, {"registry": ref.proc.pid}, blob, args.memory_repetitions, time.monotonic
+                    )
+                )
             finally:
                 stop_reference(ref, keep_tmp=False)
     except (BenchError, httpx.HTTPError, RuntimeError) as exc:
@@ -252,8 +289,7 @@ def run_s3_rows(args: argparse.Namespace, extra: Sequence[str]) -> int:
         try:
             ref = start_reference(args.registry_bin, lambda port: moto.registry2_config(bucket, port))
             print(f"S3 rows on {moto.endpoint}: berth at {berth.url}, registry2 at {ref.url}", file=sys.stderr)
-            argv = bench_argv(args, [f"{BERTH_LABEL}-s3={berth.url}", f"{REFERENCE_LABEL}-s3={ref.url}"],
-                              f"{REFERENCE_LABEL}-s3", extra)
+            argv = bench_argv(args, [f"{BERTH_LABEL}-s3={berth.url}", f"{REFERENCE_LABEL}-s3={ref.url}"], f"{REFERENCE_LABEL}-s3", extra)
             argv += ["--large-mb", str(min(64.0, float(sizes(args)["large_mb"])))]
             print("\nS3 rows (moto server on loopback):")
             return registry_bench.main(argv)
@@ -268,9 +304,19 @@ def run_listing_rows(args: argparse.Namespace) -> int:
     if not args.registry_bin:
         print("listing rows need the Go registry (docker-registry)", file=sys.stderr)
         return 2
-    print(listing_bench.run(args.registry_bin, start_berth, stop_berth, CONFIG_TEMPLATE, free_port, wait_ready,
-                            repositories=args.listing_repositories, tags=args.listing_tags,
-                            rounds=max(2, int(sizes(args)["rounds"]) if args.rounds else 2)))
+    print(
+        listing_bench.run(
+            args.registry_bin,
+            start_berth,
+            stop_berth,
+            CONFIG_TEMPLATE,
+            free_port,
+            wait_ready,
+            repositories=args.listing_repositories,
+            tags=args.listing_tags,
+            rounds=max(2, int(sizes(args)["rounds"]) if args.rounds else 2),
+        )
+    )
     return 0
 
 
@@ -323,8 +369,7 @@ def _main(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     use_reference = bool(args.registry_bin) and not args.no_reference
     if not use_reference and not args.berth:
-        print("nothing to measure: no --berth URL, and no Go registry (docker-registry not on PATH "
-              "or --no-reference)", file=sys.stderr)
+        print("nothing to measure: no --berth URL, and no Go registry (docker-registry not on PATH or --no-reference)", file=sys.stderr)
         return 2
     if not use_reference and not args.no_reference:
         print("docker-registry not found on PATH: measuring Berth alone, no ratios.", file=sys.stderr)

@@ -5,6 +5,7 @@ filesystem rows, so the ratio compares the registries, not the stores.
 moto keeps objects in its own memory and answers from Python: absolute figures are far below a
 real S3's, and both registries share that ceiling.
 """
+
 from __future__ import annotations
 
 import socket
@@ -59,8 +60,12 @@ class Moto:
         import botocore.config
 
         client = boto3.session.Session().client(
-            "s3", region_name=REGION, endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY, config=botocore.config.Config(s3={"addressing_style": "path"}),
+            "s3",
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=botocore.config.Config(s3={"addressing_style": "path"}),
         )
         name = f"{hint}-{uuid.uuid4().hex[:10]}"
         client.create_bucket(Bucket=name)
@@ -80,8 +85,9 @@ class Moto:
         }
 
     def registry2_config(self, bucket: str, port: int) -> str:
-        return REGISTRY2_S3_TEMPLATE.format(access_key=ACCESS_KEY, secret_key=SECRET_KEY, region=REGION,
-                                            endpoint=self.endpoint, bucket=bucket, port=port)
+        return REGISTRY2_S3_TEMPLATE.format(
+            access_key=ACCESS_KEY, secret_key=SECRET_KEY, region=REGION, endpoint=self.endpoint, bucket=bucket, port=port
+        )
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -102,8 +108,12 @@ def moto_server(port: int) -> Iterator[Moto]:
     """``python -m moto.server`` on a free loopback port, stopped (by pid) on exit."""
     log = Path(tempfile.mkdtemp(prefix="berth-bench-moto-")) / "moto.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         _wait_port(port, proc)
         yield Moto(f"http://127.0.0.1:{port}", proc)

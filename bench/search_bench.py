@@ -12,6 +12,7 @@ the gateway's forwarding hop); p50, p95 and max are printed in milliseconds.
     python bench/search_bench.py                 # 100,000 repositories, SQLite (+ PostgreSQL)
     python bench/search_bench.py --count 20000 --no-postgres
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,12 @@ from services.search import textmatch  # noqa: E402
 from services.search.index import Index, fold  # noqa: E402
 from services.search.schema import repositories, tags  # noqa: E402
 
-WORDS = ("alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "  # noqa: SIM905 - easier to edit as text
-         "db tools build base runtime debug slim static metrics agent gateway auth search store edge core "
-         "data ml model").split()
+# One string split into words: easier to edit as text than a list literal.
+WORDS = (  # noqa: SIM905
+    "alpine nginx redis postgres python node golang java rust web api server proxy cache worker queue "
+    "db tools build base runtime debug slim static metrics agent gateway auth search store edge core "
+    "data ml model"
+).split()
 DIGEST = "sha256:" + "0" * 64
 
 # (what it shows, query): exact name, rare and common substrings, description words, short ones.
@@ -82,9 +86,17 @@ def populate(index: Index, entries: list[tuple[str, str]], batch: int = 10_000) 
         first = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(repositories.c.id), 0))).scalar_one()) + 1
         for start in range(0, len(entries), batch):
             rows = [
-                {"id": first + start + i, "name": name, "name_lower": fold(name), "description": description,
-                 "haystack": fold(f"{name}\n{description}"), "description_at": now, "last_push": now,
-                 "pull_count": 0, "tag_count": 1}
+                {
+                    "id": first + start + i,
+                    "name": name,
+                    "name_lower": fold(name),
+                    "description": description,
+                    "haystack": fold(f"{name}\n{description}"),
+                    "description_at": now,
+                    "last_push": now,
+                    "pull_count": 0,
+                    "tag_count": 1,
+                }
                 for i, (name, description) in enumerate(entries[start : start + batch])
             ]
             conn.execute(repositories.insert(), rows)
@@ -142,10 +154,12 @@ def bench_http(url: str, wanted: list[tuple[str, str]], rounds: int, workdir: Pa
         rows = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for what, q in wanted:
+
                 def get(q: str = q) -> httpx.Response:
                     response = client.get("/v1/search", params={"q": q, "n": 25})
                     response.raise_for_status()
                     return response
+
                 rows.append((what, q, get().json()["num_results"], timings(get, rounds)))
         return rows
     finally:
@@ -187,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cluster = PostgresCluster(bin_dir).start()
                 try:
-                    worst["postgresql"] = run_backend(f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries,
-                                                      args.rounds, workdir)
+                    worst["postgresql"] = run_backend(
+                        f"PostgreSQL ({bin_dir.parent.name})", cluster.create_database(), entries, args.rounds, workdir
+                    )
                 finally:
                     cluster.stop()
     print("\nworst p95: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in worst.items()))

@@ -3,6 +3,7 @@
 A Python load generator saturates a core of its own long before a registry does (on a 2-core
 machine it measures itself); wrk, written in C, leaves the CPU to the servers being compared.
 """
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ Starts what is missing (a moto server for S3, redis-server for the cache), creat
 `berth run` with the ``s3`` flavor of config/berth.yml, and on exit stops only what it started.
 The moto server keeps objects in memory: they are gone when it stops.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,14 +55,20 @@ def main() -> int:
     try:
         if not _listening(host, port):
             moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-            child = subprocess.Popen([moto, "-H", host, "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(
+                [moto, "-H", host, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
             started.append(child)
             _wait(host, port, child, "the moto S3 server")
             print(f"run-s3: S3 endpoint (moto) at {s3.regionendpoint}", file=sys.stderr)
-        client = boto3.client("s3", endpoint_url=s3.regionendpoint, region_name=s3.region,
-                              aws_access_key_id=s3.accesskey, aws_secret_access_key=s3.secretkey,
-                              config=Config(s3={"addressing_style": "path"}))
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3.regionendpoint,
+            region_name=s3.region,
+            aws_access_key_id=s3.accesskey,
+            aws_secret_access_key=s3.secretkey,
+            config=Config(s3={"addressing_style": "path"}),
+        )
         if s3.bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
             client.create_bucket(Bucket=s3.bucket)
         redis = settings.cache_lru
@@ -69,10 +76,27 @@ def main() -> int:
             if not shutil.which("redis-server"):
                 raise SystemExit("run-s3: redis-server is not installed (apt-get install redis-server)")
             workdir = tempfile.mkdtemp(prefix="berth-redis-")
-            child = subprocess.Popen(["redis-server", "--bind", redis.host, "--port", str(redis.port), "--save", "",
-                                      "--appendonly", "no", "--dir", workdir, "--maxmemory", "256mb",
-                                      "--maxmemory-policy", "allkeys-lru"],
-                                     stdout=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    redis.host,
+                    "--port",
+                    str(redis.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    workdir,
+                    "--maxmemory",
+                    "256mb",
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                ],
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             started.append(child)
             _wait(redis.host, redis.port, child, "redis-server")
             print(f"run-s3: Redis at {redis.host}:{redis.port}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """Fixtures: Berth running as real processes, on each storage driver."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -2,6 +2,7 @@
 
 Layers are real gzipped tarballs and configs are real image configs, so any client accepts them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,18 +58,30 @@ class LayoutWriter:
     def image(self, arch: str, files: dict[str, bytes], labels: dict[str, str] | None = None) -> dict:
         layer = layer_tar(files)
         diff_id = sha256(gzip.decompress(layer))
-        config = json.dumps({
-            "architecture": arch, "os": "linux",
-            "config": {"Labels": labels or {}},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }, sort_keys=True).encode()
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config), "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": self.blob(layer), "size": len(layer)}],
-        }, sort_keys=True).encode()
-        return {"mediaType": OCI_MANIFEST, "digest": self.blob(manifest), "size": len(manifest),
-                "platform": {"architecture": arch, "os": "linux"}}
+        config = json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Labels": labels or {}},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            },
+            sort_keys=True,
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config), "size": len(config)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": self.blob(layer), "size": len(layer)}],
+            },
+            sort_keys=True,
+        ).encode()
+        return {
+            "mediaType": OCI_MANIFEST,
+            "digest": self.blob(manifest),
+            "size": len(manifest),
+            "platform": {"architecture": arch, "os": "linux"},
+        }
 
     def index(self, manifests: list[dict]) -> dict:
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, sort_keys=True).encode()

@@ -1,6 +1,7 @@
 """The operator commands as scripts use them: ``berth config check``, ``berth users ...`` and
 ``berth search reindex`` in a subprocess, their exit codes (0 ok, 1 runtime failure, 2 usage or
 configuration error), what --help promises, and secrets kept out of ``config check``'s output."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,17 +35,35 @@ SECRETS = {
 }
 
 
-def berth(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def berth(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_") and k != "DOCKER_REGISTRY_CONFIG"}
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], check=False, cwd=cwd or ROOT, env=environ, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        check=False,
+        cwd=cwd or ROOT,
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ["config", "check"], ["users"], ["users", "add"], ["users", "list"], ["users", "passwd"], ["users", "remove"],
-    ["search", "reindex"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["config", "check"],
+        ["users"],
+        ["users", "add"],
+        ["users", "list"],
+        ["users", "passwd"],
+        ["users", "remove"],
+        ["search", "reindex"],
+    ],
+)
 def test_help_describes_examples_and_exit_codes(command: list[str]) -> None:
     result = berth(*command, "--help")
     assert result.returncode == 0
@@ -57,8 +76,15 @@ def test_help_describes_examples_and_exit_codes(command: list[str]) -> None:
 
 def test_config_check_prints_the_effective_configuration_with_secrets_masked(tmp_path: Path) -> None:
     config = {
-        "notifications": {"endpoints": [{"name": "hook", "url": "https://user:hook-url-password@hooks.example/in",
-                                         "headers": {"Authorization": ["Bearer header-token-value"]}}]},
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "hook",
+                    "url": "https://user:hook-url-password@hooks.example/in",
+                    "headers": {"Authorization": ["Bearer header-token-value"]},
+                }
+            ]
+        },
         "http": {"addr": "0.0.0.0:5000"},
     }
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
@@ -81,12 +107,15 @@ def test_config_check_prints_the_effective_configuration_with_secrets_masked(tmp
     assert plain["http"]["secret"] == "" and plain["storage"]["driver"] == "filesystem"
 
 
-@pytest.mark.parametrize(("document", "key"), [
-    ({"http": {"addr": "no-port"}}, "http.addr"),
-    ({"storage": {"filesytem": {"rootdirectory": "/x"}}}, "storage.filesytem"),
-    ({"http": {"tls": {"certificate": "/nonexistent/cert.pem", "key": "/nonexistent/key.pem"}}}, "http.tls.certificate"),
-    ({"http": {"trusted_proxies": ["10.0.0.0/8", "proxy.internal"]}}, "http.trusted_proxies[1]"),
-])
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ({"http": {"addr": "no-port"}}, "http.addr"),
+        ({"storage": {"filesytem": {"rootdirectory": "/x"}}}, "storage.filesytem"),
+        ({"http": {"tls": {"certificate": "/nonexistent/cert.pem", "key": "/nonexistent/key.pem"}}}, "http.tls.certificate"),
+        ({"http": {"trusted_proxies": ["10.0.0.0/8", "proxy.internal"]}}, "http.trusted_proxies[1]"),
+    ],
+)
 def test_config_check_of_an_invalid_file_is_exit_2_naming_the_key(tmp_path: Path, document: dict[str, Any], key: str) -> None:
     (tmp_path / "config.yml").write_text(yaml.safe_dump(document))
     result = berth("--config", str(tmp_path / "config.yml"), "config", "check")
@@ -173,6 +202,8 @@ def test_reindex_reports_progress_and_a_summary(registry: FakeRegistry, tmp_path
     lines = out.getvalue().splitlines()
     assert lines[0] == f"reindex: 3 repositories at {registry.url}"
     assert [line for line in lines if line.startswith("reindex: ") and line.endswith("/3 repositories")] == [
-        "reindex: 1/3 repositories", "reindex: 2/3 repositories", "reindex: 3/3 repositories",
+        "reindex: 1/3 repositories",
+        "reindex: 2/3 repositories",
+        "reindex: 3/3 repositories",
     ]
     assert lines[-1] == "reindex: 3 repositories indexed, 0 failed, 0 no longer in the registry"

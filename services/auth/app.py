@@ -11,6 +11,7 @@ Every failure is the registry's JSON error envelope (``services.common.http_erro
 ``services.common.errors``); ``POST /token`` answers add RFC 6749's ``error``/``error_description``
 (``oauth_errors``). Blocking work (bcrypt, SQL) runs in the thread pool.
 """
+
 from __future__ import annotations
 
 import logging
@@ -133,8 +134,7 @@ def _oauth_token(tokens: TokenService, form: params.Form, address: str | None) -
         refresh_token = params.required(form, "refresh_token")
         account = tokens.redeem_refresh_token(refresh_token, service, address)
     else:
-        raise OAuthRefusal(UNSUPPORTED_VALUE, "grant_type must be password or refresh_token",
-                           oauth_error="unsupported_grant_type")
+        raise OAuthRefusal(UNSUPPORTED_VALUE, "grant_type must be password or refresh_token", oauth_error="unsupported_grant_type")
     grant = tokens.issue(account, service, requested, client_id)
     TOKENS_ISSUED.labels(grant_type).inc()
     body: dict[str, Any] = {

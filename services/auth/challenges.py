@@ -3,6 +3,7 @@
 Bad or missing credentials are a 401 whose ``WWW-Authenticate`` asks for Basic credentials again;
 too many failures are a 429 whose ``Retry-After`` says when to try again.
 """
+
 from __future__ import annotations
 
 from services.common.errors import TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
@@ -15,5 +16,4 @@ def unauthorized(detail: str, realm: str) -> RegistryError:
 
 def too_many_requests(retry_after: int) -> RegistryError:
     """Logins refused for a while; ``retry_after`` seconds (at least 1) until they are counted again."""
-    return RegistryError(TOOMANYREQUESTS, "too many failed logins; retry later",
-                         headers={"Retry-After": str(max(1, retry_after))})
+    return RegistryError(TOOMANYREQUESTS, "too many failed logins; retry later", headers={"Retry-After": str(max(1, retry_after))})

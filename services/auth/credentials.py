@@ -4,6 +4,7 @@ Basic credentials are ``services.common.basic_auth``'s to read (the gateway read
 way); a header that is not one Bearer token is the same ``MalformedCredentials``, which the app
 answers with 401, never an exception that escapes as a 500.
 """
+
 from __future__ import annotations
 
 from services.common.basic_auth import MalformedCredentials

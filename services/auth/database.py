@@ -5,6 +5,7 @@ service and ``berth users ...``, so accounts changed on the command line take ef
 login without a restart. Tables are created when missing; SQLite runs in WAL mode so the command
 line can write while the service reads.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,20 +32,23 @@ from services.common.config import ConfigError
 metadata = MetaData()
 
 users = Table(
-    "berth_users", metadata,
+    "berth_users",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("password_hash", String(128), nullable=False),
     Column("created_at", Integer, nullable=False),
 )
 
 user_groups = Table(
-    "berth_user_groups", metadata,
+    "berth_user_groups",
+    metadata,
     Column("user_name", String(128), ForeignKey("berth_users.name", ondelete="CASCADE"), primary_key=True),
     Column("group_name", String(64), primary_key=True),
 )
 
 refresh_tokens = Table(
-    "berth_refresh_tokens", metadata,
+    "berth_refresh_tokens",
+    metadata,
     # sha256 of the token: the token itself is never stored.
     Column("token_hash", String(64), primary_key=True),
     Column("account", String(128), nullable=False, index=True),

@@ -4,6 +4,7 @@
 - ``signing_key``: a throwaway token signed with the loaded key verifies with its published public
   key, so the service can issue tokens that gateways accept (cheap: well under a millisecond).
 """
+
 from __future__ import annotations
 
 import jwt

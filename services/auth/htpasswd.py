@@ -6,6 +6,7 @@ entries that are not bcrypt are skipped with a warning. htpasswd accounts have n
 (``add``/``remove``/``set_password``) rewrite the file atomically and keep lines they do not touch
 (comments, skipped entries) as they were.
 """
+
 from __future__ import annotations
 
 import os

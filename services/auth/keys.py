@@ -12,6 +12,7 @@
 - ``previous_keys`` (PEM files of public keys, private keys or certificates; several blocks per file
   are fine) stay in the JWKS and keep verifying, so tokens signed before a rotation remain valid.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -115,11 +116,12 @@ def load_or_create(path: Path, algorithm: str, issuer: str) -> SigningKey:
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"token_service.key ({path}): {exc}") from None
     if public.alg != algorithm:
-        raise ConfigError(f"token_service.key ({path}) is a {public.alg} key but token_service.algorithm is "
-                          f"{algorithm}: change the algorithm, or move the key away to generate a new one")
+        raise ConfigError(
+            f"token_service.key ({path}) is a {public.alg} key but token_service.algorithm is "
+            f"{algorithm}: change the algorithm, or move the key away to generate a new one"
+        )
     if path.stat().st_mode & 0o077:
-        log.warning("signing key %s is readable by other users (mode %o); chmod 600 it",
-                    path, path.stat().st_mode & 0o777)
+        log.warning("signing key %s is readable by other users (mode %o); chmod 600 it", path, path.stat().st_mode & 0o777)
     certificate_path = certificate_path_for(path)
     try:
         _ensure_certificate(certificate_path, private, issuer)
@@ -165,12 +167,8 @@ def _load_private_key(path: Path) -> PrivateKeyType:
 
 
 def _create_private_key(path: Path, algorithm: str) -> None:
-    key: PrivateKeyType = (
-        ec.generate_private_key(ec.SECP256R1()) if algorithm == "ES256" else rsa.generate_private_key(65537, 2048)
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
+    key: PrivateKeyType = ec.generate_private_key(ec.SECP256R1()) if algorithm == "ES256" else rsa.generate_private_key(65537, 2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -6,6 +6,7 @@ token server (the reference ``contrib/token-server`` answers the same way, with 
 Answers to ``POST /token`` additionally carry ``error`` and ``error_description`` at the top level,
 so generic OAuth2 clients understand them too; the two shapes do not collide.
 """
+
 from __future__ import annotations
 
 from services.common.errors import ErrorCode, RegistryError

@@ -4,6 +4,7 @@ Forms are parsed here, from a size-capped body, rather than by a multipart libra
 endpoints only ever take ``application/x-www-form-urlencoded``. Each helper answers a bad value with
 a 400 RegistryError naming the field, never with an exception that would become a 500.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ bcrypt comparison (against a dummy hash of the default cost), so response time d
 attacker which names exist. bcrypt reads at most 72 bytes; longer passwords are refused when set
 and never match (the Go registry's bcrypt does the same), rather than silently truncated.
 """
+
 from __future__ import annotations
 
 import functools

@@ -15,6 +15,7 @@ later.
 A successful login does not reset the counters; the window alone heals them. That way an attacker
 cannot interleave guesses with logins it knows succeed, and the behaviour is easy to predict.
 """
+
 from __future__ import annotations
 
 import logging
@@ -109,7 +110,9 @@ local since = string.format('%d', now - window)
 """
 
 # ARGV[3]: an id unique to this call (members must differ even within one millisecond).
-_RECORD = _NOW_MS + """
+_RECORD = (
+    _NOW_MS
+    + """
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', since)
   redis.call('ZADD', key, now, ARGV[3] .. ':' .. i)
@@ -118,9 +121,12 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
+)
 
 # Milliseconds until the most blocked key may try again; -1 if none is blocked.
-_RETRY_AFTER = _NOW_MS + """
+_RETRY_AFTER = (
+    _NOW_MS
+    + """
 local wait = -1
 for _, key in ipairs(KEYS) do
   local recent = redis.call('ZRANGEBYSCORE', key, '(' .. since, '+inf', 'WITHSCORES')
@@ -131,6 +137,7 @@ for _, key in ipairs(KEYS) do
 end
 return wait
 """
+)
 
 # Seconds between tries of a Redis that failed; meanwhile the in-process counts decide.
 REDIS_RETRY = 5.0
@@ -189,8 +196,12 @@ class SharedFailureLimiter:
             if self._down_since is not None:
                 return
             self._down_since = now
-        log.warning("failed-login counters: Redis at %s unavailable (%s: %s); counting in this process until it answers",
-                    self.where, type(exc).__name__, exc)
+        log.warning(
+            "failed-login counters: Redis at %s unavailable (%s: %s); counting in this process until it answers",
+            self.where,
+            type(exc).__name__,
+            exc,
+        )
 
     def _answered(self) -> None:
         if self._down_since is None:

@@ -5,6 +5,7 @@ tokens without sending the password again. The database row says whose it is, fo
 until when, and whether it was revoked; the token itself (256 random bits, so a plain sha256 is
 as good as a slow hash) never touches the disk or the logs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,18 +40,26 @@ class RefreshTokens:
         token = secrets.token_urlsafe(32)
         now = int(self.clock())
         with self.engine.begin() as conn:
-            conn.execute(insert(refresh_tokens).values(
-                token_hash=_digest(token), account=account, service=service, client_id=client_id[:128],
-                created_at=now, expires_at=now + self.ttl, revoked=False,
-            ))
+            conn.execute(
+                insert(refresh_tokens).values(
+                    token_hash=_digest(token),
+                    account=account,
+                    service=service,
+                    client_id=client_id[:128],
+                    created_at=now,
+                    expires_at=now + self.ttl,
+                    revoked=False,
+                )
+            )
         return token
 
     def lookup(self, token: str) -> RefreshGrant | None:
         """The grant of a live token; None for unknown, expired or revoked ones (all alike)."""
         if not token or len(token) > MAX_LENGTH:
             return None
-        query = select(refresh_tokens.c.account, refresh_tokens.c.service, refresh_tokens.c.expires_at,
-                       refresh_tokens.c.revoked).where(refresh_tokens.c.token_hash == _digest(token))
+        query = select(refresh_tokens.c.account, refresh_tokens.c.service, refresh_tokens.c.expires_at, refresh_tokens.c.revoked).where(
+            refresh_tokens.c.token_hash == _digest(token)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None or row.revoked or row.expires_at <= self.clock():
@@ -61,12 +70,13 @@ class RefreshTokens:
         """Revokes ``account``'s own token; False (and nothing changes) for anyone else's or none."""
         if not token or len(token) > MAX_LENGTH:
             return False
-        statement = (update(refresh_tokens)
-                     .where(refresh_tokens.c.token_hash == _digest(token), refresh_tokens.c.account == account)
-                     .values(revoked=True))
+        statement = (
+            update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == _digest(token), refresh_tokens.c.account == account)
+            .values(revoked=True)
+        )
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount > 0
-
 
     def purge_expired(self) -> int:
         """Deletes rows that expired a day ago or more (kept a while, for audits); returns how many."""

@@ -29,6 +29,7 @@ the account and the resource allows; asking for too much is never an error (the 
 file means the built-in default: everything for group ``admins``, nothing for anyone else. The
 file is re-read when it changes; a broken edit is logged and the previous rules stay in force.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -94,10 +95,12 @@ class Rules:
         return granted
 
 
-DEFAULT = Rules((
-    Rule((f"{_GROUP_PREFIX}admins",), "*", "repository", frozenset({"*"})),
-    Rule((f"{_GROUP_PREFIX}admins",), "catalog", "registry", frozenset({"*"})),
-))
+DEFAULT = Rules(
+    (
+        Rule((f"{_GROUP_PREFIX}admins",), "*", "repository", frozenset({"*"})),
+        Rule((f"{_GROUP_PREFIX}admins",), "catalog", "registry", frozenset({"*"})),
+    )
+)
 
 
 def parse(data: Any, source: str = "rules") -> Rules:
@@ -122,7 +125,7 @@ def _rule(entry: Any, where: str) -> Rule:
             raise RulesError(f"{where}: {key!r} is required")
     accounts = _strings(entry["account"], f"{where}.account")
     for pattern in accounts:
-        if pattern.startswith(_GROUP_PREFIX) and not pattern[len(_GROUP_PREFIX):]:
+        if pattern.startswith(_GROUP_PREFIX) and not pattern[len(_GROUP_PREFIX) :]:
             raise RulesError(f"{where}.account: 'group:' needs a group name")
     name = entry["name"]
     if not isinstance(name, str) or not name:
@@ -152,7 +155,7 @@ def _account_matches(pattern: str, account: str, groups: Sequence[str]) -> bool:
     if not account:
         return False
     if pattern.startswith(_GROUP_PREFIX):
-        group_glob = pattern[len(_GROUP_PREFIX):]
+        group_glob = pattern[len(_GROUP_PREFIX) :]
         return any(fnmatch.fnmatchcase(group, group_glob) for group in groups)
     return fnmatch.fnmatchcase(account, pattern)
 

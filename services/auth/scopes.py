@@ -12,6 +12,7 @@ dropped: a client that sends garbage should learn so, and a token never silently
 well-formed request asked for. The resource class (``repository(plugin)``) is deprecated and
 ignored by the spec, so it is parsed and dropped: the token says ``repository``.
 """
+
 from __future__ import annotations
 
 import re

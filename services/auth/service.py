@@ -4,6 +4,7 @@ Built once per process from ``token_service`` settings; a setting that cannot be
 wrong type, a broken rules file, an unreachable database) is a ConfigError at startup, not a
 failure at the first request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,9 +54,15 @@ class TokenService:
         self.limiter = ratelimit.create(settings.rate_limit, shared)
         self.realm = settings.issuer
         passwords.warm_up()
-        log.info("token service: issuer %r, services %s, key %s (%s, kid %s), %d trusted keys",
-                 settings.issuer, ", ".join(settings.services), self.keys.signing.path,
-                 self.keys.signing.public.alg, self.keys.signing.public.kid, len(self.keys.trusted))
+        log.info(
+            "token service: issuer %r, services %s, key %s (%s, kid %s), %d trusted keys",
+            settings.issuer,
+            ", ".join(settings.services),
+            self.keys.signing.path,
+            self.keys.signing.public.alg,
+            self.keys.signing.public.kid,
+            len(self.keys.trusted),
+        )
 
     def check_service(self, service: str) -> str:
         if not service:
@@ -102,6 +109,11 @@ class TokenService:
     def issue(self, account: str, service: str, scopes: Sequence[Scope], client_id: str) -> Grant:
         access = self.grant(account, scopes)
         token = self.issuer.issue(account, service, access)
-        log.info("issued a token for %s to %r (client %r): %s", service, account or "<anonymous>", client_id[:64],
-                 " ".join(str(s) for s in access) or "no scopes")
+        log.info(
+            "issued a token for %s to %r (client %r): %s",
+            service,
+            account or "<anonymous>",
+            client_id[:64],
+            " ".join(str(s) for s in access) or "no scopes",
+        )
         return Grant(token, access)

@@ -5,6 +5,7 @@ anonymous), ``aud`` (the requested service, a single string as registry 2.8 expe
 ``nbf``, ``iat``, ``jti`` and ``access``. Verification (for ``/authorize``) accepts only this
 service's own keys, each with the one algorithm of its key type (no ``none``, no HMAC confusion).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -75,8 +76,7 @@ class TokenIssuer:
             "access": [scope.as_claim() for scope in access],
         }
         signing = self.keys.signing
-        token = jwt.encode(claims, signing.private, algorithm=signing.public.alg,
-                           headers={"typ": "JWT", "kid": signing.public.kid})
+        token = jwt.encode(claims, signing.private, algorithm=signing.public.alg, headers={"typ": "JWT", "kid": signing.public.kid})
         return IssuedToken(token, self.ttl, now)
 
     def verify(self, raw: str) -> VerifiedToken:
@@ -95,7 +95,12 @@ class TokenIssuer:
             raise InvalidToken(f"algorithm {str(header.get('alg'))[:20]!r} does not fit the key")
         try:
             claims = jwt.decode(
-                raw, key.key, algorithms=[key.alg], issuer=self.issuer, audience=self.audiences, leeway=LEEWAY,
+                raw,
+                key.key,
+                algorithms=[key.alg],
+                issuer=self.issuer,
+                audience=self.audiences,
+                leeway=LEEWAY,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:

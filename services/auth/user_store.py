@@ -9,6 +9,7 @@ module importing back up.
 Every password check goes through ``passwords.check``, so each login costs one bcrypt comparison
 whether the account exists or not.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

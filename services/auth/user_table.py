@@ -5,6 +5,7 @@ database, so a new account or password counts from the next login. Removing an a
 changing its password revokes its refresh tokens: whoever held them (a leaked password's
 beneficiary, or a later account reusing the name) must log in again.
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ managed with ``berth users ...``) and ``htpasswd.HtpasswdStore`` (an Apache htpa
 bcrypt hashes, for setups that already have one). The service asks SQL first, then htpasswd; a
 name in both is the SQL account.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -6,6 +6,7 @@ crosses gRPC or Python. A URL names the repository as well as the digest, and th
 the repository's link on every request, so a blob deleted from the repository stops being served
 at once, not when the URL expires.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Blobs as a repository sees them: content-addressed data shared by all repositories, readable
 by a repository only through a link that a push or a mount put there."""
+
 from __future__ import annotations
 
 import threading

@@ -7,6 +7,7 @@ one ``Range`` (206, or 416 with ``Content-Range: bytes */size``), HEAD, and the 
 envelope (403 DENIED for a bad or expired signature, 404 BLOB_UNKNOWN once the repository no longer
 links the blob).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ class DirectReads:
 
     def _serve(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
         parts = urlsplit(handler.path)
-        repository, _, digest = unquote(parts.path[len(PATH_PREFIX):]).rpartition("/")
+        repository, _, digest = unquote(parts.path[len(PATH_PREFIX) :]).rpartition("/")
         query = parse_qs(parts.query)
         expires, signature = query.get("expires", [""])[0], query.get("signature", [""])[0]
         if not repository or not self.signer.valid(repository, digest, expires, signature):

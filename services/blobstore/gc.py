@@ -21,6 +21,7 @@ Online, three things keep a push safe:
   before and the push finds it missing and fails (MANIFEST_BLOB_UNKNOWN) instead of acknowledging
   a manifest whose content is gone.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,7 @@ class Report:
             f"{self.repositories} repositories: {self.manifests_kept} manifests kept, {verb} {self.manifests_removed}; "
             f"{self.blobs_kept} blobs kept ({self.blobs_recent} of them too recent to collect), {verb} "
             f"{self.blobs_removed} ({_size(self.bytes_freed)} freed), {self.links_removed} repository links and "
-            f"{self.repositories_removed} empty repositories {verb}"
-            + (f"; {len(self.errors)} errors" if self.errors else "")
+            f"{self.repositories_removed} empty repositories {verb}" + (f"; {len(self.errors)} errors" if self.errors else "")
         )
 
 
@@ -299,8 +299,9 @@ class GarbageCollector:
         except PathNotFound:
             return False
 
-    def _sweep_batch(self, batch: list[tuple[str, str, int | None, float | None]], linked: dict[str, list[str]],
-                     cutoff: float, report: Report) -> None:
+    def _sweep_batch(
+        self, batch: list[tuple[str, str, int | None, float | None]], linked: dict[str, list[str]], cutoff: float, report: Report
+    ) -> None:
         def doomed(live: set[str]) -> list[tuple[str, str, int]]:
             chosen = []
             for digest, path, size, modified in batch:
@@ -408,7 +409,8 @@ class GarbageCollector:
                 if self._unforgotten:
                     report.errors.append(
                         f"the gateways' cache could not be told of {len(self._unforgotten)} removals "
-                        f"({self._forget_failure}): it may answer for them until cache_lru.mutable_ttl")
+                        f"({self._forget_failure}): it may answer for them until cache_lru.mutable_ttl"
+                    )
         log.info("garbage collection%s: %s", " (dry run)" if self.dry_run else "", report.summary())
         for error in report.errors:
             log.error("garbage collection: %s", error)

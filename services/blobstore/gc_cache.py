@@ -8,6 +8,7 @@ batch: the script replaces the repository's fill token, so a gateway that read t
 before the delete cannot put the old answer back afterwards. Every gateway replica shares the
 Redis, so one invalidation serves them all; gateways keep no other copy of these answers.
 """
+
 from __future__ import annotations
 
 import secrets

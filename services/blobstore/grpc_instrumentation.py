@@ -7,6 +7,7 @@ and the gateway records its side of the same calls in ``services.gateway.blobsto
 An interceptor rather than code in each method, so streams, refusals and methods added later are
 all counted the same way.
 """
+
 from __future__ import annotations
 
 import contextvars

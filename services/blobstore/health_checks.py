@@ -10,6 +10,7 @@ a stat), so the check writes a few bytes under ``/_berth_probe`` and deletes the
 registry's layout (``/docker/registry/v2``), so no listing, catalog or garbage collection ever sees
 them, and under a fresh name per check, so replicas sharing a store never touch each other's.
 """
+
 from __future__ import annotations
 
 import logging

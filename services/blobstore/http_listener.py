@@ -7,6 +7,7 @@ balancer and orchestrator can probe, whatever the blobstore's gRPC security. A s
 server: a handful of requests a minute need no framework, and a slow storage check holds only its
 own thread; a blob read is one ``sendfile`` per request, which releases the GIL while it runs.
 """
+
 from __future__ import annotations
 
 import json

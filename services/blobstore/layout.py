@@ -6,6 +6,7 @@ blobs, manifests, tags and repository links. Referrer entries are Berth's own ad
 Names, tags and digests are checked here as well as at the gateway: nothing reaches a driver path
 that did not pass the grammar.
 """
+
 from __future__ import annotations
 
 import re

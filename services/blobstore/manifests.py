@@ -7,6 +7,7 @@ tells us what it references, so this module only checks presence and writes reco
 Writes and deletes of a repository's manifests and tags run one at a time (``_serialized``), reads
 run freely: see there why that makes each of them take effect at one instant.
 """
+
 from __future__ import annotations
 
 import functools

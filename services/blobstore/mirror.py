@@ -10,6 +10,7 @@ every gateway and blobstore replica over the same storage sees the same ones.
 referrer entry), a blob's link. Like a client's delete it unlinks; the bytes stay for other
 repositories that link the same content, and for garbage collection.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ class MirrorRecords:
         self.catalog = catalog
         self._purging = threading.Lock()
 
-    def touch(self, repository: str, manifests: Iterable[str], blobs: Iterable[str], checked_tag: str, ttl: float,
-              now: float | None = None) -> None:
+    def touch(
+        self, repository: str, manifests: Iterable[str], blobs: Iterable[str], checked_tag: str, ttl: float, now: float | None = None
+    ) -> None:
         now = time.time() if now is None else now
         record = json.dumps({"pulled": now, "ttl": ttl}).encode()
         for kind, items in (("manifests", manifests), ("blobs", blobs)):

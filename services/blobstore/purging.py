@@ -7,6 +7,7 @@ answers 404 BLOB_UPLOAD_UNKNOWN. The same pass asks the driver for what a proces
 left (the filesystem's ``.berth-tmp~*`` files, S3's incomplete multipart uploads) older than
 ``age``. ``dryrun`` only logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,7 +94,11 @@ def purge_uploads(uploads: Uploads, age: float, dryrun: bool = False, now: float
     if report.uploads or report.temporary or dryrun:
         log.info(
             "upload purging %s %d uploads and %d temporary files older than %ss (%d uploads kept)%s",
-            verb, len(report.uploads), len(report.temporary), int(age), report.kept,
+            verb,
+            len(report.uploads),
+            len(report.temporary),
+            int(age),
+            report.kept,
             "".join(f"\n  {item}" for item in [*report.uploads, *report.temporary]) if dryrun else "",
         )
     return report

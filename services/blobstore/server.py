@@ -7,6 +7,7 @@ Around the servicer: credentials (``security.py``), metrics and request ids
 (``grpc_instrumentation.py``), the standard gRPC health service with its storage check
 (``health_checks.py``), and an HTTP listener for /_ping, /_ready and /metrics (``http_listener.py``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -369,8 +370,11 @@ def build(settings: Settings) -> Blobstore:
     if port == 0:
         raise ConfigError(f"blobstore.addr: cannot listen on {config.addr}")
     readiness = Readiness(driver)
-    http_listener = HTTPListener(config.http_addr, readiness, metrics=settings.metrics.enabled,
-                                 direct_reads=service.direct_reads) if config.http_addr else None
+    http_listener = (
+        HTTPListener(config.http_addr, readiness, metrics=settings.metrics.enabled, direct_reads=service.direct_reads)
+        if config.http_addr
+        else None
+    )
     purger = Purger(service.mirror, settings.proxy.purge_interval) if settings.proxy.enabled else None
     return Blobstore(server, health_servicer, readiness, http_listener, purger, maintenance_tasks(settings, service))
 
@@ -380,15 +384,19 @@ def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Per
     tasks = []
     purging = settings.storage.maintenance.uploadpurging
     if purging.enabled:
-        tasks.append(Periodic("upload-purging", purging.interval,
-                              lambda: purge_uploads(service.uploads, purging.age, purging.dryrun)))
+        tasks.append(Periodic("upload-purging", purging.interval, lambda: purge_uploads(service.uploads, purging.age, purging.dryrun)))
     gc = settings.storage.maintenance.gc
     if gc.enabled:
         driver = service.blobs.driver
         forget = CacheForgetter.from_settings(settings.cache_lru)  # the gateways' cache_lru
-        tasks.append(Periodic("garbage-collection", gc.interval,
-                              lambda: GarbageCollector(driver, delay=gc.delay, forget=forget).run(),
-                              first=random.uniform(0.5, 1.0) * gc.interval))
+        tasks.append(
+            Periodic(
+                "garbage-collection",
+                gc.interval,
+                lambda: GarbageCollector(driver, delay=gc.delay, forget=forget).run(),
+                first=random.uniform(0.5, 1.0) * gc.interval,
+            )
+        )
     return tasks
 
 

@@ -11,6 +11,7 @@ every client uses. The running hash lives in this process; when a session moved 
 replica or survived a restart, or the commit names another algorithm, the hash is rebuilt from the
 stored bytes at commit, so correctness never depends on which blobstore received which chunk.
 """
+
 from __future__ import annotations
 
 import threading

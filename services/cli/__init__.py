@@ -14,6 +14,7 @@ One module per command group (``serve``, ``run``, ``users``, ``search_reindex``,
 ``garbage_collect``, ``config_check``), the argument parser in ``parser``; ``python -m
 services.cli`` and the ``berth`` console script both enter through ``main``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """``python -m services.cli``: what tests, `berth run` and the container start services with."""
+
 import sys
 
 from services.cli import main

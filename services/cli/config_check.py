@@ -1,4 +1,5 @@
 """``berth config check``: validate the configuration and print the effective result."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,7 @@ from services.cli import configuration
 from services.cli.exit_status import unusable
 from services.common import config
 
-CONFIG_CHECK_HELP = (
-    """examples:
+CONFIG_CHECK_HELP = """examples:
   berth --config /etc/berth/config.yml config check
   SETTINGS_FLAVOR=prod berth config check | jq .storage
   berth config check >/dev/null && systemctl restart berth
@@ -18,7 +18,6 @@ CONFIG_CHECK_HELP = (
 exit status:
   0  the configuration is valid; the effective configuration is on stdout
   2  usage or configuration error: stderr names the offending key (config key 'http.addr': ...)"""
-)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """How every ``berth`` command reads its configuration: one loader, one way of failing (exit 2) and
 of warning, so the commands cannot drift apart."""
+
 from __future__ import annotations
 
 import argparse

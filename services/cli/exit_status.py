@@ -1,6 +1,7 @@
 """The exit statuses of every ``berth`` command, one rule everywhere, so scripts can tell "try
 again later" (1) from "fix the command or the configuration" (2); and the --help text saying so.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """``berth garbage-collect``: remove blobs no manifest references, offline or while pushes go on."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,7 @@ import sys
 from services.cli import configuration
 from services.cli.exit_status import EXIT_CODES, unusable
 
-GC_HELP = (
-    """examples:
+GC_HELP = """examples:
   berth --config /etc/berth/config.yml garbage-collect --dry-run
   berth --config /etc/berth/config.yml garbage-collect --delete-untagged
   berth --config config.yml garbage-collect --delay 0     (the registry is stopped or read-only)
@@ -25,11 +25,9 @@ leaves the last hour's unreferenced blobs for the next run. With cache_lru confi
 removed is dropped from the gateways' Redis cache as it goes. Safe to interrupt and run again. Removals are
 listed on stdout (what would be removed, with --dry-run), then a summary; progress on a terminal.
 
-"""
-    + EXIT_CODES.format(
-        runtime="the storage failed (nothing is left half-done: run it again), or cache_lru could not be told what was removed",
-        usage="bad arguments or an invalid configuration (inmemory storage cannot be collected from outside)",
-    )
+""" + EXIT_CODES.format(
+    runtime="the storage failed (nothing is left half-done: run it again), or cache_lru could not be told what was removed",
+    usage="bad arguments or an invalid configuration (inmemory storage cannot be collected from outside)",
 )
 
 
@@ -64,8 +62,9 @@ def cmd_garbage_collect(args: argparse.Namespace) -> int:
     from services.blobstore.gc_cache import CacheForgetter
 
     forget = CacheForgetter.from_settings(settings.cache_lru)
-    collector = GarbageCollector(driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, delay=delay,
-                                 progress=progress, forget=forget)
+    collector = GarbageCollector(
+        driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, delay=delay, progress=progress, forget=forget
+    )
     try:
         report = collector.run()
     except KeyboardInterrupt:

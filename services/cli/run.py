@@ -1,5 +1,6 @@
 """``berth run``: every service as a child process (``python -m services.cli <service>``), started
 in dependency order and stopped together, for a single-host registry in one command."""
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A service answering there already would be taken for ours (and get our traffic).
         busy = _address_in_use(addr)
         if busy is not None:
-            return unusable(ValueError(
-                f"{key}: {addr} cannot be used ({busy.strerror}); another program listens there, or pick another address"))
+            return unusable(
+                ValueError(f"{key}: {addr} cannot be used ({busy.strerror}); another program listens there, or pick another address")
+            )
     base = [sys.executable, "-m", "services.cli"] + (["--config", args.config] if args.config else [])
     child_env = {**os.environ, QUIET_ENV: "1"}
     children: list[tuple[str, subprocess.Popen[bytes]]] = []

@@ -1,4 +1,5 @@
 """``berth search reindex``: rebuild the search index from a registry's catalog."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,19 +9,16 @@ from services.cli import configuration
 from services.cli.exit_status import EXIT_CODES, unusable
 from services.common import logs
 
-REINDEX_HELP = (
-    """examples:
+REINDEX_HELP = """examples:
   berth search reindex
   berth --config /etc/berth/config.yml search reindex --registry https://registry.example.com
 
 Progress goes to stderr (repositories done / total, once a second), then a summary and the
 repositories that failed.
 
-"""
-    + EXIT_CODES.format(
-        runtime="some repositories failed (the rest are indexed), or the registry or the database could not be reached",
-        usage="bad arguments, an invalid configuration, or an unusable search.database (bad URL, written by a newer Berth)",
-    )
+""" + EXIT_CODES.format(
+    runtime="some repositories failed (the rest are indexed), or the registry or the database could not be reached",
+    usage="bad arguments, an invalid configuration, or an unusable search.database (bad URL, written by a newer Berth)",
 )
 
 
@@ -45,8 +43,10 @@ def cmd_search_reindex(args: argparse.Namespace) -> int:
     from services.search.reindex import RegistryUnavailable, reindex
     from services.search.schema import SchemaError
 
-    registry = args.registry or settings.search.registry or (
-        _local_url(settings.http.addr, https=bool(settings.http.tls.certificate)) + settings.http.prefix
+    registry = (
+        args.registry
+        or settings.search.registry
+        or (_local_url(settings.http.addr, https=bool(settings.http.tls.certificate)) + settings.http.prefix)
     )
     try:
         index = Index.open(settings.search.database)

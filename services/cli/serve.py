@@ -3,6 +3,7 @@
 Every HTTP service is served by uvicorn the same way (``serve_http``); each service's modules are
 imported only by its own command, so starting one does not load the others.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``berth users add|list|remove|passwd``: the token service's accounts in its SQL user table."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,18 +9,15 @@ from services.cli import configuration
 from services.cli.exit_status import EXIT_CODES
 from services.common import config
 
-USERS_HELP = (
-    """examples:
+USERS_HELP = """examples:
   berth users list
   berth users add alice --group admins --group ci --password-stdin < alice.password
   printf '%s\\n' "$NEW_PASSWORD" | berth users passwd alice --password-stdin
   berth users remove alice
 
-"""
-    + EXIT_CODES.format(
-        runtime="the account already exists (add), no such account (passwd, remove), or the database failed",
-        usage="bad arguments, an invalid account name or password, or an unusable token_service.database",
-    )
+""" + EXIT_CODES.format(
+    runtime="the account already exists (add), no such account (passwd, remove), or the database failed",
+    usage="bad arguments, an invalid account name or password, or an unusable token_service.database",
 )
 
 

@@ -12,6 +12,7 @@ service, then by uvicorn) is mailed once.
 A mail that cannot be sent is logged as a warning (without an exception, so the mailer never mails
 about itself) and dropped: mail is the last way to hear about a fault, never a reason for another.
 """
+
 from __future__ import annotations
 
 import logging
@@ -170,8 +171,15 @@ class ExceptionMailer(logging.Handler):
                 smtp.send_message(self.message(alert, held))
         except (OSError, smtplib.SMTPException) as exc:
             EXCEPTION_MAILS.labels("failed").inc()
-            log.warning("could not mail a %s to %s at %s:%d: %s: %s", alert.exc_type, ", ".join(s.to_addr),
-                        s.smtp_host, s.smtp_port, type(exc).__name__, exc)
+            log.warning(
+                "could not mail a %s to %s at %s:%d: %s: %s",
+                alert.exc_type,
+                ", ".join(s.to_addr),
+                s.smtp_host,
+                s.smtp_port,
+                type(exc).__name__,
+                exc,
+            )
             return
         EXCEPTION_MAILS.labels("sent").inc()
 
@@ -192,8 +200,10 @@ class ExceptionMailer(logging.Handler):
             f"Message:    {alert.message}",
         ]
         if held:
-            lines.append(f"Held back:  {held} exception(s) since the last mail got none of their own (at most one "
-                         f"mail per {s.interval} s); this one is the most recent")
+            lines.append(
+                f"Held back:  {held} exception(s) since the last mail got none of their own (at most one "
+                f"mail per {s.interval} s); this one is the most recent"
+            )
         lines += ["", alert.traceback]
         msg = EmailMessage()
         msg["Subject"] = subject

@@ -5,6 +5,7 @@ bytes that are not UTF-8, no ``:``, an empty user name) is a ``MalformedCredenti
 says why without repeating the header, never an exception that would escape as a 500. The password
 is kept out of ``repr`` so it cannot reach a log line by accident.
 """
+
 from __future__ import annotations
 
 import base64

@@ -3,6 +3,7 @@
 A digest is ``algorithm:encoded``. Only sha256 and sha512 are accepted for content; anything else
 that is well-formed is ``UNSUPPORTED``-algorithm and reported as ``DIGEST_INVALID`` to clients.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ Every failure a client can see is one of these codes, in every service: handlers
 ``{"errors": [...]}`` envelope (the gateway, the token service and the search service install the
 same handlers). The blobstore raises the same errors; they cross gRPC as a status plus the code name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,9 +41,7 @@ BLOB_UNKNOWN = _register("BLOB_UNKNOWN", "blob unknown to registry", 404)
 BLOB_UPLOAD_INVALID = _register("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
 BLOB_UPLOAD_UNKNOWN = _register("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
 DIGEST_INVALID = _register("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
-MANIFEST_BLOB_UNKNOWN = _register(
-    "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400
-)
+MANIFEST_BLOB_UNKNOWN = _register("MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400)
 MANIFEST_INVALID = _register("MANIFEST_INVALID", "manifest invalid", 400)
 MANIFEST_UNKNOWN = _register("MANIFEST_UNKNOWN", "manifest unknown to registry", 404)
 NAME_INVALID = _register("NAME_INVALID", "invalid repository name", 400)

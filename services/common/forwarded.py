@@ -14,6 +14,7 @@ value, the one the edge proxy saw (registry:2 reads them the same way).
 
 ``install`` keeps the trust list on ``app.state``; apps that never install it trust nobody.
 """
+
 from __future__ import annotations
 
 import ipaddress

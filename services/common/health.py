@@ -18,6 +18,7 @@ loss degrades one feature (search, for the gateway) should not take every replic
 at once. Checks run concurrently, each bounded by its timeout, and probes arriving while a check is
 still running share that run, so a hung database costs one pending check, not one per probe.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -99,8 +100,13 @@ class _Runner:
                 log.info("readiness check %s: ok again", check.name)
         elif before != result:
             self.failing[check.name] = result
-            log.warning("readiness check %s%s: %s%s", check.name, "" if check.critical else " (non-critical)",
-                        result, f" ({detail})" if detail else "")
+            log.warning(
+                "readiness check %s%s: %s%s",
+                check.name,
+                "" if check.critical else " (non-critical)",
+                result,
+                f" ({detail})" if detail else "",
+            )
 
 
 def install(
@@ -130,18 +136,21 @@ def install(
     async def ping(request: Request) -> Response:
         if not debug:
             return JSONResponse(said, headers=ping_answer_headers)
-        return JSONResponse({
-            **said,
-            "service": service,
-            "versions": versions,
-            "host": {
-                "hostname": socket.gethostname(),
-                "platform": platform.platform(),
-                "pid": os.getpid(),
-                "started": started_wall.isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "uptime": round(time.monotonic() - started, 1),
+        return JSONResponse(
+            {
+                **said,
+                "service": service,
+                "versions": versions,
+                "host": {
+                    "hostname": socket.gethostname(),
+                    "platform": platform.platform(),
+                    "pid": os.getpid(),
+                    "started": started_wall.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    "uptime": round(time.monotonic() - started, 1),
+                },
             },
-        }, headers=ping_answer_headers)
+            headers=ping_answer_headers,
+        )
 
     async def ready(request: Request) -> Response:
         results = await runner.run()

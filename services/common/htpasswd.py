@@ -11,6 +11,7 @@ The file is read again whenever it changes (mtime, size or inode), so accounts e
 ``htpasswd`` count from the next check without a restart. A file that does not exist or cannot be
 read holds no accounts (with a warning), never an error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,12 +57,20 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, str]:
         cost = hashed.split("$")[2] if hashed.count("$") >= 3 else ""
         weak += cost.isdigit() and int(cost) < WEAK_COST
     if skipped:
-        log.warning("htpasswd %s: %d entries are not bcrypt and were ignored: %s",
-                    source, len(skipped), ", ".join(repr(n[:64]) for n in skipped[:20]))
+        log.warning(
+            "htpasswd %s: %d entries are not bcrypt and were ignored: %s",
+            source,
+            len(skipped),
+            ", ".join(repr(n[:64]) for n in skipped[:20]),
+        )
     if weak:
-        log.warning("htpasswd %s: %d entries use a bcrypt cost below %d, which makes logins of "
-                    "those accounts faster than failures (recreate them with htpasswd -B -C 12)",
-                    source, weak, WEAK_COST)
+        log.warning(
+            "htpasswd %s: %d entries use a bcrypt cost below %d, which makes logins of "
+            "those accounts faster than failures (recreate them with htpasswd -B -C 12)",
+            source,
+            weak,
+            WEAK_COST,
+        )
     return entries
 
 

@@ -10,6 +10,7 @@ the same id), not for clients. A service may dress the answer (``render``: the g
 ``Allow`` and leaves HEAD bodies out, the token service adds no-store headers and RFC 6749 fields),
 but the code, status and detail of each failure are decided here, once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,9 @@ _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 def public(error: RegistryError) -> RegistryError:
     """The error as a client may see it: an UNKNOWN 5xx keeps nothing but the request id."""
     if error.code is UNKNOWN and error.status >= 500:
-        return RegistryError(UNKNOWN, {"request_id": request_ids.current()}, message="internal error",
-                             status=error.status, headers=error.headers)
+        return RegistryError(
+            UNKNOWN, {"request_id": request_ids.current()}, message="internal error", status=error.status, headers=error.headers
+        )
     return error
 
 

@@ -15,6 +15,7 @@ the raw path, so the number of series stays bounded whatever clients send; no ro
 wrapper per message) and keeps the label children it has used, so a request costs a dict lookup
 and four updates rather than four label resolutions.
 """
+
 from __future__ import annotations
 
 import time

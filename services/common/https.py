@@ -4,6 +4,7 @@ The context is built before the port is bound, from files read now, so a missing
 mismatched certificate stops the service with the configuration key to fix, rather than surfacing
 as a handshake failure at the first client.
 """
+
 from __future__ import annotations
 
 import ssl

@@ -1,4 +1,5 @@
 """The libtrust key ID: how registry:2 (and so the token service and the gateway) name a key."""
+
 from __future__ import annotations
 
 import base64

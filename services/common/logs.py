@@ -12,6 +12,7 @@ that logged), not when it is formatted, so handlers that format later elsewhere 
 mailer's thread) still see it. A call may name another id with ``extra={"request_id": ...}`` (the
 search service does, for the request an event came from).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,12 @@ Formatter = Literal["text", "json"]
 # Attributes every LogRecord has; anything else on a record came from ``extra``. Also left out:
 # what the formatters add, and uvicorn's ``color_message`` (the message again, with ANSI colours).
 _NOT_EXTRA = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName", "request_id", "rid", "color_message",
+    "message",
+    "asctime",
+    "taskName",
+    "request_id",
+    "rid",
+    "color_message",
 }
 
 

@@ -4,6 +4,7 @@ glibc gives every thread that allocates its own malloc arena (up to 8 per core) 
 freed in each: a blobstore whose worker threads each relayed some 1 MiB chunks holds tens of MiB
 it no longer uses. Two arenas are plenty for services whose threads mostly wait on I/O.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -9,6 +9,7 @@ touches has no samples there; an unlabelled counter shows 0. Gauges whose 0 mean
 labelled, so only the processes that use them report them. Names follow Prometheus conventions: ``berth_`` prefix, base units
 (seconds, bytes), ``_total`` on counters.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram

@@ -1,4 +1,5 @@
 """Repository name and tag grammar from the OCI Distribution Spec."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """``Range`` (blob reads, RFC 9110) and ``Content-Range`` (chunked uploads, OCI) headers."""
+
 from __future__ import annotations
 
 import re

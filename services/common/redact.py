@@ -5,6 +5,7 @@ without anyone remembering this file: any non-empty string under a key that name
 webhook header value (they carry ``Authorization``), and the password inside any URL (database
 URLs, webhook URLs with credentials). Empty values stay empty: "not set" is worth seeing.
 """
+
 from __future__ import annotations
 
 import re

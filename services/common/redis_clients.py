@@ -1,6 +1,7 @@
 """Redis clients for the Berth services that use one (the gateways' metadata cache, the token
 service's shared counters), set up alike: Redis is an optimisation there, never a dependency, so
 every call is short and tried once, and a slow Redis cannot open a connection per request."""
+
 from __future__ import annotations
 
 import redis

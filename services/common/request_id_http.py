@@ -5,6 +5,7 @@ The middleware sets the id for the request's task and leaves it set: uvicorn ser
 in a task of its own, and its "Exception in ASGI application" line, written after the app has
 returned, then still carries the id.
 """
+
 from __future__ import annotations
 
 import httpx

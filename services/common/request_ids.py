@@ -1,5 +1,6 @@
 """The request id: made (or taken from ``X-Request-Id``) at the gateway, then carried in gRPC
 metadata, calls to other services and events, so one id finds a request in every service's logs."""
+
 from __future__ import annotations
 
 import contextvars

@@ -3,6 +3,7 @@
 Shared by the gateway (which answers it) and the search service (which computes it), so both read
 ``q``/``n``/``page`` the same way and an empty answer looks like a real one.
 """
+
 from __future__ import annotations
 
 import unicodedata

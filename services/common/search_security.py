@@ -10,6 +10,7 @@ endpoint's ``headers``.
 
 Both ends live here, so what one side sends and the other checks cannot drift apart.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -96,5 +97,8 @@ class EventsGuard:
             self._logged_at = now
             peer = request.client.host if request.client else "?"
             log.warning("refused POST /events from %s: %s token (further refusals for %ds not logged)", peer, reason, int(LOG_INTERVAL))
-        raise RegistryError(UNAUTHORIZED, {"reason": f"{reason} credentials: POST /events needs Authorization: Bearer <blobstore.token>"},
-                            headers={"WWW-Authenticate": CHALLENGE})
+        raise RegistryError(
+            UNAUTHORIZED,
+            {"reason": f"{reason} credentials: POST /events needs Authorization: Bearer <blobstore.token>"},
+            headers={"WWW-Authenticate": CHALLENGE},
+        )

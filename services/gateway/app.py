@@ -1,4 +1,5 @@
 """The gateway application: the registry HTTP API over the blobstore."""
+
 from __future__ import annotations
 
 import re

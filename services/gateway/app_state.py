@@ -2,6 +2,7 @@
 the settings and the shared clients (blobstore, search, events, access, mirror). Routes get it with
 ``app_state.of(request)``. Not per-request or per-upload state: an upload's own state travels,
 signed, in its ``Location`` URL (``upload_state.py``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

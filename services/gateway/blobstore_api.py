@@ -7,6 +7,7 @@ a mypy error (an abstract method left unimplemented), not an AttributeError at r
 ``ForwardingBlobstore`` passes every call to another client: a wrapper subclasses it and overrides
 only the calls it changes.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -169,8 +170,13 @@ class ForwardingBlobstore(BlobstoreAPI):
         digest_algorithm: str = "",
     ) -> pb.UploadInfo:
         return await self.client.write_upload(
-            repository, upload_id, offset, data,
-            commit_digest=commit_digest, expected_length=expected_length, digest_algorithm=digest_algorithm,
+            repository,
+            upload_id,
+            offset,
+            data,
+            commit_digest=commit_digest,
+            expected_length=expected_length,
+            digest_algorithm=digest_algorithm,
         )
 
     async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:

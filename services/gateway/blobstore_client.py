@@ -1,5 +1,6 @@
 """The gateway's side of the blobstore contract: one long-lived gRPC channel per process, and
 calls that raise RegistryError exactly as the blobstore raised it."""
+
 from __future__ import annotations
 
 import asyncio

@@ -13,6 +13,7 @@
 ``/``, ``/_ping`` and ``/v1/_ping`` also answer as a standalone v1 registry (``V1_PING_HEADERS``),
 which is what makes the docker daemon send its stored credentials along with ``docker search``.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -53,8 +54,9 @@ def install(app: FastAPI, settings: Settings) -> None:
         checks.append(health.Check("search", search, critical=False, timeout=TIMEOUT))
     # Read-only mode shows in /_ping: a registry refusing pushes is alive, and should say why.
     facts = {"readonly": True} if settings.storage.maintenance.readonly.enabled else {}
-    health.install(app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix, facts=facts,
-                   ping_headers=V1_PING_HEADERS)
+    health.install(
+        app, "gateway", debug=settings.debug, checks=checks, prefix=settings.http.prefix, facts=facts, ping_headers=V1_PING_HEADERS
+    )
 
 
 async def blobstore_serving(channel: grpc.aio.Channel, timeout: float) -> None:

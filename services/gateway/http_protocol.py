@@ -1,5 +1,6 @@
 """Requests the HTTP parser itself refuses (a negative or non-numeric Content-Length, a broken
 header) still get the registry's JSON error envelope rather than uvicorn's plain-text 400."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,15 @@ def protocol_class() -> type | str:
             head = [STATUS_LINE[400]]
             for name, value in self.server_state.default_headers:
                 head.extend([name, b": ", value, b"\r\n"])
-            head.extend([
-                b"content-type: application/json\r\n",
-                b"docker-distribution-api-version: registry/2.0\r\n",
-                b"content-length: " + str(len(_BODY)).encode() + b"\r\n",
-                b"connection: close\r\n\r\n",
-                _BODY,
-            ])
+            head.extend(
+                [
+                    b"content-type: application/json\r\n",
+                    b"docker-distribution-api-version: registry/2.0\r\n",
+                    b"content-length: " + str(len(_BODY)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    _BODY,
+                ]
+            )
             self.transport.write(b"".join(head))
             self.transport.close()
 

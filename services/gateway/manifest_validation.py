@@ -1,5 +1,6 @@
 """Where manifests are validated: the four manifest types Berth stores, what each references,
 and the descriptor a manifest gets in its subject's referrers list."""
+
 from __future__ import annotations
 
 import json

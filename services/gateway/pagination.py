@@ -1,4 +1,5 @@
 """``n``/``last`` pagination with RFC 5988 ``Link`` headers, for tags and the catalog."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

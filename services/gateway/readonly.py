@@ -6,6 +6,7 @@ a write is refused before anything else happens: no upload session started, no b
 credentials asked for what could not be done anyway. Pulls, listings, referrers and /v1/search are
 GET and HEAD only.
 """
+
 from __future__ import annotations
 
 from starlette.requests import Request

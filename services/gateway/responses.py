@@ -3,6 +3,7 @@
 Which code, status and detail a failure answers with is ``services.common.http_errors``'s to say,
 for every service alike; this module only adds what the distribution spec asks of the gateway.
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request

@@ -4,6 +4,7 @@ A short timeout: search is a convenience, and a slow or missing index must answe
 rather than hold the client. With ``search_backend: ""`` there is no service and every search
 answers an empty result.
 """
+
 from __future__ import annotations
 
 import logging

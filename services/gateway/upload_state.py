@@ -4,6 +4,7 @@ repository or forge a session; any gateway replica with the same ``http.secret``
 The state also carries the digest algorithm the client announced when it started the upload
 (``digest-algorithm``), so whichever blobstore takes the next chunk hashes it with that algorithm.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Every URL the gateway hands out (``Location``, ``Link``) is built here, so proxy headers and
 path prefixes are handled in one place (which proxies to believe: ``services.common.forwarded``)."""
+
 from __future__ import annotations
 
 from urllib.parse import quote, urlencode

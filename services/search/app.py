@@ -14,6 +14,7 @@ never lost; descriptions, which need the registry, are read afterwards by backgr
 at a time) and land a moment later. A description read that fails leaves the old one: ``berth
 search reindex`` repairs what was missed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -125,15 +126,21 @@ def create_app(settings: Settings, index: Index | None = None, transport: httpx.
     return _app(settings, applier.apply, search, health_checks.checks(index), lifespan)
 
 
-def _app(settings: Settings, apply: Apply, search: Search, checks: list[health.Check],
-         lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None) -> FastAPI:
+def _app(
+    settings: Settings,
+    apply: Apply,
+    search: Search,
+    checks: list[health.Check],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+) -> FastAPI:
     """The routes, the same over either index: ``apply`` takes an envelope, ``search`` answers a
     query with (number of matches, this page's v1 results)."""
     app = FastAPI(title="Berth search", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     guard = search_security.EventsGuard(search_security.required_token(settings))
     if guard.enabled:
-        log.info("POST /events asks for blobstore.token (search.security %s, listening on %s)",
-                 settings.search.security, settings.search.addr)
+        log.info(
+            "POST /events asks for blobstore.token (search.security %s, listening on %s)", settings.search.security, settings.search.addr
+        )
 
     http_errors.install(app, "search")
     health.install(app, "search", debug=settings.debug, checks=checks)

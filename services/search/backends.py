@@ -11,6 +11,7 @@ The interface is as small as the classic one, so that an index is a few lines to
 ``results`` and nothing else, and the service does the rest: pages, Docker Hub's v1 fields, and
 reading the registry's events (their shape, and repeated deliveries).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -150,8 +151,9 @@ class CustomBackend:
                 try:
                     hook(change.repository, event)
                 except Exception:  # one failing event must not fail the envelope
-                    log.exception("search backend %s failed on the %s of %s", self.module, change.action, change.repository,
-                                  extra=logged_as(event))
+                    log.exception(
+                        "search backend %s failed on the %s of %s", self.module, change.action, change.repository, extra=logged_as(event)
+                    )
                     continue
                 applied += 1
         self.seen.remember(fresh)

@@ -6,6 +6,7 @@ locked" errors, and ``BEGIN IMMEDIATE`` for write transactions so two writers qu
 deadlocking when both upgrade a read lock. pysqlite's own transaction handling is switched off so
 SQLAlchemy's BEGIN is the one that counts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -7,6 +7,7 @@ Documents are read over HTTP from the registry that sent the event (or the confi
 ``search.registry``), with the search service's own User-Agent so the pulls this causes are not
 counted as pulls (``events.SELF_AGENT``). Sizes are capped: a description is worth a few KiB.
 """
+
 from __future__ import annotations
 
 import json

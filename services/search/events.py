@@ -15,6 +15,7 @@ skipped, so an envelope delivered twice (a retry after a lost answer) counts pul
 ``read`` says what an event means; ``EventApplier`` writes that to the SQL index, and a custom
 index (``backends``) gets it through its hooks, so both follow the same events.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 - ``database``: ``SELECT 1`` on the index's database; without it no event is stored and no search
   answered. Only Berth's SQL index has one: a custom ``search_backend`` brings no check.
 """
+
 from __future__ import annotations
 
 from services.common import health

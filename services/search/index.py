@@ -7,6 +7,7 @@ write that changes what a search could see (tags, description) refreshes the tex
 name and description, ranked exact name, name prefix, name contains, description; only
 repositories with at least one tag are found. Query text only ever travels as a bound parameter.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -110,7 +111,8 @@ class Index:
         repo_id = self._id(conn, name)
         newer = sa.true() if at is None else sa.or_(R.description_at.is_(None), R.description_at <= at)
         result = conn.execute(
-            repositories.update().where(R.id == repo_id, newer)
+            repositories.update()
+            .where(R.id == repo_id, newer)
             .values(description=description, description_at=at, haystack=fold(f"{name}\n{description}"))
         )
         self.text.sync(conn, repo_id)
@@ -122,7 +124,8 @@ class Index:
         conn.execute(tags.delete().where(tags.c.repository_id == repo_id, tags.c.tag.not_in(list(found)) if found else sa.true()))
         for tag, digest in found.items():
             conn.execute(
-                self._insert(tags).values(repository_id=repo_id, tag=tag, digest=digest, pushed_at=None)
+                self._insert(tags)
+                .values(repository_id=repo_id, tag=tag, digest=digest, pushed_at=None)
                 .on_conflict_do_update(index_elements=["repository_id", "tag"], set_={"digest": digest})
             )
         self._recount(conn, repo_id)
@@ -150,5 +153,10 @@ class Index:
                 return None
             found = conn.execute(sa.select(tags.c.tag, tags.c.digest).where(tags.c.repository_id == row.id))
             # Not dict(found): a Result has keys(), so dict() would take it for a mapping.
-            return Repository(name, row.description, {tag: digest for tag, digest in found}, row.last_push,  # noqa: C416
-                              row.pull_count)
+            return Repository(
+                name,
+                row.description,
+                {tag: digest for tag, digest in found},  # noqa: C416
+                row.last_push,
+                row.pull_count,
+            )

@@ -7,6 +7,7 @@ by walking the index of visible names and testing each row (cheap when the tier 
 are skipped) or by sorting the tier's candidates from the trigram index (cheap when it is sparse).
 So a broad query never sorts its tens of thousands of matches just to show 25 of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

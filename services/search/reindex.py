@@ -10,6 +10,7 @@ Exit codes (``berth search reindex --help``): 0 everything indexed; 1 a runtime 
 repositories failed (named on stderr, the rest indexed), or the registry or the database could not
 be read; 2 a usage or configuration error (an unusable ``search.database``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -124,8 +125,11 @@ async def reindex(index: Index, base: str, out: TextIO = sys.stderr, transport: 
         await asyncio.gather(*(one(name) for name in names))
     with index.writing() as conn:
         outcome.hidden = index.forget_others(conn, names)
-    print(f"reindex: {outcome.indexed} repositories indexed, {len(outcome.failed)} failed, "
-          f"{outcome.hidden} no longer in the registry", file=out, flush=True)
+    print(
+        f"reindex: {outcome.indexed} repositories indexed, {len(outcome.failed)} failed, {outcome.hidden} no longer in the registry",
+        file=out,
+        flush=True,
+    )
     for name, reason in outcome.failed:
         print(f"reindex: failed: {name}: {reason}", file=out)
     return outcome

@@ -14,6 +14,7 @@ trigrams: an FTS5 table on SQLite, pg_trgm GIN indexes on PostgreSQL, made by
 ``textmatch.ensure_indexes`` on every open rather than by a migration, because whether they can
 exist depends on the server (its SQLite build, the pg_trgm extension), not on this schema.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -29,7 +30,8 @@ metadata = sa.MetaData()
 _NAME = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 
 repositories = sa.Table(
-    "repositories", metadata,
+    "repositories",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("name_lower", _NAME, nullable=False),
@@ -43,12 +45,15 @@ repositories = sa.Table(
     sa.Column("tag_count", sa.Integer, nullable=False, default=0),
 )
 sa.Index(
-    "repositories_visible_names", repositories.c.name_lower,
-    sqlite_where=repositories.c.tag_count > 0, postgresql_where=repositories.c.tag_count > 0,
+    "repositories_visible_names",
+    repositories.c.name_lower,
+    sqlite_where=repositories.c.tag_count > 0,
+    postgresql_where=repositories.c.tag_count > 0,
 )
 
 tags = sa.Table(
-    "tags", metadata,
+    "tags",
+    metadata,
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag", sa.String(128), primary_key=True),
     sa.Column("digest", sa.String(200), nullable=False),

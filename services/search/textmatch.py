@@ -12,6 +12,7 @@ SQLite and PostgreSQL alike), so counts come from trigram indexes where the data
 LIKE patterns are built by SQLAlchemy with ``autoescape`` (``%``, ``_`` and the escape character
 are literal) and the text is a bound parameter; FTS5 phrases double their quotes.
 """
+
 from __future__ import annotations
 
 import logging

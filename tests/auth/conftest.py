@@ -1,5 +1,6 @@
 """Token service fixtures: one shared service (ES256, the test rules and users, two audiences, a
 120 s token lifetime), and a client that fails the test if the service logged a traceback."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -15,8 +16,7 @@ TOKEN_TTL = 120
 
 @pytest.fixture(scope="session")
 def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
-    berth = token_service(tmp_path_factory.mktemp("auth"),
-                          config={"services": ["berth", "other"], "token_ttl": TOKEN_TTL})
+    berth = token_service(tmp_path_factory.mktemp("auth"), config={"services": ["berth", "other"], "token_ttl": TOKEN_TTL})
     add_users(berth)
     berth.start("auth")
     yield berth

@@ -3,6 +3,7 @@
 Token checks here use pyjwt and the service's published JWKS only, never services.auth code, so a
 bug in the service cannot hide by agreeing with itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -57,8 +58,9 @@ RULES = """
 """
 
 
-def token_service(workdir: Path, *, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                  rules: str | None = RULES) -> Berth:
+def token_service(
+    workdir: Path, *, config: dict[str, Any] | None = None, env: dict[str, str] | None = None, rules: str | None = RULES
+) -> Berth:
     """A Berth whose token service (not started) uses ``rules`` and the ``token_service`` ``config``."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = {"token_service": {"rate_limit": {"attempts": 1000, "window": 60}, **(config or {})}}
@@ -79,8 +81,15 @@ def key_path(berth: Berth) -> Path:
 
 def berth_cli(berth: Berth, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``berth <args>`` with the instance's configuration."""
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=berth.environment(),
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=ROOT,
+        env=berth.environment(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def add_users(berth: Berth, users: dict[str, tuple[str, list[str]]] = USERS) -> None:
@@ -136,7 +145,7 @@ def libtrust_kid(public_key: Any) -> str:
     """registry 2.8's key ID, computed here independently of services.auth.keys."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
-    return ":".join(b32[i:i + 4] for i in range(0, 48, 4))
+    return ":".join(b32[i : i + 4] for i in range(0, 48, 4))
 
 
 def new_log(berth: Berth, service: str, since: int) -> str:

@@ -1,5 +1,6 @@
 """POST /authorize: what the rules grant a Bearer token's account (or anonymous) for given scopes;
 only tokens this service signed, unexpired, with its issuer and one of its audiences, count."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.auth.support import ISSUER, SERVICE, error_code, get_token, key_path, token_of
 from tests.support.processes import Berth
 
-SCOPES = ["repository:alice/app:pull,push", "repository:public/lib:pull,push", "repository:bob/app:pull",
-          "registry:catalog:*"]
+SCOPES = ["repository:alice/app:pull,push", "repository:public/lib:pull,push", "repository:bob/app:pull", "registry:catalog:*"]
 
 
 def authorize(client: httpx.Client, scopes: list[str], token: str | None = None) -> httpx.Response:
@@ -34,8 +34,7 @@ def granted(r: httpx.Response) -> dict[tuple[str, str], set[str]]:
 
 def claims(**override: Any) -> dict[str, Any]:
     now = int(time.time())
-    body = {"iss": ISSUER, "sub": "admin", "aud": SERVICE, "exp": now + 60, "nbf": now, "iat": now, "jti": "x",
-            "access": []}
+    body = {"iss": ISSUER, "sub": "admin", "aud": SERVICE, "exp": now + 60, "nbf": now, "iat": now, "jti": "x", "access": []}
     body.update(override)
     return body
 
@@ -55,8 +54,12 @@ def service_key(auth: Berth) -> tuple[Any, str]:
 def test_anonymous_without_a_header(client: httpx.Client) -> None:
     r = authorize(client, SCOPES)
     assert r.json()["account"] == ""
-    assert granted(r) == {("repository", "alice/app"): set(), ("repository", "public/lib"): {"pull"},
-                          ("repository", "bob/app"): set(), ("registry", "catalog"): set()}
+    assert granted(r) == {
+        ("repository", "alice/app"): set(),
+        ("repository", "public/lib"): {"pull"},
+        ("repository", "bob/app"): set(),
+        ("registry", "catalog"): set(),
+    }
     anonymous_token = token_of(get_token(client))  # sub "": the same as no header
     assert authorize(client, SCOPES, anonymous_token).json() == r.json()
 
@@ -65,8 +68,12 @@ def test_account_of_the_token_and_its_rules(client: httpx.Client) -> None:
     token = token_of(get_token(client, user="alice"))  # a token with no access at all
     r = authorize(client, SCOPES, token)
     assert r.json()["account"] == "alice"
-    assert granted(r) == {("repository", "alice/app"): {"pull", "push"}, ("repository", "public/lib"): {"pull"},
-                          ("repository", "bob/app"): set(), ("registry", "catalog"): set()}
+    assert granted(r) == {
+        ("repository", "alice/app"): {"pull", "push"},
+        ("repository", "public/lib"): {"pull"},
+        ("repository", "bob/app"): set(),
+        ("registry", "catalog"): set(),
+    }
     admin = token_of(get_token(client, user="admin"))
     assert all(actions for actions in granted(authorize(client, SCOPES, admin)).values())
 
@@ -110,10 +117,18 @@ def test_malformed_authorization_headers(client: httpx.Client, header: str | byt
     assert error_code(r) == "UNAUTHORIZED"
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b"[]", b'{"scopes": "repository:a:pull"}', b'{"scopes": [1, 2]}', b'{"other": []}',
-    b"[" * 30000 + b"]" * 30000, b'{"scopes": ["repository:a:pull;rm -rf"]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"scopes": "repository:a:pull"}',
+        b'{"scopes": [1, 2]}',
+        b'{"other": []}',
+        b"[" * 30000 + b"]" * 30000,
+        b'{"scopes": ["repository:a:pull;rm -rf"]}',
+    ],
+)
 def test_malformed_bodies_are_400(client: httpx.Client, body: bytes) -> None:
     r = client.post("/authorize", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text

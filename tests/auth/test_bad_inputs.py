@@ -1,5 +1,6 @@
 """Hostile or broken requests get a clean 4xx in the JSON envelope, never a 500 or a traceback
 (the ``client`` fixture fails the test if the service logged one)."""
+
 from __future__ import annotations
 
 import base64
@@ -65,8 +66,10 @@ def test_a_client_that_leaves_before_its_body_arrives_is_no_error(client: httpx.
     # Found by tests/fuzz: ClientDisconnect while reading the body was an unhandled error with two
     # tracebacks (the ``client`` fixture checks the log).
     with socket.create_connection(("127.0.0.1", auth.auth_port), timeout=30) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                     "Content-Length: 100\r\n\r\nscope=".encode())
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            "Content-Length: 100\r\n\r\nscope=".encode()
+        )
         sock.shutdown(socket.SHUT_WR)
         sock.makefile("rb").read()
     assert client.get("/_ping").status_code == 200  # and the service goes on
@@ -93,19 +96,26 @@ def test_malformed_credentials_are_401(client: httpx.Client, headers: dict[str, 
 
 def test_odd_but_well_formed_credentials(client: httpx.Client) -> None:
     # A password with a colon, unicode, a NUL byte or 73+ bytes never matches and never breaks.
-    for user, password in [("alice", "alice-password:extra"), ("alicé", "pw"), ("alice", "a\x00b"),
-                           ("alice", "x" * 200), ("a" * 5000, "pw")]:
-        r = client.get("/token", params={"service": SERVICE},
-                       headers=basic_header(f"{user}:{password}".encode()))
+    for user, password in [
+        ("alice", "alice-password:extra"),
+        ("alicé", "pw"),
+        ("alice", "a\x00b"),
+        ("alice", "x" * 200),
+        ("a" * 5000, "pw"),
+    ]:
+        r = client.get("/token", params={"service": SERVICE}, headers=basic_header(f"{user}:{password}".encode()))
         assert r.status_code == 401, (user[:10], r.text)
 
 
-@pytest.mark.parametrize("params", [
-    {"offline_token": "maybe"},
-    {"client_id": "tab\there"},
-    {"client_id": "x" * 500},
-    {"service": SERVICE * 1000},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"offline_token": "maybe"},
+        {"client_id": "tab\there"},
+        {"client_id": "x" * 500},
+        {"service": SERVICE * 1000},
+    ],
+)
 def test_bad_token_options_are_400(client: httpx.Client, params: dict[str, str]) -> None:
     r = client.get("/token", params={"service": SERVICE, **params}, auth=login("alice"))
     assert r.status_code == 400, r.text

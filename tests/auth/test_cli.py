@@ -1,5 +1,6 @@
 """`berth users ...` on the SQL store (also while the service runs), `berth auth` refusing unusable
 settings, and `berth run` starting the token service only for auth.type token."""
+
 from __future__ import annotations
 
 import os
@@ -59,11 +60,13 @@ def test_exit_codes(running: Berth) -> None:
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     assert berth_cli(running, "users", "remove", "nobody").returncode == 1
     assert berth_cli(running, "users", "passwd", "nobody", "--password", "x").returncode == 1
-    for args in (["users", "add", "bad name", "--password", "pw"],  # invalid name
-                 ["users", "add", "gina", "--password", "x" * 100],  # password too long for bcrypt
-                 ["users", "add", "gina"],  # no password
-                 ["users", "add", "gina", "--password", "a", "--password-stdin"],
-                 ["users", "frobnicate"]):
+    for args in (
+        ["users", "add", "bad name", "--password", "pw"],  # invalid name
+        ["users", "add", "gina", "--password", "x" * 100],  # password too long for bcrypt
+        ["users", "add", "gina"],  # no password
+        ["users", "add", "gina", "--password", "a", "--password-stdin"],
+        ["users", "frobnicate"],
+    ):
         result = berth_cli(running, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
     assert "gina" not in berth_cli(running, "users", "list").stdout
@@ -78,8 +81,9 @@ def test_users_with_an_unusable_database(tmp_path: Path) -> None:
 
 def test_auth_refuses_a_broken_rules_file(tmp_path: Path) -> None:
     berth = token_service(tmp_path, rules='- {account: "*", name: x, actions: [fly]}\n')
-    result = subprocess.run([sys.executable, "-m", "services.cli", "auth"], cwd=ROOT, env=berth.environment(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "auth"], cwd=ROOT, env=berth.environment(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "token_service.rules" in result.stderr and "unknown action 'fly'" in result.stderr
 
@@ -94,12 +98,24 @@ def test_config_check_hides_a_database_password(tmp_path: Path) -> None:
 def run_berth(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], int, int]:
     http_port, grpc_port, auth_port = free_port(), free_port(), free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    environ.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}", REGISTRY_BLOBSTORE_HTTP_ADDR="",
-                   REGISTRY_TOKEN_SERVICE_ADDR=f"127.0.0.1:{auth_port}", REGISTRY_SEARCH_ADDR=f"127.0.0.1:{free_port()}",
-                   REGISTRY_AUTH_TOKEN_REALM=f"http://127.0.0.1:{auth_port}/token",
-                   REGISTRY_AUTH_TOKEN_JWKS=f"http://127.0.0.1:{auth_port}/.well-known/jwks.json", **env)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    environ.update(
+        REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+        REGISTRY_BLOBSTORE_HTTP_ADDR="",
+        REGISTRY_TOKEN_SERVICE_ADDR=f"127.0.0.1:{auth_port}",
+        REGISTRY_SEARCH_ADDR=f"127.0.0.1:{free_port()}",
+        REGISTRY_AUTH_TOKEN_REALM=f"http://127.0.0.1:{auth_port}/token",
+        REGISTRY_AUTH_TOKEN_JWKS=f"http://127.0.0.1:{auth_port}/.well-known/jwks.json",
+        **env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:

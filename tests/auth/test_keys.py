@@ -1,5 +1,6 @@
 """Signing keys: generated on first start (0600), reused, certified, named by their libtrust key ID,
 published as a JWKS that verifies the tokens, rotated without breaking tokens already issued."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,11 @@ KID_FORMAT = re.compile(r"[A-Z2-7]{4}(?::[A-Z2-7]{4}){11}")
 
 
 def started(workdir: Path, algorithm: str = "ES256", **config: object) -> Berth:
-    berth = token_service(workdir, config={"algorithm": algorithm, **config},
-                          env={"REGISTRY_TOKEN_SERVICE_KEY": str(workdir / "keys" / "nested" / "signing-key.pem")})
+    berth = token_service(
+        workdir,
+        config={"algorithm": algorithm, **config},
+        env={"REGISTRY_TOKEN_SERVICE_KEY": str(workdir / "keys" / "nested" / "signing-key.pem")},
+    )
     add_users(berth, {"admin": ("admin-password", ["admins"])})
     return berth.start("auth")
 
@@ -120,11 +124,13 @@ def test_rotation_keeps_previous_keys_in_the_jwks(tmp_path: Path, previous_form:
     }[previous_form]
     if previous_form == "public":
         private = serialization.load_pem_private_key(old_key.read_bytes(), password=None)
-        previous.write_bytes(private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        previous.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     # The new key is ES256: rotation may change the algorithm too.
-    rotated = token_service(tmp_path, config={"algorithm": "ES256", "previous_keys": [str(previous)]},
-                            env={"REGISTRY_TOKEN_SERVICE_KEY": str(tmp_path / "keys" / "next.pem")})
+    rotated = token_service(
+        tmp_path,
+        config={"algorithm": "ES256", "previous_keys": [str(previous)]},
+        env={"REGISTRY_TOKEN_SERVICE_KEY": str(tmp_path / "keys" / "next.pem")},
+    )
     rotated.start("auth")
     try:
         with rotated.auth_client() as client:
@@ -137,8 +143,7 @@ def test_rotation_keeps_previous_keys_in_the_jwks(tmp_path: Path, previous_form:
             verify_with_jwks(old_token, jwks)
             verify_with_jwks(new_token, jwks)
             # The service itself still accepts the old token.
-            r = client.post("/authorize", json={"scopes": ["repository:x/y:pull"]},
-                            headers={"Authorization": f"Bearer {old_token}"})
+            r = client.post("/authorize", json={"scopes": ["repository:x/y:pull"]}, headers={"Authorization": f"Bearer {old_token}"})
             assert r.status_code == 200 and r.json()["account"] == "admin"
     finally:
         rotated.stop()
@@ -146,8 +151,9 @@ def test_rotation_keeps_previous_keys_in_the_jwks(tmp_path: Path, previous_form:
 
 def run_auth(berth: Berth) -> subprocess.CompletedProcess[str]:
     """``berth auth`` expected to refuse its configuration (it would serve forever otherwise)."""
-    return subprocess.run([sys.executable, "-m", "services.cli", "auth"], cwd=ROOT, env=berth.environment(),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "auth"], cwd=ROOT, env=berth.environment(), capture_output=True, text=True, timeout=60
+    )
 
 
 def test_key_of_the_wrong_algorithm_stops_the_service(tmp_path: Path) -> None:
@@ -168,7 +174,6 @@ def test_unusable_key_files_stop_the_service(tmp_path: Path) -> None:
     assert result.returncode == 2 and "token_service.previous_keys[0]" in result.stderr
     small = rsa.generate_private_key(65537, 1024)
     weak = tmp_path / "weak.pem"
-    weak.write_bytes(small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+    weak.write_bytes(small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     result = run_auth(token_service(tmp_path / "c", config={"algorithm": "RS256"}, env={"REGISTRY_TOKEN_SERVICE_KEY": str(weak)}))
     assert result.returncode == 2 and "2048 bits" in result.stderr

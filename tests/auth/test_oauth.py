@@ -1,5 +1,6 @@
 """POST /token (OAuth2 password and refresh_token grants), refresh tokens, revocation, and logs that
 never show a secret."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,14 +27,19 @@ from tests.support.processes import Berth
 
 
 def password_grant(client: httpx.Client, user: str, password: str | None = None, **extra: str) -> httpx.Response:
-    form = {"grant_type": "password", "username": user, "password": password or USERS[user][0],
-            "service": SERVICE, "client_id": "pytest", **extra}
+    form = {
+        "grant_type": "password",
+        "username": user,
+        "password": password or USERS[user][0],
+        "service": SERVICE,
+        "client_id": "pytest",
+        **extra,
+    }
     return client.post("/token", data=form)
 
 
 def refresh_grant(client: httpx.Client, refresh_token: str, **extra: str) -> httpx.Response:
-    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "service": SERVICE,
-            "client_id": "pytest", **extra}
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "service": SERVICE, "client_id": "pytest", **extra}
     return client.post("/token", data=form)
 
 
@@ -137,10 +143,8 @@ def test_malformed_oauth_requests(client: httpx.Client) -> None:
     assert_oauth_error(password_grant(client, "alice", service=""), 400, "MISSING_REQUIRED_FIELD", "invalid_request")
     assert_oauth_error(password_grant(client, "alice", service="elsewhere"), 400, "UNSUPPORTED_VALUE", "invalid_request")
     assert_oauth_error(password_grant(client, "alice", access_type="forever"), 400, "UNSUPPORTED_VALUE", "invalid_request")
-    assert_oauth_error(password_grant(client, "alice", grant_type="authorization_code"), 400, "UNSUPPORTED_VALUE",
-                       "unsupported_grant_type")
-    assert_oauth_error(password_grant(client, "alice", scope="repository:UPPER:pull"), 400, "SCOPE_INVALID",
-                       "invalid_scope")
+    assert_oauth_error(password_grant(client, "alice", grant_type="authorization_code"), 400, "UNSUPPORTED_VALUE", "unsupported_grant_type")
+    assert_oauth_error(password_grant(client, "alice", scope="repository:UPPER:pull"), 400, "SCOPE_INVALID", "invalid_scope")
     r = client.post("/token", json={"grant_type": "password"})
     assert_oauth_error(r, 400, "UNSUPPORTED_VALUE", "invalid_request")
     r = client.post("/token", content=b"grant_type=password&username=\xff", headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -153,8 +157,14 @@ def test_password_change_and_removal_revoke_refresh_tokens(tmp_path: Path) -> No
     berth.start("auth")
     try:
         with berth.auth_client() as client:
-            form = {"grant_type": "password", "username": "carol", "password": "carol-password", "service": SERVICE,
-                    "client_id": "pytest", "access_type": "offline"}
+            form = {
+                "grant_type": "password",
+                "username": "carol",
+                "password": "carol-password",
+                "service": SERVICE,
+                "client_id": "pytest",
+                "access_type": "offline",
+            }
             first = client.post("/token", data=form).json()["refresh_token"]
             assert berth_cli(berth, "users", "passwd", "carol", "--password", "new-password").returncode == 0
             assert refresh_grant(client, first).status_code == 401
@@ -177,11 +187,18 @@ def test_no_secret_reaches_the_logs(tmp_path: Path) -> None:
     try:
         with berth.auth_client() as client:
             seen = []
-            r = client.get("/token", params={"service": SERVICE, "offline_token": "true", "scope": "repository:dave/a:pull"},
-                           auth=("dave", secret_pw))
+            r = client.get(
+                "/token", params={"service": SERVICE, "offline_token": "true", "scope": "repository:dave/a:pull"}, auth=("dave", secret_pw)
+            )
             seen += [r.json()["token"], r.json()["refresh_token"]]
-            form = {"grant_type": "password", "username": "dave", "password": secret_pw, "service": SERVICE,
-                    "client_id": "pytest", "access_type": "offline"}
+            form = {
+                "grant_type": "password",
+                "username": "dave",
+                "password": secret_pw,
+                "service": SERVICE,
+                "client_id": "pytest",
+                "access_type": "offline",
+            }
             body = client.post("/token", data=form).json()
             seen += [body["access_token"], body["refresh_token"]]
             seen.append(refresh_grant(client, body["refresh_token"]).json()["access_token"])

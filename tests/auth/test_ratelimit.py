@@ -3,6 +3,7 @@
 The service listens on 127.0.0.1; clients connect from other loopback addresses (127.0.0.x) so the
 two counters can be told apart.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,8 +30,7 @@ USERS = {"alice": ("alice-password", []), "bob": ("bob-password", [])}
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
-    berth = token_service(tmp_path_factory.mktemp("ratelimit"),
-                          config={"rate_limit": {"attempts": ATTEMPTS, "window": WINDOW}})
+    berth = token_service(tmp_path_factory.mktemp("ratelimit"), config={"rate_limit": {"attempts": ATTEMPTS, "window": WINDOW}})
     add_users(berth, USERS)
     berth.start("auth")
     yield berth

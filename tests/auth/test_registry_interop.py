@@ -4,6 +4,7 @@ the certificate written next to the key, found by the libtrust kid; skopeo logs 
 This is the proof that the kid, the certificate and the claims are what registry:2 expects, rather
 than what our own code believes.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -45,8 +46,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     auth.start("auth")
     port = free_port()
     config = workdir / "registry.yml"
-    config.write_text(REGISTRY_CONFIG.format(port=port, realm=f"{auth.auth_url}/token", service=SERVICE, issuer=ISSUER,
-                                             bundle=key_path(auth).with_suffix(".crt")))
+    config.write_text(
+        REGISTRY_CONFIG.format(
+            port=port, realm=f"{auth.auth_url}/token", service=SERVICE, issuer=ISSUER, bundle=key_path(auth).with_suffix(".crt")
+        )
+    )
     with open(workdir / "registry.log", "wb") as log:
         proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -122,15 +126,16 @@ def test_skopeo_pushes_and_pulls_with_credentials(stack: tuple[Berth, str], tmp_
     def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
 
-    pushed = skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:alice-password",
-                    image.ref(), f"docker://{host}/alice/app:v1")
+    pushed = skopeo(
+        "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:alice-password", image.ref(), f"docker://{host}/alice/app:v1"
+    )
     assert pushed.returncode == 0, pushed.stderr
-    inspected = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "alice:alice-password",
-                       f"docker://{host}/alice/app:v1")
+    inspected = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "alice:alice-password", f"docker://{host}/alice/app:v1")
     assert inspected.returncode == 0, inspected.stderr
     # Outside her namespace the token grants nothing, so the Go registry refuses the push.
-    refused = skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:alice-password",
-                     image.ref(), f"docker://{host}/bob/app:v1")
+    refused = skopeo(
+        "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:alice-password", image.ref(), f"docker://{host}/bob/app:v1"
+    )
     assert refused.returncode != 0
     wrong = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "alice:wrong", f"docker://{host}/alice/app:v1")
     assert wrong.returncode != 0

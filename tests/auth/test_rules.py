@@ -1,5 +1,6 @@
 """Access rules: first match wins, intersections, account and group patterns, ${account}, the
 default, the sample file, errors that name the rule, and reloading."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ def test_a_rule_for_the_account_but_another_resource_does_not_stop_the_search() 
 - {account: alice, name: "*", actions: [pull]}
 """)
     assert grant(r, "alice", "repository:mine/a:pull,push", "repository:x:pull,push") == {
-        "repository:mine/a": {"push"}, "repository:x": {"pull"}}
+        "repository:mine/a": {"push"},
+        "repository:x": {"pull"},
+    }
 
 
 def test_anonymous_and_star() -> None:
@@ -66,7 +69,9 @@ def test_account_expansion_is_literal() -> None:
     r = ruleset('- {account: "*", name: "${account}/*", actions: [pull, push]}\n')
     assert grant(r, "alice", "repository:alice/x/y:push") == {"repository:alice/x/y": {"push"}}
     assert grant(r, "alice", "repository:alicex/y:push", "repository:alice:push") == {
-        "repository:alicex/y": set(), "repository:alice": set()}
+        "repository:alicex/y": set(),
+        "repository:alice": set(),
+    }
     # An htpasswd account named with glob characters matches only itself.
     assert grant(r, "a*", "repository:abc/x:pull") == {"repository:abc/x": set()}
     assert grant(r, "", "repository:x/y:pull") == {"repository:x/y": set()}  # never for anonymous
@@ -78,7 +83,9 @@ def test_types_and_catalog() -> None:
 - {account: "*", name: "*", actions: [pull]}
 """)
     assert grant(r, "a", "registry:catalog:*", "repository:catalog:pull,push") == {
-        "registry:catalog": {"*"}, "repository:catalog": {"pull"}}
+        "registry:catalog": {"*"},
+        "repository:catalog": {"pull"},
+    }
     assert grant(r, "a", "unknowntype:thing:pull") == {"unknowntype:thing": set()}
 
 
@@ -90,9 +97,10 @@ def test_star_in_a_rule_allows_any_action_but_listed_actions_are_exact() -> None
 def test_default_rules_are_admins_only() -> None:
     r = rules.DEFAULT
     assert grant(r, "root", "repository:x:pull,push,delete", "registry:catalog:*", groups=("admins",)) == {
-        "repository:x": {"pull", "push", "delete"}, "registry:catalog": {"*"}}
-    assert grant(r, "alice", "repository:alice/x:pull", "registry:catalog:*") == {
-        "repository:alice/x": set(), "registry:catalog": set()}
+        "repository:x": {"pull", "push", "delete"},
+        "registry:catalog": {"*"},
+    }
+    assert grant(r, "alice", "repository:alice/x:pull", "registry:catalog:*") == {"repository:alice/x": set(), "registry:catalog": set()}
     assert grant(r, "", "repository:x:pull") == {"repository:x": set()}
     assert rules.RuleFile("").current() is rules.DEFAULT
 
@@ -100,24 +108,32 @@ def test_default_rules_are_admins_only() -> None:
 def test_sample_rules_file() -> None:
     r = rules.RuleFile(str(ROOT / "config" / "auth_rules_sample.yml")).current()
     assert grant(r, "alice", "repository:alice/app:push", "repository:public/x:pull,push", "repository:ci/b:push") == {
-        "repository:alice/app": {"push"}, "repository:public/x": {"pull"}, "repository:ci/b": set()}
+        "repository:alice/app": {"push"},
+        "repository:public/x": {"pull"},
+        "repository:ci/b": set(),
+    }
     assert grant(r, "bot", "repository:ci/b:push", groups=("ci",)) == {"repository:ci/b": {"push"}}
-    assert grant(r, "", "repository:public/x:pull", "registry:catalog:*") == {
-        "repository:public/x": {"pull"}, "registry:catalog": set()}
+    assert grant(r, "", "repository:public/x:pull", "registry:catalog:*") == {"repository:public/x": {"pull"}, "registry:catalog": set()}
 
 
-@pytest.mark.parametrize("text,message", [
-    ("{a: 1}", "expected a list of rules"),
-    ("- just a string", r"rules\[0\]: a rule is a mapping"),
-    ('- {account: "*", name: x, actions: [pull], acount: y}', r"rules\[0\]: unknown key 'acount'"),
-    ('- {account: "*", actions: [pull]}', r"rules\[0\]: 'name' is required"),
-    ('- {account: "*", name: x, actions: [pull]}\n- {account: "*", name: x, actions: [fly]}', r"rules\[1\]\.actions: unknown action 'fly'"),
-    ('- {account: "*", name: x, type: namespace, actions: [pull]}', r"rules\[0\]\.type"),
-    ('- {account: [], name: x, actions: [pull]}', r"rules\[0\]\.account"),
-    ('- {account: "group:", name: x, actions: [pull]}', r"rules\[0\]\.account: 'group:' needs"),
-    ('- {account: "*", name: "${user}/*", actions: [pull]}', r"rules\[0\]\.name: only \$\{account\}"),
-    ('- {account: "*", name: "", actions: [pull]}', r"rules\[0\]\.name"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{a: 1}", "expected a list of rules"),
+        ("- just a string", r"rules\[0\]: a rule is a mapping"),
+        ('- {account: "*", name: x, actions: [pull], acount: y}', r"rules\[0\]: unknown key 'acount'"),
+        ('- {account: "*", actions: [pull]}', r"rules\[0\]: 'name' is required"),
+        (
+            '- {account: "*", name: x, actions: [pull]}\n- {account: "*", name: x, actions: [fly]}',
+            r"rules\[1\]\.actions: unknown action 'fly'",
+        ),
+        ('- {account: "*", name: x, type: namespace, actions: [pull]}', r"rules\[0\]\.type"),
+        ("- {account: [], name: x, actions: [pull]}", r"rules\[0\]\.account"),
+        ('- {account: "group:", name: x, actions: [pull]}', r"rules\[0\]\.account: 'group:' needs"),
+        ('- {account: "*", name: "${user}/*", actions: [pull]}', r"rules\[0\]\.name: only \$\{account\}"),
+        ('- {account: "*", name: "", actions: [pull]}', r"rules\[0\]\.name"),
+    ],
+)
 def test_errors_name_the_rule_and_key(text: str, message: str) -> None:
     with pytest.raises(rules.RulesError, match=message):
         rules.parse(yaml.safe_load(text), "rules")

@@ -1,4 +1,5 @@
 """GET /token: Docker token auth over real HTTP, rules applied as an intersection."""
+
 from __future__ import annotations
 
 import datetime
@@ -23,8 +24,9 @@ from tests.auth.support import (
 
 def test_user_gets_the_intersection_of_request_and_rules(client: httpx.Client) -> None:
     # alice owns alice/*, may pull public/*, and may not touch bob/*: asking too much is no error.
-    r = get_token(client, "repository:alice/app:pull,push,delete", "repository:public/base:pull,push",
-                  "repository:bob/app:pull", user="alice")
+    r = get_token(
+        client, "repository:alice/app:pull,push,delete", "repository:public/base:pull,push", "repository:bob/app:pull", user="alice"
+    )
     token = token_of(r)
     assert access(token) == {
         ("repository", "alice/app"): {"pull", "push", "delete"},
@@ -49,11 +51,15 @@ def test_anonymous_does_not_match_star_nor_personal_namespaces(client: httpx.Cli
 
 
 def test_several_scopes_in_one_parameter_and_repeated_resources_merge(client: httpx.Client) -> None:
-    r = client.get("/token", auth=login("alice"), params=[
-        ("service", SERVICE),
-        ("scope", "repository:alice/a:pull repository:alice/b:push"),
-        ("scope", "repository:alice/a:push"),
-    ])
+    r = client.get(
+        "/token",
+        auth=login("alice"),
+        params=[
+            ("service", SERVICE),
+            ("scope", "repository:alice/a:pull repository:alice/b:push"),
+            ("scope", "repository:alice/a:push"),
+        ],
+    )
     assert access(token_of(r)) == {("repository", "alice/a"): {"pull", "push"}, ("repository", "alice/b"): {"push"}}
     entries = unverified_claims(token_of(r))["access"]
     assert [e["name"] for e in entries] == ["alice/a", "alice/b"]
@@ -90,8 +96,7 @@ def test_groups_and_account_globs(client: httpx.Client) -> None:
 
 
 def test_plugin_class_is_dropped_and_host_port_names_parse(client: httpx.Client) -> None:
-    token = token_of(get_token(client, "repository(plugin):alice/plug:pull", "repository:localhost:5000/alice/x:pull",
-                               user="alice"))
+    token = token_of(get_token(client, "repository(plugin):alice/plug:pull", "repository:localhost:5000/alice/x:pull", user="alice"))
     assert access(token) == {("repository", "alice/plug"): {"pull"}, ("repository", "localhost:5000/alice/x"): set()}
 
 

@@ -1,5 +1,6 @@
 """One suite for both user stores (the SQL table and the htpasswd file), plus what is particular to
 each and to the composite the service uses."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -102,10 +103,19 @@ def test_list_users_sorted(store: UserStore) -> None:
     assert [u.name for u in store.list_users()] == ["alice", "bob", "carol"]
 
 
-@pytest.mark.parametrize("name,password", [
-    ("", "pw"), ("has space", "pw"), ("colon:name", "pw"), ("-dash-first", "pw"), ("x" * 129, "pw"),
-    ("alice", ""), ("alice", "x" * 73), ("alice", "nul\x00byte"),
-])
+@pytest.mark.parametrize(
+    "name,password",
+    [
+        ("", "pw"),
+        ("has space", "pw"),
+        ("colon:name", "pw"),
+        ("-dash-first", "pw"),
+        ("x" * 129, "pw"),
+        ("alice", ""),
+        ("alice", "x" * 73),
+        ("alice", "nul\x00byte"),
+    ],
+)
 def test_invalid_accounts_are_refused(store: UserStore, name: str, password: str) -> None:
     with pytest.raises(InvalidUser):
         store.add(name, password)
@@ -161,16 +171,22 @@ def test_htpasswd_is_reread_when_it_changes(tmp_path: Path) -> None:
 def test_htpasswd_accepts_bcrypt_variants_and_ignores_other_schemes(tmp_path: Path) -> None:
     path = tmp_path / "htpasswd"
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(FAST_COST)).decode()
-    path.write_text("\n".join([
-        "# a comment", "",
-        f"two-y:{hashed.replace('$2b$', '$2y$')}",
-        f"two-a:{hashed.replace('$2b$', '$2a$')}",
-        "md5:$apr1$abcdefgh$0123456789abcdefghijkl",
-        "sha:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
-        "crypt:rqXexS6ZhobKA",
-        "plain:pw",
-        "no colon line",
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                "# a comment",
+                "",
+                f"two-y:{hashed.replace('$2b$', '$2y$')}",
+                f"two-a:{hashed.replace('$2b$', '$2a$')}",
+                "md5:$apr1$abcdefgh$0123456789abcdefghijkl",
+                "sha:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+                "crypt:rqXexS6ZhobKA",
+                "plain:pw",
+                "no colon line",
+            ]
+        )
+        + "\n"
+    )
     store = HtpasswdStore(path)
     assert store.verify("two-y", "pw") and store.verify("two-a", "pw")
     for name in ("md5", "sha", "crypt", "plain"):

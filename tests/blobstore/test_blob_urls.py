@@ -1,4 +1,5 @@
 """Signed blob URLs: what a URL is valid for, for how long, and which replicas accept it."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit

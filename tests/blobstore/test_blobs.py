@@ -1,5 +1,6 @@
 """blobs.Blobs over the in-memory driver: a repository reads a blob only through its link, ranges
 are checked before the first byte, the size memo never vouches for a link, deletes unlink only."""
+
 from __future__ import annotations
 
 import hashlib
@@ -85,10 +86,19 @@ def test_sizes_are_remembered_and_the_memo_is_bounded(driver: StorageDriver, mon
     assert blobs.stat_global(digests[1]) is None  # least recently used went
 
 
-@pytest.mark.parametrize(("offset", "length", "expected"), [
-    (0, 0, DATA), (1, 0, DATA[1:]), (0, 10, DATA[:10]), (500, 100, DATA[500:600]), (1000, 100, DATA[1000:]),
-    (len(DATA) - 1, 0, DATA[-1:]), (len(DATA) - 1, 1, DATA[-1:]), (0, len(DATA) + 1, DATA),
-])
+@pytest.mark.parametrize(
+    ("offset", "length", "expected"),
+    [
+        (0, 0, DATA),
+        (1, 0, DATA[1:]),
+        (0, 10, DATA[:10]),
+        (500, 100, DATA[500:600]),
+        (1000, 100, DATA[1000:]),
+        (len(DATA) - 1, 0, DATA[-1:]),
+        (len(DATA) - 1, 1, DATA[-1:]),
+        (0, len(DATA) + 1, DATA),
+    ],
+)
 def test_ranges(driver: StorageDriver, blobs: Blobs, offset: int, length: int, expected: bytes) -> None:
     put(driver, blobs)
     size, chunks = read_all(blobs, offset, length)

@@ -3,6 +3,7 @@
 To cover a new driver, add one ``DriverFactory`` entry; tests that only make sense for one backend
 (such as the filesystem driver's root confinement) live at the end, outside the parametrized fixture.
 """
+
 from __future__ import annotations
 
 import errno
@@ -737,10 +738,7 @@ def outside(tmp_path: Path) -> Path:
 
 
 def disk_tree(directory: Path) -> dict[str, bytes | None]:
-    return {
-        str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-    }
+    return {str(p.relative_to(directory)): None if p.is_dir() else p.read_bytes() for p in sorted(directory.rglob("*"))}
 
 
 @pytest.fixture
@@ -787,9 +785,7 @@ def test_filesystem_refuses_symlinks_out_of_root(
     assert not (fs_root / "stolen").exists()
 
 
-def test_filesystem_delete_of_tree_containing_outward_symlink_keeps_target(
-    fs_driver: StorageDriver, fs_root: Path, outside: Path
-) -> None:
+def test_filesystem_delete_of_tree_containing_outward_symlink_keeps_target(fs_driver: StorageDriver, fs_root: Path, outside: Path) -> None:
     fs_driver.put_content("/repo/file", b"x")
     (fs_root / "repo" / "escape").symlink_to(outside, target_is_directory=True)
     fs_driver.delete("/repo")
@@ -823,12 +819,18 @@ def test_filesystem_put_content_leaves_no_temporary_file(fs_driver: StorageDrive
 
 def test_filesystem_lock_excludes_another_process_until_it_dies(fs_driver: StorageDriver, fs_root: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sys, time; from services.blobstore.drivers import create; "
-            "held = create('filesystem', {'rootdirectory': sys.argv[1]}).lock('/repo'); held.__enter__(); "
-            "print('held', flush=True); time.sleep(60)"
-        ), str(fs_root)],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from services.blobstore.drivers import create; "
+                "held = create('filesystem', {'rootdirectory': sys.argv[1]}).lock('/repo'); held.__enter__(); "
+                "print('held', flush=True); time.sleep(60)"
+            ),
+            str(fs_root),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"

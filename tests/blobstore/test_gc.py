@@ -3,6 +3,7 @@ registry built by pushes: what is referenced stays and pulls byte for byte, what
 --dry-run removes nothing, --delete-untagged keeps referrers and index children, an interrupted run
 is finished by the next one, and GC running repeatedly while pushes and mounts go on never breaks
 an acknowledged image."""
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,13 @@ def store(berth: Berth) -> StorageDriver:
         from services.common.config import S3Settings
 
         params = S3Settings(
-            bucket=env["REGISTRY_STORAGE_S3_BUCKET"], regionendpoint=env["REGISTRY_STORAGE_S3_REGIONENDPOINT"],
-            accesskey=env["REGISTRY_STORAGE_S3_ACCESSKEY"], secretkey=env["REGISTRY_STORAGE_S3_SECRETKEY"],
-            forcepathstyle=True, secure=False, rootdirectory=env.get("REGISTRY_STORAGE_S3_ROOTDIRECTORY", ""),
+            bucket=env["REGISTRY_STORAGE_S3_BUCKET"],
+            regionendpoint=env["REGISTRY_STORAGE_S3_REGIONENDPOINT"],
+            accesskey=env["REGISTRY_STORAGE_S3_ACCESSKEY"],
+            secretkey=env["REGISTRY_STORAGE_S3_SECRETKEY"],
+            forcepathstyle=True,
+            secure=False,
+            rootdirectory=env.get("REGISTRY_STORAGE_S3_ROOTDIRECTORY", ""),
         ).model_dump()
         return create("s3", params)
     return create("filesystem", {"rootdirectory": str(berth.data_dir)})
@@ -62,7 +67,11 @@ def listing(driver: StorageDriver) -> list[tuple[str, int]]:
 def garbage_collect(berth: Berth, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", "garbage-collect", "--delay", "0", *args],
-        cwd=ROOT, env=berth.environment(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=berth.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -95,25 +104,44 @@ def build(client: httpx.Client) -> dict[str, Any]:
     children = [push_image(client, "gc/multi", f"child-{arch}", layers=[f"{arch} layer".encode()]) for arch in ("amd64", "arm64")]
     for arch in ("amd64", "arm64"):
         assert client.delete(f"/v2/gc/multi/manifests/child-{arch}").status_code == 202  # the tags only
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-             "manifests": [descriptor(OCI_MANIFEST, p, platform={"architecture": arch, "os": "linux"})
-                           for (_, p), arch in zip(children, ("amd64", "arm64"), strict=True)]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            descriptor(OCI_MANIFEST, p, platform={"architecture": arch, "os": "linux"})
+            for (_, p), arch in zip(children, ("amd64", "arm64"), strict=True)
+        ],
+    }
     index_digest, _ = push_manifest(client, "gc/multi", "latest", index)
     # A referrer of a (signature artifact), untagged.
     empty = push_blob(client, "gc/app", b"{}")
     sig_layer = push_blob(client, "gc/app", b"signature bytes")
     a_payload = client.get(f"/v2/gc/app/manifests/{a}", headers={"Accept": OCI_MANIFEST}).content
-    referrer = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT,
-                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
-                "layers": [{"mediaType": ARTIFACT, "digest": sig_layer, "size": len(b"signature bytes")}],
-                "subject": descriptor(OCI_MANIFEST, a_payload)}
+    referrer = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": ARTIFACT, "digest": sig_layer, "size": len(b"signature bytes")}],
+        "subject": descriptor(OCI_MANIFEST, a_payload),
+    }
     referrer_digest, _ = push_manifest(client, "gc/app", sha256(json.dumps(referrer).encode()), referrer)
     # An untagged image in a repository of its own.
     untagged, _ = push_image(client, "gc/untagged", "tmp", layers=[b"only in the untagged image"])
     assert client.delete("/v2/gc/untagged/manifests/tmp").status_code == 202
-    return {"a": a, "b": b, "gone": gone, "gone_layer": sha256(b"only in the deleted image"), "orphan": orphan,
-            "shared": sha256(shared), "index": index_digest, "referrer": referrer_digest, "untagged": untagged,
-            "untagged_layer": sha256(b"only in the untagged image"), "gone_payload": gone_payload}
+    return {
+        "a": a,
+        "b": b,
+        "gone": gone,
+        "gone_layer": sha256(b"only in the deleted image"),
+        "orphan": orphan,
+        "shared": sha256(shared),
+        "index": index_digest,
+        "referrer": referrer_digest,
+        "untagged": untagged,
+        "untagged_layer": sha256(b"only in the untagged image"),
+        "gone_payload": gone_payload,
+    }
 
 
 def blob_exists(driver: StorageDriver, digest: str) -> bool:
@@ -205,8 +233,9 @@ def test_an_interrupted_run_is_finished_by_the_next(registry: Berth) -> None:
 def test_gc_refuses_inmemory_storage(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["REGISTRY_STORAGE_DRIVER"] = "inmemory"
-    result = subprocess.run([sys.executable, "-m", "services.cli", "garbage-collect"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "garbage-collect"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "inmemory" in result.stderr
 
 
@@ -307,12 +336,15 @@ def test_online_gc_never_breaks_an_acknowledged_push(registry: Berth, delay: flo
 
 def test_scheduled_gc_in_the_blobstore(tmp_path: Path) -> None:
     """storage.maintenance.gc.enabled: the blobstore collects on its own, first within the interval."""
-    berth = Berth(tmp_path, env={
-        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL": "2s",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_DELAY": "0",
-    }).start()
+    berth = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED": "true",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL": "2s",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_DELAY": "0",
+        },
+    ).start()
     try:
         with berth.client() as client:
             _kept, _ = push_image(client, "gc/sched", "keep", layers=[b"kept layer"])

@@ -2,6 +2,7 @@
 manifest a gateway answered from the cache before the collection answers 404 after it, on every
 gateway, whether `berth garbage-collect` or the blobstore's scheduled collection removed it. Real
 redis-server, real blobstore and gateways."""
+
 from __future__ import annotations
 
 import json
@@ -94,13 +95,16 @@ def test_offline_gc_clears_what_every_gateway_cached(tmp_path: Path, redis_serve
 
 
 def test_scheduled_gc_clears_the_cache(tmp_path: Path, redis_server: RedisServer) -> None:
-    berth = Berth(tmp_path, env={
-        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED": "true",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL": "2s",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_DELAY": "0",
-        **redis_server.env,
-    }).start()
+    berth = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED": "true",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL": "2s",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_DELAY": "0",
+            **redis_server.env,
+        },
+    ).start()
     try:
         with berth.client() as client:
             push_image(client, "gc/sched-cached", "keep", layers=[b"kept layer"])

@@ -1,6 +1,7 @@
 """Request ids and call metrics across the gateway -> blobstore hop, in one process: the id the
 gateway's request carries is the blobstore's current id while it serves the call, and both sides
 time every call."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """The blobstore's health (issue 6) and its HTTP listener: gRPC health SERVING once the storage takes
 a write and NOT_SERVING while it stops; /_ping, /_ready and /metrics on blobstore.http_addr."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """layout: every storage path Berth writes, built from checked names, tags, digests and upload ids
 (registry:2's layout), and the refusal of anything that could leave its folder."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,45 +55,104 @@ def test_a_fresh_uuid4_is_an_upload_id() -> None:
 
 
 BAD_NAMES = [
-    "", "..", "../etc", "a/../b", "a/./b", "/a", "a/", "a//b", "A", "a/B", "a b", "a\\b", "a/.hidden", "_a", "a/_layers",
-    "a-", "-a", "a..b", "a___b", "a\x00b", "a\nb", "é", "a" * 256, "a/" * 127 + "ab",
+    "",
+    "..",
+    "../etc",
+    "a/../b",
+    "a/./b",
+    "/a",
+    "a/",
+    "a//b",
+    "A",
+    "a/B",
+    "a b",
+    "a\\b",
+    "a/.hidden",
+    "_a",
+    "a/_layers",
+    "a-",
+    "-a",
+    "a..b",
+    "a___b",
+    "a\x00b",
+    "a\nb",
+    "é",
+    "a" * 256,
+    "a/" * 127 + "ab",
 ]
 BAD_DIGESTS = [
-    "", "sha256", "sha256:", f"sha256:{HEX256[:-1]}", f"sha256:{HEX256}0", f"sha256:{HEX256.upper()}",
-    f"sha512:{HEX256}", f"sha256:{HEX512}", f"md5:{hashlib.md5(b'x').hexdigest()}", f"SHA256:{HEX256}",
-    f"sha256:../{HEX256[3:]}", f"sha256:{HEX256[:30]}/{HEX256[31:]}", f"sha256:{HEX256}\n", f" sha256:{HEX256}",
+    "",
+    "sha256",
+    "sha256:",
+    f"sha256:{HEX256[:-1]}",
+    f"sha256:{HEX256}0",
+    f"sha256:{HEX256.upper()}",
+    f"sha512:{HEX256}",
+    f"sha256:{HEX512}",
+    f"md5:{hashlib.md5(b'x').hexdigest()}",
+    f"SHA256:{HEX256}",
+    f"sha256:../{HEX256[3:]}",
+    f"sha256:{HEX256[:30]}/{HEX256[31:]}",
+    f"sha256:{HEX256}\n",
+    f" sha256:{HEX256}",
     "sha256:" + "g" * 64,
 ]
 BAD_TAGS = ["", ".", "..", ".hidden", "-x", "a/b", "a\\b", "a:b", "a b", "a\x00", "x" * 129, "tag\n"]
 BAD_UPLOADS = [
-    "", "..", "../x", UPLOAD.upper(), UPLOAD + "0", UPLOAD[:-1], UPLOAD.replace("-", ""), f"{UPLOAD}/../x",
-    f"{UPLOAD}\n", "0f1e2d3c/4b5a/4978/8695/a4b3c2d1e0f9",
+    "",
+    "..",
+    "../x",
+    UPLOAD.upper(),
+    UPLOAD + "0",
+    UPLOAD[:-1],
+    UPLOAD.replace("-", ""),
+    f"{UPLOAD}/../x",
+    f"{UPLOAD}\n",
+    "0f1e2d3c/4b5a/4978/8695/a4b3c2d1e0f9",
 ]
 
 NAME_PATHS: list[Callable[[str], str]] = [
-    layout.repository, layout.tags_dir,
-    lambda n: layout.layer_link(n, SHA256), lambda n: layout.layer_link_dir(n, SHA256),
-    lambda n: layout.revision_link(n, SHA256), lambda n: layout.revision_dir(n, SHA256),
-    lambda n: layout.tag_dir(n, "latest"), lambda n: layout.tag_current_link(n, "latest"),
-    lambda n: layout.tag_index_link(n, "latest", SHA256), lambda n: layout.upload_dir(n, UPLOAD),
-    lambda n: layout.upload_data(n, UPLOAD), lambda n: layout.upload_started_at(n, UPLOAD),
-    lambda n: layout.referrers_dir(n, SHA256), lambda n: layout.referrer_entry(n, SHA256, SHA256),
-    lambda n: layout.mirror_dir(n, "tags"), lambda n: layout.mirror_record(n, "blobs", SHA256),
+    layout.repository,
+    layout.tags_dir,
+    lambda n: layout.layer_link(n, SHA256),
+    lambda n: layout.layer_link_dir(n, SHA256),
+    lambda n: layout.revision_link(n, SHA256),
+    lambda n: layout.revision_dir(n, SHA256),
+    lambda n: layout.tag_dir(n, "latest"),
+    lambda n: layout.tag_current_link(n, "latest"),
+    lambda n: layout.tag_index_link(n, "latest", SHA256),
+    lambda n: layout.upload_dir(n, UPLOAD),
+    lambda n: layout.upload_data(n, UPLOAD),
+    lambda n: layout.upload_started_at(n, UPLOAD),
+    lambda n: layout.referrers_dir(n, SHA256),
+    lambda n: layout.referrer_entry(n, SHA256, SHA256),
+    lambda n: layout.mirror_dir(n, "tags"),
+    lambda n: layout.mirror_record(n, "blobs", SHA256),
 ]
 DIGEST_PATHS: list[Callable[[str], str]] = [
-    layout.blob_data, layout.gc_live,
-    lambda d: layout.layer_link("a", d), lambda d: layout.layer_link_dir("a", d),
-    lambda d: layout.revision_link("a", d), lambda d: layout.revision_dir("a", d),
-    lambda d: layout.tag_index_link("a", "latest", d), lambda d: layout.referrers_dir("a", d),
-    lambda d: layout.referrer_entry("a", d, SHA256), lambda d: layout.referrer_entry("a", SHA256, d),
-    lambda d: layout.mirror_record("a", "manifests", d), lambda d: layout.mirror_record("a", "blobs", d),
+    layout.blob_data,
+    layout.gc_live,
+    lambda d: layout.layer_link("a", d),
+    lambda d: layout.layer_link_dir("a", d),
+    lambda d: layout.revision_link("a", d),
+    lambda d: layout.revision_dir("a", d),
+    lambda d: layout.tag_index_link("a", "latest", d),
+    lambda d: layout.referrers_dir("a", d),
+    lambda d: layout.referrer_entry("a", d, SHA256),
+    lambda d: layout.referrer_entry("a", SHA256, d),
+    lambda d: layout.mirror_record("a", "manifests", d),
+    lambda d: layout.mirror_record("a", "blobs", d),
 ]
 TAG_PATHS: list[Callable[[str], str]] = [
-    lambda t: layout.tag_dir("a", t), lambda t: layout.tag_current_link("a", t),
-    lambda t: layout.tag_index_link("a", t, SHA256), lambda t: layout.mirror_record("a", "tags", t),
+    lambda t: layout.tag_dir("a", t),
+    lambda t: layout.tag_current_link("a", t),
+    lambda t: layout.tag_index_link("a", t, SHA256),
+    lambda t: layout.mirror_record("a", "tags", t),
 ]
 UPLOAD_PATHS: list[Callable[[str], str]] = [
-    lambda u: layout.upload_dir("a", u), lambda u: layout.upload_data("a", u), lambda u: layout.upload_started_at("a", u),
+    lambda u: layout.upload_dir("a", u),
+    lambda u: layout.upload_data("a", u),
+    lambda u: layout.upload_started_at("a", u),
 ]
 
 

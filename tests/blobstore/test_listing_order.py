@@ -1,6 +1,7 @@
 """The catalog and tags pages of the blobstore, on every driver: whatever the names (nested, with
 dots, dashes and underscores), following the pages gives exactly the sorted list of all names, and
 a page starting after any ``last`` (a name or not) is exactly the names after it."""
+
 from __future__ import annotations
 
 import random
@@ -17,8 +18,31 @@ from tests.blobstore.test_drivers import driver  # noqa: F401 - the fixture, onc
 DIGEST = "sha256:" + "ab" * 32
 
 # Around the characters that sort below "/" ("-", ".") and just above it ("0"), and "_".
-ODD = ["a", "a-b", "a.b", "a/b", "a/b/c", "a-b/c", "a.b/c", "a0", "a_b", "a__b", "a/b-c", "a/b.c", "a/b0",
-       "ab", "b", "b/a/a", "b/a-a", "b/a.a", "b/a/a/a", "c/d/e/f", "x-y.z_w", "x-y.z_w/v", "z"]
+ODD = [
+    "a",
+    "a-b",
+    "a.b",
+    "a/b",
+    "a/b/c",
+    "a-b/c",
+    "a.b/c",
+    "a0",
+    "a_b",
+    "a__b",
+    "a/b-c",
+    "a/b.c",
+    "a/b0",
+    "ab",
+    "b",
+    "b/a/a",
+    "b/a-a",
+    "b/a.a",
+    "b/a/a/a",
+    "c/d/e/f",
+    "x-y.z_w",
+    "x-y.z_w/v",
+    "z",
+]
 
 
 def add_repository(driver: StorageDriver, name: str, rng: random.Random) -> None:  # noqa: F811 - a parameter, not the fixture

@@ -3,6 +3,7 @@
 The lock is what makes racing pushes and deletes of a tag take effect one at a time (see
 ``manifests._serialized``); tests/e2e/test_tag_races.py races them through real processes.
 """
+
 from __future__ import annotations
 
 import hashlib

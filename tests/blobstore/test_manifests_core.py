@@ -1,6 +1,7 @@
 """manifests.Manifests over the in-memory driver: pushes check what they reference before writing
 anything, tags are links to revisions, deletes of manifests, tags and referrer entries.
 (Locking: test_manifest_locking.py; listing order: the listing tests.)"""
+
 from __future__ import annotations
 
 import hashlib

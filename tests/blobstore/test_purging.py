@@ -1,6 +1,7 @@
 """Upload purging (storage.maintenance.uploadpurging) on the filesystem and S3 (moto) drivers:
 stale sessions go whole, fresh ones stay, crash leftovers go, dryrun removes nothing, and a purged
 upload's URL answers 404 BLOB_UPLOAD_UNKNOWN through a running registry."""
+
 from __future__ import annotations
 
 import os

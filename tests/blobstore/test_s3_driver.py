@@ -4,6 +4,7 @@ copies, encryption, presigned URLs, and the number of requests each operation co
 The shared driver suite (test_drivers.py) covers the interface; these run against the session's
 moto server too, a bucket per test.
 """
+
 from __future__ import annotations
 
 import collections

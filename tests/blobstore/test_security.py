@@ -1,5 +1,6 @@
 """Gateway <-> blobstore security (issue 5): with security token or mtls the blobstore answers no
 call without credentials (health probes excepted), and a gateway configured alike still works."""
+
 from __future__ import annotations
 
 import asyncio
@@ -76,11 +77,7 @@ def _wait_serving(channel: grpc.Channel) -> None:
 
 def _refused_count(berth: Berth) -> float:
     text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("berth_blobstore_rpc_refused_total{")
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("berth_blobstore_rpc_refused_total{"))
 
 
 # Token
@@ -109,7 +106,9 @@ def test_token_is_required_on_every_call(token_berth: Berth) -> None:
         read = stub.ReadBlob(pb.ReadBlobRequest(repository="a/b", digest="sha256:" + "0" * 64), timeout=10)
         assert _code(lambda: list(read)) is grpc.StatusCode.UNAUTHENTICATED
         header = pb.WriteUploadRequest(header=pb.WriteUploadHeader(repository="a/b"))
-        assert _code(lambda: stub.WriteUpload(iter([header, pb.WriteUploadRequest(data=b"x")]), timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            _code(lambda: stub.WriteUpload(iter([header, pb.WriteUploadRequest(data=b"x")]), timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
+        )
         unknown = channel.unary_unary("/berth.blobstore.v1.Blobstore/NoSuchMethod", request_serializer=None, response_deserializer=None)
         assert _code(lambda: unknown(b"", timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
 
@@ -288,7 +287,12 @@ def _blobstore_exit(tmp_path: Path, env: dict[str, str]) -> subprocess.Completed
     )
     return subprocess.run(
         [sys.executable, "-m", "services.cli", "blobstore"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -1,5 +1,6 @@
 """Upload sessions hash their bytes as they arrive with the algorithm the client announced, so a
 commit in that algorithm needs no second read; any other commit re-reads and still verifies."""
+
 from __future__ import annotations
 
 import hashlib
@@ -207,8 +208,10 @@ def test_a_commit_links_the_blob_and_removes_the_session(uploads: Uploads) -> No
     assert code_of(lambda: uploads.blobs.stat("uploads/other", digest_of("sha256"))) is BLOB_UNKNOWN
     assert upload_files(uploads, upload_id) == []
     for call in (
-        lambda: uploads.status(REPO, upload_id), lambda: uploads.write(REPO, upload_id, -1, [b"x"]),
-        lambda: uploads.commit(REPO, upload_id, digest_of("sha256")), lambda: uploads.cancel(REPO, upload_id),
+        lambda: uploads.status(REPO, upload_id),
+        lambda: uploads.write(REPO, upload_id, -1, [b"x"]),
+        lambda: uploads.commit(REPO, upload_id, digest_of("sha256")),
+        lambda: uploads.cancel(REPO, upload_id),
     ):
         assert code_of(call) is BLOB_UPLOAD_UNKNOWN
 
@@ -229,8 +232,10 @@ def test_an_upload_belongs_to_its_repository(uploads: Uploads) -> None:
     upload_id = uploads.start(REPO).upload_id
     other = "uploads/other"
     for call in (
-        lambda: uploads.status(other, upload_id), lambda: uploads.write(other, upload_id, 0, [DATA]),
-        lambda: uploads.commit(other, upload_id, digest_of("sha256")), lambda: uploads.cancel(other, upload_id),
+        lambda: uploads.status(other, upload_id),
+        lambda: uploads.write(other, upload_id, 0, [DATA]),
+        lambda: uploads.commit(other, upload_id, digest_of("sha256")),
+        lambda: uploads.cancel(other, upload_id),
     ):
         assert code_of(call) is BLOB_UPLOAD_UNKNOWN
     assert uploads.status(REPO, upload_id).size == 0
@@ -239,8 +244,10 @@ def test_an_upload_belongs_to_its_repository(uploads: Uploads) -> None:
 @pytest.mark.parametrize("upload_id", [str(uuid.uuid4()), "not-an-id", "../../../blobs", "", "A" * 36])
 def test_unknown_and_malformed_upload_ids(uploads: Uploads, upload_id: str) -> None:
     for call in (
-        lambda: uploads.status(REPO, upload_id), lambda: uploads.write(REPO, upload_id, 0, [DATA]),
-        lambda: uploads.commit(REPO, upload_id, digest_of("sha256")), lambda: uploads.cancel(REPO, upload_id),
+        lambda: uploads.status(REPO, upload_id),
+        lambda: uploads.write(REPO, upload_id, 0, [DATA]),
+        lambda: uploads.commit(REPO, upload_id, digest_of("sha256")),
+        lambda: uploads.cancel(REPO, upload_id),
     ):
         assert code_of(call) is BLOB_UPLOAD_UNKNOWN
     assert not uploads.driver._files  # type: ignore[attr-defined]  # nothing was written

@@ -1,4 +1,5 @@
 """Tests here install log handlers (logs.setup); each test gets the logging it found back."""
+
 from __future__ import annotations
 
 import logging

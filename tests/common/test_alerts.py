@@ -2,6 +2,7 @@
 most with the held-back count in the next, one mail per exception however often it is logged,
 login and STARTTLS, a mail server that is down or silent never holding up the code that logged,
 and a real service process mailing its unhandled exceptions."""
+
 from __future__ import annotations
 
 import datetime
@@ -56,7 +57,8 @@ class Inbox:
     def wait(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
         with self._changed:
             assert self._changed.wait_for(lambda: len(self.messages) >= count, timeout), (
-                f"{len(self.messages)} mails after {timeout} s, expected {count}")
+                f"{len(self.messages)} mails after {timeout} s, expected {count}"
+            )
             return list(self.messages)
 
     def quiet_for(self, seconds: float) -> int:
@@ -76,8 +78,9 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 
 def settings(port: int, **overrides: Any) -> EmailExceptionsSettings:
-    return EmailExceptionsSettings(**{"smtp_host": "127.0.0.1", "smtp_port": port, "to_addr": ["ops@example.test"],
-                                      "from_addr": "berth@example.test", **overrides})
+    return EmailExceptionsSettings(
+        **{"smtp_host": "127.0.0.1", "smtp_port": port, "to_addr": ["ops@example.test"], "from_addr": "berth@example.test", **overrides}
+    )
 
 
 def subject(message: EmailMessage) -> str:
@@ -162,8 +165,7 @@ def test_login() -> None:
         return AuthResult(success=(data.login, data.password) == (b"mailer", b"s3cret"), handled=False)
 
     port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
-                            auth_required=True, auth_require_tls=False)
+    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_required=True, auth_require_tls=False)
     controller.start()
     try:
         good = ExceptionMailer("auth", settings(port, interval=0, smtp_login="mailer", smtp_password="s3cret"))
@@ -191,17 +193,20 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test smtp")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "smtp.crt", tmp_path / "smtp.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return cert_path, key_path
 
 
@@ -213,8 +218,9 @@ def test_starttls(tmp_path: Path) -> None:
     controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=server_context, require_starttls=True)
     controller.start()
     try:
-        mailer = ExceptionMailer("search", settings(port, interval=0, smtp_secure=True),
-                                 tls_context=ssl.create_default_context(cafile=str(cert)))
+        mailer = ExceptionMailer(
+            "search", settings(port, interval=0, smtp_secure=True), tls_context=ssl.create_default_context(cafile=str(cert))
+        )
         log = logging.getLogger("test.alerts.starttls")
         log.propagate = False
         log.addHandler(mailer)
@@ -265,12 +271,15 @@ def test_a_service_process_mails_its_unhandled_exceptions(inbox: tuple[Inbox, in
     fails with an exception no route handles, which the service logs (then uvicorn, once more) and
     the mailer sends, once."""
     box, port = inbox
-    berth = Berth(tmp_path, env={
-        "REGISTRY_EMAIL_EXCEPTIONS_SMTP_HOST": "127.0.0.1",
-        "REGISTRY_EMAIL_EXCEPTIONS_SMTP_PORT": str(port),
-        "REGISTRY_EMAIL_EXCEPTIONS_TO_ADDR": "ops@example.test, oncall@example.test",
-        "REGISTRY_EMAIL_EXCEPTIONS_INTERVAL": "3",
-    })
+    berth = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_EMAIL_EXCEPTIONS_SMTP_HOST": "127.0.0.1",
+            "REGISTRY_EMAIL_EXCEPTIONS_SMTP_PORT": str(port),
+            "REGISTRY_EMAIL_EXCEPTIONS_TO_ADDR": "ops@example.test, oncall@example.test",
+            "REGISTRY_EMAIL_EXCEPTIONS_INTERVAL": "3",
+        },
+    )
     berth.start("search")
     try:
         with sqlite3.connect(berth.data_dir / "search" / "index.db") as db:

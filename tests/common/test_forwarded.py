@@ -1,4 +1,5 @@
 """Which proxy headers are believed, and what they are read as (services/common/forwarded.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,14 @@ from services.common.forwarded import Origin, TrustedProxies, parse_address, par
 
 def request(peer: str = "10.0.0.1", *headers: tuple[str, str], scheme: str = "http", host: str = "reg:5000") -> Request:
     scope = {
-        "type": "http", "method": "GET", "path": "/v2/", "raw_path": b"/v2/", "query_string": b"",
-        "scheme": scheme, "server": ("127.0.0.1", 5000), "client": (peer, 40000),
+        "type": "http",
+        "method": "GET",
+        "path": "/v2/",
+        "raw_path": b"/v2/",
+        "query_string": b"",
+        "scheme": scheme,
+        "server": ("127.0.0.1", 5000),
+        "client": (peer, 40000),
         "headers": [(b"host", host.encode()), *((k.lower().encode(), v.encode()) for k, v in headers)],
     }
     return Request(scope)
@@ -33,13 +40,20 @@ def test_a_bad_entry_names_its_key() -> None:
 
 
 def test_untrusted_peers_are_taken_at_their_word_only() -> None:
-    r = request("10.9.9.9", ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-For", "1.2.3.4"),
-                ("Forwarded", "for=1.2.3.4;proto=https"))
+    r = request(
+        "10.9.9.9",
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-For", "1.2.3.4"),
+        ("Forwarded", "for=1.2.3.4;proto=https"),
+    )
     assert resolve(r, PROXIES) == Origin("http", "reg:5000", "10.9.9.9", 40000)
 
 
 def test_trusted_peer_x_forwarded() -> None:
-    r = request("10.0.0.1", ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "registry.example.com"), ("X-Forwarded-For", "203.0.113.9"))
+    r = request(
+        "10.0.0.1", ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "registry.example.com"), ("X-Forwarded-For", "203.0.113.9")
+    )
     assert resolve(r, PROXIES) == Origin("https", "registry.example.com", "203.0.113.9", None)
 
 
@@ -67,8 +81,12 @@ def test_bad_scheme_and_host_values_are_ignored() -> None:
 def test_only_the_configured_header_family_is_read() -> None:
     # A proxy adds the client to the header it knows and passes the other one through from the
     # client: believing both would let the client choose its address.
-    r = request("10.0.0.1", ("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=registry.example.com, for=192.168.1.1'),
-                ("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-Proto", "http"))
+    r = request(
+        "10.0.0.1",
+        ("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=registry.example.com, for=192.168.1.1'),
+        ("X-Forwarded-For", "1.1.1.1"),
+        ("X-Forwarded-Proto", "http"),
+    )
     rfc7239 = TrustedProxies(["10.0.0.1", "192.168.0.0/16"], header="forwarded")
     assert resolve(r, rfc7239) == Origin("https", "registry.example.com", "2001:db8::7", None)
     assert resolve(r, PROXIES) == Origin("http", "reg:5000", "1.1.1.1", None)
@@ -78,14 +96,26 @@ def test_only_the_configured_header_family_is_read() -> None:
 
 def test_parse_forwarded() -> None:
     assert parse_forwarded(['For="[::1]:80";Proto=https, for=unknown', 'for=1.2.3.4;host="a,b"']) == [
-        {"for": "[::1]:80", "proto": "https"}, {"for": "unknown"}, {"for": "1.2.3.4", "host": "a,b"},
+        {"for": "[::1]:80", "proto": "https"},
+        {"for": "unknown"},
+        {"for": "1.2.3.4", "host": "a,b"},
     ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("1.2.3.4", "1.2.3.4"), ("1.2.3.4:80", "1.2.3.4"), ("[::1]:80", "::1"), ("::1", "::1"), ('"[2001:db8::1]"', "2001:db8::1"),
-    ("::ffff:1.2.3.4", "1.2.3.4"), ("unknown", None), ("_hidden", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        ("1.2.3.4:80", "1.2.3.4"),
+        ("[::1]:80", "::1"),
+        ("::1", "::1"),
+        ('"[2001:db8::1]"', "2001:db8::1"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("unknown", None),
+        ("_hidden", None),
+        ("", None),
+    ],
+)
 def test_parse_address(text: str, expected: str | None) -> None:
     found = parse_address(text)
     assert (str(found) if found else None) == expected

@@ -1,4 +1,5 @@
 """The spec's grammar for names, tags and digests."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,17 @@ def test_digests() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "sha256", "sha256:", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:" + "a" * 32, "sha256:" + "g" * 64, "sha512:" + "a" * 64, "sha256:" + "a" * 64 + "\n"],
+    [
+        "",
+        "sha256",
+        "sha256:",
+        "sha256:" + "a" * 63,
+        "sha256:" + "A" * 64,
+        "md5:" + "a" * 32,
+        "sha256:" + "g" * 64,
+        "sha512:" + "a" * 64,
+        "sha256:" + "a" * 64 + "\n",
+    ],
 )
 def test_invalid_digests(value: str) -> None:
     with pytest.raises(RegistryError) as exc:

@@ -1,5 +1,6 @@
 """The shared health endpoints (services/common/health.py) on a bare app: liveness bodies with and
 without debug, readiness verdicts, timeouts, shared runs and the path prefix."""
+
 from __future__ import annotations
 
 import asyncio

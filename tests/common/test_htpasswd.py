@@ -1,5 +1,6 @@
 """The one htpasswd reader (the token service's htpasswd store and the gateway's htpasswd auth):
 what counts as an entry, what is skipped and warned of, and reading again when the file changes."""
+
 from __future__ import annotations
 
 import logging
@@ -17,18 +18,23 @@ OTHER = bcrypt.hashpw(b"other", bcrypt.gensalt(10)).decode()
 
 
 def test_entries_and_what_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    text = "\n".join([
-        "# a comment", "   # an indented comment", "", "   ",
-        f"alice:{HASH}",
-        f"  bob:{HASH.replace('$2b$', '$2y$')}  ",  # surrounding blanks are no part of the entry
-        f"carol:{HASH.replace('$2b$', '$2a$')}",
-        "md5:$apr1$abcdefgh$0123456789abcdefghijkl",
-        "sha:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
-        "plain:pw",
-        f"spaced: {HASH}",  # the hash is what follows ':' untrimmed, as registry:2 reads it
-        "no colon line",
-        f":{HASH}",  # no name
-    ])
+    text = "\n".join(
+        [
+            "# a comment",
+            "   # an indented comment",
+            "",
+            "   ",
+            f"alice:{HASH}",
+            f"  bob:{HASH.replace('$2b$', '$2y$')}  ",  # surrounding blanks are no part of the entry
+            f"carol:{HASH.replace('$2b$', '$2a$')}",
+            "md5:$apr1$abcdefgh$0123456789abcdefghijkl",
+            "sha:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+            "plain:pw",
+            f"spaced: {HASH}",  # the hash is what follows ':' untrimmed, as registry:2 reads it
+            "no colon line",
+            f":{HASH}",  # no name
+        ]
+    )
     with caplog.at_level(logging.WARNING, "berth.htpasswd"):
         entries = htpasswd.parse(text, "f")
     assert entries == {"alice": HASH, "bob": HASH.replace("$2b$", "$2y$"), "carol": HASH.replace("$2b$", "$2a$")}
@@ -50,9 +56,17 @@ def test_weak_hashes_are_warned_of(caplog: pytest.LogCaptureFixture) -> None:
     assert "1 entries use a bcrypt cost below 10" in caplog.text
 
 
-@pytest.mark.parametrize(("line", "name"), [
-    ("alice:x", "alice"), ("  alice:x:y", "alice"), ("# alice:x", None), ("", None), ("alice", None), (":x", None),
-])
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("alice:x", "alice"),
+        ("  alice:x:y", "alice"),
+        ("# alice:x", None),
+        ("", None),
+        ("alice", None),
+        (":x", None),
+    ],
+)
 def test_name_of(line: str, name: str | None) -> None:
     assert htpasswd.name_of(line) == name
 

@@ -6,6 +6,7 @@ tests are tests/gateway/test_internal_errors.py and test_protocol.py).
 In process (TestClient), so each route is reached with the same battery of bad requests: an unknown
 path below it, every method it does not serve, a body that is not JSON, a query of bad values, and
 credentials that cannot be read."""
+
 from __future__ import annotations
 
 import base64
@@ -24,11 +25,25 @@ from services.common import errors
 from services.common.config import Settings
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-BAD_QUERY = [("service", "\x00"), ("scope", ":::"), ("offline_token", "maybe"), ("client_id", "\t"), ("n", "ten"),
-             ("page", "-1"), ("q", "a" * 300), ("account", "x" * 300)]
-BAD_HEADERS = [{}, {"Authorization": "Basic !!!"}, {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
-               {"Authorization": "Bearer a b"}, {"Authorization": "Digest x"}, {"Content-Type": "application/json"},
-               {"Content-Type": "application/x-www-form-urlencoded"}]
+BAD_QUERY = [
+    ("service", "\x00"),
+    ("scope", ":::"),
+    ("offline_token", "maybe"),
+    ("client_id", "\t"),
+    ("n", "ten"),
+    ("page", "-1"),
+    ("q", "a" * 300),
+    ("account", "x" * 300),
+]
+BAD_HEADERS = [
+    {},
+    {"Authorization": "Basic !!!"},
+    {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
+    {"Authorization": "Bearer a b"},
+    {"Authorization": "Digest x"},
+    {"Content-Type": "application/json"},
+    {"Content-Type": "application/x-www-form-urlencoded"},
+]
 BAD_BODIES = [b"", b"{not json", b"[" * 5000, b"%zz=%", b'{"scopes": [1]}', b"\xff\xfe"]
 SECRET = "secret-internal-detail /srv/berth/private"
 
@@ -36,11 +51,16 @@ SECRET = "secret-internal-detail /srv/berth/private"
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("http-errors")
-    return Settings.model_validate({
-        "token_service": {"key": str(tmp / "key.pem"), "database": f"sqlite:///{tmp / 'users.db'}",
-                          "rate_limit": {"attempts": 100_000, "window": 60}},
-        "search": {"database": f"sqlite:///{tmp / 'index.db'}"},
-    })
+    return Settings.model_validate(
+        {
+            "token_service": {
+                "key": str(tmp / "key.pem"),
+                "database": f"sqlite:///{tmp / 'users.db'}",
+                "rate_limit": {"attempts": 100_000, "window": 60},
+            },
+            "search": {"database": f"sqlite:///{tmp / 'index.db'}"},
+        }
+    )
 
 
 def auth_app(settings: Settings) -> FastAPI:
@@ -118,8 +138,7 @@ def test_every_route_answers_bad_requests_in_the_envelope(service: tuple[str, Te
 
 def assert_generic_500(r: httpx.Response) -> None:
     assert r.status_code == 500
-    assert r.json() == {"errors": [{"code": "UNKNOWN", "message": "internal error",
-                                    "detail": {"request_id": r.headers["x-request-id"]}}]}
+    assert r.json() == {"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {"request_id": r.headers["x-request-id"]}}]}
     assert SECRET not in r.text and "RuntimeError" not in r.text
 
 
@@ -140,9 +159,11 @@ def test_an_unhandled_error_in_the_token_service_is_a_generic_500(settings: Sett
         # An OAuth2 answer adds its RFC 6749 fields, which say no more.
         r = client.post("/token", data={"grant_type": "password", "service": "berth"})
         assert r.status_code == 500 and r.headers["cache-control"] == "no-store"
-        assert r.json() == {"errors": [{"code": "UNKNOWN", "message": "internal error",
-                                        "detail": {"request_id": r.headers["x-request-id"]}}],
-                            "error": "invalid_request", "error_description": "internal error"}
+        assert r.json() == {
+            "errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {"request_id": r.headers["x-request-id"]}}],
+            "error": "invalid_request",
+            "error_description": "internal error",
+        }
     assert SECRET in caplog.text  # the log has it, under the request id
 
 

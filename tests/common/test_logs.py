@@ -1,5 +1,6 @@
 """Log lines: the readable text line with the request id, one JSON object per line, the level and
 uvicorn's loggers going through the same handler, and exceptions counted once."""
+
 from __future__ import annotations
 
 import io
@@ -122,7 +123,6 @@ def test_an_exception_logged_twice_counts_once() -> None:
 
 def exceptions_counted(service: str) -> float:
     return REGISTRY.get_sample_value("berth_unhandled_exceptions_total", {"service": service}) or 0.0
-
 
 
 def test_fields_go_on_every_line_of_either_format() -> None:

@@ -1,4 +1,5 @@
 """The malloc arena cap: applied in a fresh process, and left to an operator's MALLOC_ARENA_MAX."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The HTTP metrics and request id middlewares at the ASGI level (labels, streamed messages passed
 through as they are, failures), the outgoing request id, and the notification metrics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,13 +53,27 @@ def app_under_test(service: str) -> FastAPI:
     return app
 
 
-async def call(app: Any, method: str, path: str, chunks: tuple[bytes, ...] = (), headers: tuple[tuple[bytes, bytes], ...] = ()) -> list[dict[str, Any]]:
+async def call(
+    app: Any, method: str, path: str, chunks: tuple[bytes, ...] = (), headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> list[dict[str, Any]]:
     """One request at the ASGI level; the messages the app sent."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": list(headers),
-             "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80)}
-    incoming = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)] or \
-        [{"type": "http.request", "body": b"", "more_body": False}]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": list(headers),
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+    }
+    incoming = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)] or [
+        {"type": "http.request", "body": b"", "more_body": False}
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -115,9 +130,11 @@ def test_streamed_bodies_pass_through_untouched() -> None:
 
 
 def test_the_metrics_middleware_hands_on_the_same_message_objects() -> None:
-    messages = [{"type": "http.response.start", "status": 200, "headers": []},
-                {"type": "http.response.body", "body": b"abc", "more_body": True},
-                {"type": "http.response.body", "body": b"", "more_body": False}]
+    messages = [
+        {"type": "http.response.start", "status": 200, "headers": []},
+        {"type": "http.response.body", "body": b"abc", "more_body": True},
+        {"type": "http.response.body", "body": b"", "more_body": False},
+    ]
     seen: list[Any] = []
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
@@ -201,8 +218,9 @@ def test_notification_metrics() -> None:
         return answers.pop(0) if answers else httpx.Response(202)
 
     name = "metrics-hook"
-    endpoint = Endpoint(NotificationEndpoint(name=name, url="http://hook.test/in", queue_size=3, backoff=0.01),
-                        httpx.MockTransport(handler))
+    endpoint = Endpoint(
+        NotificationEndpoint(name=name, url="http://hook.test/in", queue_size=3, backoff=0.01), httpx.MockTransport(handler)
+    )
 
     async def scenario() -> None:
         for i in range(5):

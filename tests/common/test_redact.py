@@ -1,4 +1,5 @@
 """What `berth config check` hides (services/common/redact.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,17 @@ def test_passwords_in_urls_are_masked(url: str, shown: str) -> None:
 
 
 def test_secrets_by_key_name_and_empty_values_stay_visible() -> None:
-    shown = redact({"blobstore": {"token": "t" * 20, "addr": "0.0.0.0:5001"}, "cache": {"password": ""},
-                    "email_exceptions": {"smtp_password": "x"}, "storage": {"s3": {"secretkey": "k", "accesskey": "a"}}})
-    assert shown == {"blobstore": {"token": MASK, "addr": "0.0.0.0:5001"}, "cache": {"password": ""},
-                     "email_exceptions": {"smtp_password": MASK}, "storage": {"s3": {"secretkey": MASK, "accesskey": MASK}}}
+    shown = redact(
+        {
+            "blobstore": {"token": "t" * 20, "addr": "0.0.0.0:5001"},
+            "cache": {"password": ""},
+            "email_exceptions": {"smtp_password": "x"},
+            "storage": {"s3": {"secretkey": "k", "accesskey": "a"}},
+        }
+    )
+    assert shown == {
+        "blobstore": {"token": MASK, "addr": "0.0.0.0:5001"},
+        "cache": {"password": ""},
+        "email_exceptions": {"smtp_password": MASK},
+        "storage": {"s3": {"secretkey": MASK, "accesskey": MASK}},
+    }

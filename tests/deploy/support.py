@@ -1,5 +1,6 @@
 """Helpers of the deployment tests: reading the Dockerfile and .dockerignore, finding tools, and
 checking what a Berth service's configuration says about where it listens."""
+
 from __future__ import annotations
 
 import os

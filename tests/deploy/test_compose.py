@@ -5,6 +5,7 @@ checked for consistency and against Berth's own configuration loader.
 The compose command is `docker-compose` (Debian's 1.29), or $DOCKER_COMPOSE (e.g.
 "docker compose"); the tests that need it are skipped, saying so, when it is not installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,7 +102,12 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
 
 def one_shots(services: dict[str, Any]) -> set[str]:
     """Services others wait for to finish (service_completed_successfully): jobs, not servers."""
-    return {name for service in services.values() for name, condition in depends_on(service).items() if condition == "service_completed_successfully"}
+    return {
+        name
+        for service in services.values()
+        for name, condition in depends_on(service).items()
+        if condition == "service_completed_successfully"
+    }
 
 
 def config_mount(service: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +183,15 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_generated_cod
                 assert not dockerignore_excludes(source.rstrip("/")), f"COPY {source}: excluded by .dockerignore"
     for path in ("services/cli/__main__.py", "protos/blobstore.proto", "pyproject.toml"):
         assert not dockerignore_excludes(path), path
-    for path in (".venv/bin/python", ".git/config", "data/registry/x", "tests/conftest.py", "compose/.env",
-                 "services/common/rpc/blobstore_pb2.py", "services/common/__pycache__/config.cpython-311.pyc"):
+    for path in (
+        ".venv/bin/python",
+        ".git/config",
+        "data/registry/x",
+        "tests/conftest.py",
+        "compose/.env",
+        "services/common/rpc/blobstore_pb2.py",
+        "services/common/__pycache__/config.cpython-311.pyc",
+    ):
         assert dockerignore_excludes(path), f"{path} would be sent to the Docker daemon"
 
 
@@ -241,7 +254,9 @@ def test_berth_services_share_one_image_and_one_config_file(rendered: tuple[str,
         build = service.get("build")
         assert build, f"{name}: no build section (docker-compose up --build must be able to make the image)"
         context = Path(build["context"] if isinstance(build, dict) else build)
-        assert (context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")).resolve() == DOCKERFILE.resolve()
+        assert (
+            context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+        ).resolve() == DOCKERFILE.resolve()
         assert service["command"] in ([name], name), f"{name}: command {service['command']}"
         mount = config_mount(service)
         assert mount["read_only"], f"{name}: the config file must be mounted read-only"

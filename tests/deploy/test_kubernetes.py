@@ -6,6 +6,7 @@ ConfigMap's berth.yml loads with Berth's own loader in every Berth pod's environ
 kubectl is $KUBECTL, else `kubectl` (CI may have Debian's 1.20 with kustomize v2, so the
 manifests use nothing newer); skipped, saying so, when it is not installed.
 """
+
 from __future__ import annotations
 
 import re
@@ -175,7 +176,9 @@ def test_pods_refer_only_to_rendered_configmaps_secrets_and_claims(objects: list
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in secrets, f"{where}: Secret {volume['secret']['secretName']}"
             if "persistentVolumeClaim" in volume:
-                assert volume["persistentVolumeClaim"]["claimName"] in claims, f"{where}: claim {volume['persistentVolumeClaim']['claimName']}"
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, (
+                    f"{where}: claim {volume['persistentVolumeClaim']['claimName']}"
+                )
         declared = {v["name"] for v in volumes} | templates
         for container in containers(workload):
             for mount in container.get("volumeMounts") or []:
@@ -336,7 +339,9 @@ def test_the_configmap_loads_in_every_berth_pod_and_matches_the_manifests(object
     # realm's path goes to the token service.
     ingress_paths = {
         (rule["host"], path["path"]): path["backend"]["service"]["name"]
-        for ingress in of_kind(objects, "Ingress") for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]
+        for ingress in of_kind(objects, "Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
     }
     public = urlsplit(gateway.http.host)
     realm = urlsplit(gateway.auth.token.realm)

@@ -1,5 +1,6 @@
 """Large blob reads on filesystem storage by signed redirect to the blobstore's own HTTP listener
 (blobstore.public_url + storage_redirect): the same answers as the gateway's, bytes by sendfile."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ def berth(tmp_path: Path) -> Iterator[Berth]:
 
 
 def _push(client: httpx.Client, repository: str, data: bytes, digest: str) -> None:
-    answer = client.post(f"/v2/{repository}/blobs/uploads/", params={"digest": digest}, content=data,
-                         headers={"Content-Type": "application/octet-stream"})
+    answer = client.post(
+        f"/v2/{repository}/blobs/uploads/", params={"digest": digest}, content=data, headers={"Content-Type": "application/octet-stream"}
+    )
     assert answer.status_code == 201, answer.text
 
 
@@ -146,8 +148,11 @@ def test_a_blob_deleted_from_the_repository_is_not_served_by_an_earlier_url(bert
 def test_access_is_checked_before_the_redirect(tmp_path: Path) -> None:
     instance = Berth(tmp_path)
     write_htpasswd(tmp_path / "htpasswd", {"alice": "secret-pass"})
-    instance.env.update(_env(instance, REGISTRY_AUTH="htpasswd", REGISTRY_AUTH_HTPASSWD_REALM="Berth",
-                             REGISTRY_AUTH_HTPASSWD_PATH=str(tmp_path / "htpasswd")))
+    instance.env.update(
+        _env(
+            instance, REGISTRY_AUTH="htpasswd", REGISTRY_AUTH_HTPASSWD_REALM="Berth", REGISTRY_AUTH_HTPASSWD_PATH=str(tmp_path / "htpasswd")
+        )
+    )
     instance.start()
     try:
         with berth_client(instance, ("alice", "secret-pass")) as client:

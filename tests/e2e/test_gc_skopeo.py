@@ -1,5 +1,6 @@
 """skopeo pushes, `berth garbage-collect` runs against the live registry, skopeo pulls back what
 was kept byte for byte, and what was deleted is gone from storage."""
+
 from __future__ import annotations
 
 import shutil
@@ -29,13 +30,21 @@ def test_skopeo_push_gc_pull(tmp_path: Path) -> None:
         copy(kept.ref(), f"docker://{berth.host}/gc/kept:v1", "--all")
         copy(doomed.ref(), f"docker://{berth.host}/gc/doomed:v1")
         digest = sha256(raw_manifest(f"docker://{berth.host}/gc/doomed:v1"))
-        subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://{berth.host}/gc/doomed@{digest}"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["skopeo", "delete", "--tls-verify=false", f"docker://{berth.host}/gc/doomed@{digest}"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         doomed_blobs = layout_blob_digests(tmp_path / "doomed") - layout_blob_digests(tmp_path / "kept")
 
         result = subprocess.run(
             [sys.executable, "-m", "services.cli", "garbage-collect", "--delay", "0"],
-            cwd=ROOT, env=berth.environment(), capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=berth.environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert "1.0 MiB freed" in result.stdout, result.stdout

@@ -1,6 +1,7 @@
 """/, /_ping, /v1/_ping and /_ready on the real gateway, token service and search service: open
 whatever the auth, at the root whatever the prefix, and /_ready following each one's dependencies
 (the blobstore for the gateway, quickly; PostgreSQL for auth and search)."""
+
 from __future__ import annotations
 
 import time
@@ -91,10 +92,13 @@ def postgres() -> Iterator[PostgresCluster]:
 
 
 def test_auth_and_search_readiness_follow_their_database(tmp_path: Path, postgres: PostgresCluster) -> None:
-    berth = Berth(tmp_path, env={
-        "REGISTRY_TOKEN_SERVICE_DATABASE": postgres.create_database(),
-        "REGISTRY_SEARCH_DATABASE": postgres.create_database(),
-    }).start("auth", "search")
+    berth = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_TOKEN_SERVICE_DATABASE": postgres.create_database(),
+            "REGISTRY_SEARCH_DATABASE": postgres.create_database(),
+        },
+    ).start("auth", "search")
     try:
         for base in (berth.auth_url, berth.search_url):
             for path in PING_PATHS:

@@ -1,6 +1,7 @@
 """The gateway over HTTPS (``http.tls``): skopeo pushes and pulls trusting a test CA, and refuses
 without it; Location headers say https; minimum version and client certificates hold; unusable
 files stop the gateway before it listens, naming the key."""
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,14 @@ def test_skopeo_refuses_the_registry_without_the_ca(https_berth: Berth, tmp_path
     empty = tmp_path / "no-certs"
     empty.mkdir()
     image = single_image(tmp_path / "src", seed="untrusted")
-    result = skopeo("copy", "--quiet", f"--dest-cert-dir={empty}", "--dest-tls-verify=true", image.ref(),
-                    f"docker://{https_berth.host}/e2e/untrusted:v1")
+    result = skopeo(
+        "copy",
+        "--quiet",
+        f"--dest-cert-dir={empty}",
+        "--dest-tls-verify=true",
+        image.ref(),
+        f"docker://{https_berth.host}/e2e/untrusted:v1",
+    )
     assert result.returncode != 0
     assert "certificate" in result.stderr.lower()
 
@@ -147,7 +154,14 @@ def test_unusable_files_stop_the_gateway_naming_the_key(tmp_path: Path, server_c
         "not PEM": (garbage, server_cert.key, "http.tls.certificate"),
     }[problem]
     berth = Berth(tmp_path, env={"REGISTRY_HTTP_TLS_CERTIFICATE": str(cert), "REGISTRY_HTTP_TLS_KEY": str(key)})
-    result = subprocess.run([sys.executable, "-m", "services.cli", "gateway"], check=False, cwd=ROOT, env=berth.environment(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "gateway"],
+        check=False,
+        cwd=ROOT,
+        env=berth.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert named in result.stderr, result.stderr

@@ -1,4 +1,5 @@
 """Streams are streamed: pushing and pulling a 1 GiB layer keeps every process's memory bounded."""
+
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +72,10 @@ def test_one_gib_layer_streams_with_bounded_memory(fresh_berth: Berth) -> None:
 
         pulled = hashlib.sha256()
         received = 0
-        with (PeakRSS({"gateway": fresh_berth.pid("gateway"), "blobstore": fresh_berth.pid("blobstore")}) as pull_rss,
-              client.stream("GET", f"/v2/big/layer/blobs/{digest}") as r):
+        with (
+            PeakRSS({"gateway": fresh_berth.pid("gateway"), "blobstore": fresh_berth.pid("blobstore")}) as pull_rss,
+            client.stream("GET", f"/v2/big/layer/blobs/{digest}") as r,
+        ):
             assert r.status_code == 200
             assert int(r.headers["content-length"]) == GIB
             for chunk in r.iter_bytes():

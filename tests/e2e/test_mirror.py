@@ -1,6 +1,7 @@
 """The pull-through cache against a real upstream: Debian's docker-registry (registry:2) on
 loopback, with htpasswd auth (and one with token auth from our token service), images pushed into
 it with skopeo and pulled through Berth with skopeo (docs/mirror.md)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,9 @@ def pull(berth: Berth, ref: str, dest: Path) -> subprocess.CompletedProcess[str]
 
 
 def raw(berth: Berth, ref: str) -> bytes:
-    done = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{berth.host}/{ref}"], capture_output=True, timeout=60)
+    done = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{berth.host}/{ref}"], capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
 
@@ -93,16 +96,23 @@ def mirror(upstream: GoRegistry, tmp_path_factory: pytest.TempPathFactory) -> It
     seconds; short/ forgets what was not pulled within TTL seconds. Everything else is local."""
     workdir = tmp_path_factory.mktemp("mirror")
     creds = {"remoteurl": upstream.url, "username": USER, "password": PASSWORD}
-    config = mirror_config(workdir / "berth.yml", [
-        {"prefix": "hub/", **creds}, {"prefix": "slow/", "tag_ttl": TAG_TTL, **creds}, {"prefix": "short/", "ttl": TTL, **creds},
-    ])
+    config = mirror_config(
+        workdir / "berth.yml",
+        [
+            {"prefix": "hub/", **creds},
+            {"prefix": "slow/", "tag_ttl": TAG_TTL, **creds},
+            {"prefix": "short/", "ttl": TTL, **creds},
+        ],
+    )
     berth = Berth(workdir, env={"DOCKER_REGISTRY_CONFIG": str(config)})
     berth.start()
     yield berth
     berth.stop()
 
 
-def test_pulls_by_tag_and_digest_multi_arch_included_then_with_the_upstream_down(upstream: GoRegistry, mirror: Berth, tmp_path: Path) -> None:
+def test_pulls_by_tag_and_digest_multi_arch_included_then_with_the_upstream_down(
+    upstream: GoRegistry, mirror: Berth, tmp_path: Path
+) -> None:
     single = single_image(tmp_path / "single", seed="mirror-single")
     multi = multi_arch_image(tmp_path / "multi", seed="mirror-multi")
     push_upstream(upstream, single.ref(), "team/app:v1")
@@ -122,7 +132,12 @@ def test_pulls_by_tag_and_digest_multi_arch_included_then_with_the_upstream_down
     upstream.stop()
     try:
         stale = metric(mirror, "berth_mirror_stale_total")
-        for ref in ("hub/team/app:v1", f"hub/team/app@{single.manifest_digests[0]}", "hub/team/multi:v1", f"hub/team/multi@{multi.manifest_digests[0]}"):
+        for ref in (
+            "hub/team/app:v1",
+            f"hub/team/app@{single.manifest_digests[0]}",
+            "hub/team/multi:v1",
+            f"hub/team/multi@{multi.manifest_digests[0]}",
+        ):
             done = pull(mirror, ref, tmp_path / f"down-{ref.replace('/', '_').replace(':', '_').replace('@', '_')}")
             assert done.returncode == 0, (ref, done.stderr)
         assert sha256(raw(mirror, "hub/team/multi:v1")) == multi.manifest_digests[0]
@@ -212,9 +227,14 @@ def test_concurrent_pulls_of_one_uncached_blob_cause_one_upstream_download(upstr
     digest = "sha256:" + hasher.hexdigest()
     blob_file.rename(tmp_path / "big" / "blobs" / "sha256" / digest.split(":")[1])
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": OCI_CONFIG, "digest": layout.blob(config), "size": len(config)},
-                           "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size}]}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": layout.blob(config), "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size}],
+        }
+    ).encode()
     layout.write_index({"mediaType": OCI_MANIFEST, "digest": layout.blob(manifest), "size": len(manifest)})
     push_upstream(upstream, f"oci:{tmp_path / 'big'}:latest", "team/big:v1")
 
@@ -242,7 +262,7 @@ def test_concurrent_pulls_of_one_uncached_blob_cause_one_upstream_download(upstr
     assert results == [digest] * CLIENTS, results
     assert upstream.requests("GET", f"/blobs/{digest}", 200) == 1  # one download (after one 401 challenge)
     growth = rss.growth()
-    print(f"{CLIENTS} clients, {BIG >> 20} MiB: {elapsed:.1f}s, peak RSS growth {({k: v >> 20 for k, v in growth.items()})} MiB")
+    print(f"{CLIENTS} clients, {BIG >> 20} MiB: {elapsed:.1f}s, peak RSS growth { ({k: v >> 20 for k, v in growth.items()}) } MiB")
     assert all(v < 128 << 20 for v in growth.values()), growth  # 8 x 200 MiB passed through
     # Stored: served locally from now on.
     r = httpx.head(f"{mirror.url}/v2/hub/team/big/blobs/{digest}", timeout=10)
@@ -252,8 +272,15 @@ def test_concurrent_pulls_of_one_uncached_blob_cause_one_upstream_download(upstr
 def test_classic_mirror_source_environment(upstream: GoRegistry, tmp_path: Path) -> None:
     image = single_image(tmp_path / "img", seed="classic-env")
     push_upstream(upstream, image.ref(), "library/classic:v1")
-    berth = Berth(tmp_path / "berth", env={"MIRROR_SOURCE": upstream.url, "MIRROR_TAGS_CACHE_TTL": "60",
-                                            "REGISTRY_PROXY_USERNAME": USER, "REGISTRY_PROXY_PASSWORD": PASSWORD})
+    berth = Berth(
+        tmp_path / "berth",
+        env={
+            "MIRROR_SOURCE": upstream.url,
+            "MIRROR_TAGS_CACHE_TTL": "60",
+            "REGISTRY_PROXY_USERNAME": USER,
+            "REGISTRY_PROXY_PASSWORD": PASSWORD,
+        },
+    )
     (tmp_path / "berth").mkdir()
     berth.start()
     try:
@@ -269,9 +296,18 @@ def test_token_auth_upstream(tmp_path: Path) -> None:
     auth = token_service(tmp_path / "auth")
     add_users(auth, {"admin": ("admin-password", ["admins"])})
     auth.start("auth")
-    up = GoRegistry(tmp_path / "up", token={"realm": f"{auth.auth_url}/token", "service": SERVICE, "issuer": ISSUER,
-                                            "rootcertbundle": str(key_path(auth).with_suffix(".crt"))}).start()
-    config = mirror_config(tmp_path / "berth.yml", [{"prefix": "tok/", "remoteurl": up.url, "username": "admin", "password": "admin-password"}])
+    up = GoRegistry(
+        tmp_path / "up",
+        token={
+            "realm": f"{auth.auth_url}/token",
+            "service": SERVICE,
+            "issuer": ISSUER,
+            "rootcertbundle": str(key_path(auth).with_suffix(".crt")),
+        },
+    ).start()
+    config = mirror_config(
+        tmp_path / "berth.yml", [{"prefix": "tok/", "remoteurl": up.url, "username": "admin", "password": "admin-password"}]
+    )
     berth = Berth(tmp_path / "berth", env={"DOCKER_REGISTRY_CONFIG": str(config)})
     (tmp_path / "berth").mkdir()
     try:
@@ -298,14 +334,17 @@ def test_the_redis_cache_never_answers_for_a_purged_manifest(upstream: GoRegistr
     redis = start_redis(tmp_path / "redis")
     image = single_image(tmp_path / "img", seed="cached-purge")
     push_upstream(upstream, image.ref(), "team/cachedpurge:v1")
-    config = mirror_config(tmp_path / "berth.yml", [{"prefix": "short/", "ttl": TTL, "remoteurl": upstream.url,
-                                                     "username": USER, "password": PASSWORD}])
+    config = mirror_config(
+        tmp_path / "berth.yml", [{"prefix": "short/", "ttl": TTL, "remoteurl": upstream.url, "username": USER, "password": PASSWORD}]
+    )
     (tmp_path / "berth").mkdir()
     berth = Berth(tmp_path / "berth", env={"DOCKER_REGISTRY_CONFIG": str(config), **redis.env})
     berth.start()
     try:
         digest = image.manifest_digests[0]
-        revision = berth.data_dir / "docker/registry/v2/repositories/short/team/cachedpurge/_manifests/revisions/sha256" / digest.split(":")[1]
+        revision = (
+            berth.data_dir / "docker/registry/v2/repositories/short/team/cachedpurge/_manifests/revisions/sha256" / digest.split(":")[1]
+        )
 
         def get(reference: str) -> bytes:
             r = httpx.get(f"{berth.url}/v2/short/team/cachedpurge/manifests/{reference}", headers={"Accept": OCI_MANIFEST}, timeout=10)
@@ -334,7 +373,9 @@ def test_the_redis_cache_never_answers_for_a_purged_manifest(upstream: GoRegistr
         redis.stop()
 
 
-def test_a_cached_tag_the_upstream_no_longer_has_is_served_stale_as_registry2_does(upstream: GoRegistry, mirror: Berth, tmp_path: Path) -> None:
+def test_a_cached_tag_the_upstream_no_longer_has_is_served_stale_as_registry2_does(
+    upstream: GoRegistry, mirror: Berth, tmp_path: Path
+) -> None:
     """registry:2 serves its local copy whenever the upstream fails, a 404 included; Berth does too,
     counted and logged as stale (the pull is not recorded, so the tag goes at its ttl). What the
     upstream does not have and Berth never cached stays a 404."""

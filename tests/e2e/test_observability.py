@@ -1,6 +1,7 @@
 """Observability end to end, with real processes: one request id across the gateway's answer, its
 JSON log and the search service's log of the event it caused; per-route HTTP metrics, notification
 metrics, token and access-denial metrics on each service's /metrics."""
+
 from __future__ import annotations
 
 import json
@@ -62,12 +63,15 @@ def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
 
 @pytest.fixture()
 def berth(tmp_path: Path) -> Iterator[Berth]:
-    instance = Berth(tmp_path, env={
-        "REGISTRY_SEARCH_BACKEND": "sqlalchemy",
-        "REGISTRY_LOG_FORMATTER": "json",
-        # uvicorn's access log is written at debug only.
-        "REGISTRY_LOGLEVEL": "debug",
-    })
+    instance = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_SEARCH_BACKEND": "sqlalchemy",
+            "REGISTRY_LOG_FORMATTER": "json",
+            # uvicorn's access log is written at debug only.
+            "REGISTRY_LOGLEVEL": "debug",
+        },
+    )
     instance.start("blobstore", "search", "gateway")
     yield instance
     instance.stop()
@@ -80,8 +84,11 @@ def test_one_request_id_from_the_gateway_to_the_search_service(berth: Berth) -> 
         for blob in (config_blob, layer):
             push_blob(client, "obs/app", blob)
         manifest = image_manifest(config_blob, [layer])
-        r = client.put("/v2/obs/app/manifests/v1", content=json.dumps(manifest),
-                       headers={"Content-Type": manifest["mediaType"], "X-Request-Id": "abc123"})
+        r = client.put(
+            "/v2/obs/app/manifests/v1",
+            content=json.dumps(manifest),
+            headers={"Content-Type": manifest["mediaType"], "X-Request-Id": "abc123"},
+        )
         assert r.status_code == 201, r.text
         assert r.headers["x-request-id"] == "abc123"
         # Without one, the gateway makes one up; one it cannot use safely is replaced.
@@ -90,16 +97,28 @@ def test_one_request_id_from_the_gateway_to_the_search_service(berth: Berth) -> 
         assert client.get("/v2/", headers={"X-Request-Id": "a b\tc"}).headers["x-request-id"] != "a b\tc"
 
     def gateway_line() -> dict[str, Any] | None:
-        return next((entry for entry in json_lines(berth.workdir / "gateway.log")
-                     if entry.get("request_id") == "abc123" and "PUT /v2/obs/app/manifests/v1" in entry["message"]), None)
+        return next(
+            (
+                entry
+                for entry in json_lines(berth.workdir / "gateway.log")
+                if entry.get("request_id") == "abc123" and "PUT /v2/obs/app/manifests/v1" in entry["message"]
+            ),
+            None,
+        )
 
     line = eventually(gateway_line)
     assert line is not None, "the gateway's access log has no line for the request"
     assert line["service"] == "gateway" and line["logger"] == "uvicorn.access"
 
     def search_line() -> dict[str, Any] | None:
-        return next((entry for entry in json_lines(berth.workdir / "search.log")
-                     if entry.get("request_id") == "abc123" and "obs/app:v1 pushed" in entry["message"]), None)
+        return next(
+            (
+                entry
+                for entry in json_lines(berth.workdir / "search.log")
+                if entry.get("request_id") == "abc123" and "obs/app:v1 pushed" in entry["message"]
+            ),
+            None,
+        )
 
     line = eventually(search_line)
     assert line is not None, "the search service did not log the push event under the request's id"
@@ -170,8 +189,15 @@ def test_token_and_access_metrics(tmp_path: Path) -> None:
             assert auth.get("/token", params=scope, auth=("alice", "alice-password")).status_code == 200
             assert auth.get("/token", params=scope, auth=("alice", "wrong")).status_code == 401
             assert auth.get("/token", params=scope, headers={"Authorization": "Basic !!"}).status_code == 401
-            form = {"grant_type": "password", "service": "berth", "client_id": "test", "username": "alice",
-                    "password": "alice-password", "access_type": "offline", "scope": "repository:alice/app:pull"}
+            form = {
+                "grant_type": "password",
+                "service": "berth",
+                "client_id": "test",
+                "username": "alice",
+                "password": "alice-password",
+                "access_type": "offline",
+                "scope": "repository:alice/app:pull",
+            }
             r = auth.post("/token", data=form)
             assert r.status_code == 200, r.text
             refresh = {"grant_type": "refresh_token", "service": "berth", "client_id": "test"}
@@ -180,24 +206,32 @@ def test_token_and_access_metrics(tmp_path: Path) -> None:
             pull_token = auth.get("/token", params=scope, auth=("alice", "alice-password")).json()["token"]
 
         metrics = scrape(berth.auth_url)
-        issued = {grant: value(metrics, "berth_tokens_issued_total", grant=grant)
-                  for grant in ("anonymous", "basic", "password", "refresh_token")}
+        issued = {
+            grant: value(metrics, "berth_tokens_issued_total", grant=grant) for grant in ("anonymous", "basic", "password", "refresh_token")
+        }
         assert issued == {"anonymous": 1, "basic": 2, "password": 1, "refresh_token": 1}
-        denied = {reason: value(metrics, "berth_token_denials_total", reason=reason)
-                  for reason in ("bad_credentials", "malformed_credentials", "invalid_refresh_token")}
+        denied = {
+            reason: value(metrics, "berth_token_denials_total", reason=reason)
+            for reason in ("bad_credentials", "malformed_credentials", "invalid_refresh_token")
+        }
         assert denied == {"bad_credentials": 1, "malformed_credentials": 1, "invalid_refresh_token": 1}
         assert value(metrics, "berth_http_requests_total", service="auth", method="GET", route="/token", status="401") == 2
 
         with berth.client() as client:
             assert client.get("/v2/").status_code == 401
             assert client.get("/v2/", headers={"Authorization": "Bearer not.a.token"}).status_code == 401
-            push = client.put("/v2/alice/app/manifests/v1", content=b"{}",
-                              headers={"Authorization": f"Bearer {pull_token}", "Content-Type": "application/json"})
+            push = client.put(
+                "/v2/alice/app/manifests/v1",
+                content=b"{}",
+                headers={"Authorization": f"Bearer {pull_token}", "Content-Type": "application/json"},
+            )
             assert push.status_code == 401
         # /metrics is not behind the registry's auth.
         metrics = scrape(berth.url)
-        denied = {reason: value(metrics, "berth_access_denied_total", reason=reason)
-                  for reason in ("no_credentials", "invalid_token", "insufficient_scope")}
+        denied = {
+            reason: value(metrics, "berth_access_denied_total", reason=reason)
+            for reason in ("no_credentials", "invalid_token", "insufficient_scope")
+        }
         assert denied == {"no_credentials": 1, "invalid_token": 1, "insufficient_scope": 1}
     finally:
         berth.stop()

@@ -1,4 +1,5 @@
 """storage_redirect: blob GETs answer 307 to a presigned URL of the store, and clients follow it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,9 @@ def test_redirect_on_a_driver_without_urls_streams_the_blob(fresh_berth: Berth) 
     data = b"streamed, not redirected"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     with fresh_berth.client() as client:
-        pushed = client.post("/v2/e2e/plain/blobs/uploads/", params={"digest": digest}, content=data,
-                             headers={"Content-Type": "application/octet-stream"})
+        pushed = client.post(
+            "/v2/e2e/plain/blobs/uploads/", params={"digest": digest}, content=data, headers={"Content-Type": "application/octet-stream"}
+        )
         assert pushed.status_code == 201
         answer = client.get(f"/v2/e2e/plain/blobs/{digest}")
         assert answer.status_code == 200
@@ -96,4 +98,4 @@ def test_redirect_on_a_driver_without_urls_streams_the_blob(fresh_berth: Berth) 
 def _blob_url_calls(berth: Berth) -> float:
     text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics").text
     prefix = 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="BlobURL",side="server"} '
-    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))

@@ -1,5 +1,6 @@
 """State that must outlive a process: uploads resume across a blobstore restart, and any gateway
 with the same secret continues an upload another gateway started."""
+
 from __future__ import annotations
 
 import hashlib
@@ -74,8 +75,13 @@ def test_blobstore_down_is_503_without_internal_addresses(fresh_berth: Berth) ->
     fresh_berth.stop("blobstore")
     with fresh_berth.client() as client:
         digest = "sha256:" + "0" * 64
-        for method, path in (("GET", "/v2/a/manifests/v1"), ("POST", "/v2/a/blobs/uploads/"), ("GET", "/v2/_catalog"),
-                             ("GET", f"/v2/a/blobs/{digest}"), ("POST", f"/v2/a/blobs/uploads/?digest={digest}")):
+        for method, path in (
+            ("GET", "/v2/a/manifests/v1"),
+            ("POST", "/v2/a/blobs/uploads/"),
+            ("GET", "/v2/_catalog"),
+            ("GET", f"/v2/a/blobs/{digest}"),
+            ("POST", f"/v2/a/blobs/uploads/?digest={digest}"),
+        ):
             r = client.request(method, path)
             assert r.status_code == 503, r.text
             assert r.json()["errors"][0]["code"] == "UNAVAILABLE"

@@ -1,4 +1,5 @@
 """`berth run` starts every service, serves the registry, and stops everything on Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,19 @@ from tests.support.processes import free_port
 def test_run_serves_and_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
     http_port, grpc_port, search_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}", REGISTRY_BLOBSTORE_HTTP_ADDR="",
-               REGISTRY_SEARCH_ADDR=f"127.0.0.1:{search_port}")
+    env.update(
+        REGISTRY_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{grpc_port}",
+        REGISTRY_BLOBSTORE_HTTP_ADDR="",
+        REGISTRY_SEARCH_ADDR=f"127.0.0.1:{search_port}",
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -60,9 +69,14 @@ def test_run_refuses_an_address_another_program_holds(tmp_path: Path) -> None:
         squatter.listen()
         taken = squatter.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-        env.update(REGISTRY_HTTP_ADDR=f"127.0.0.1:{free_port()}", REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{taken}",
-                   REGISTRY_BLOBSTORE_HTTP_ADDR="", REGISTRY_SEARCH_BACKEND="")
-        result = subprocess.run([sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=60)
+        env.update(
+            REGISTRY_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+            REGISTRY_BLOBSTORE_ADDR=f"127.0.0.1:{taken}",
+            REGISTRY_BLOBSTORE_HTTP_ADDR="",
+            REGISTRY_SEARCH_BACKEND="",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "services.cli", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
     assert result.returncode == 2
     assert f"blobstore.addr: 127.0.0.1:{taken} cannot be used" in result.stderr

@@ -1,6 +1,7 @@
 """Chunked uploads on S3 outlive the blobstore process: each chunk is appended by a new process to
 the multipart upload the previous ones left, and nothing of the upload stays behind once it is
 committed or cancelled."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ own blobstore, so a request landing on the other gateway also lands on the other
 Run on a shared filesystem folder, and on S3 with a shared Redis metadata cache (the scale-out
 configuration of `make run-s3`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,9 @@ def test_skopeo_pushes_through_one_and_pulls_through_the_other(pair: Pair, tmp_p
     image = single_image(tmp_path / "src", seed="scale-out", size=3 << 20)
     flags = ["--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]
     subprocess.run(["skopeo", "copy", *flags, image.ref(), f"docker://{pair.one.host}/scale/app:v1"], check=True, timeout=300)
-    subprocess.run(["skopeo", "copy", *flags, f"docker://{pair.two.host}/scale/app:v1", f"oci:{tmp_path / 'back'}:v1"],
-                   check=True, timeout=300)
+    subprocess.run(
+        ["skopeo", "copy", *flags, f"docker://{pair.two.host}/scale/app:v1", f"oci:{tmp_path / 'back'}:v1"], check=True, timeout=300
+    )
     back = {p.name for p in (tmp_path / "back" / "blobs" / "sha256").iterdir()}
     assert back == {p.name for p in (tmp_path / "src" / "blobs" / "sha256").iterdir()}
     for path in (tmp_path / "back" / "blobs" / "sha256").iterdir():
@@ -142,17 +144,20 @@ def _served(berth: Berth, method: str) -> float:
     """Calls of ``method`` this blobstore has served, from its own /metrics."""
     text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics").text
     prefix = f'berth_blobstore_rpc_duration_seconds_count{{code="OK",method="{method}",side="server"}} '
-    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
 # Without a cache: it would answer the repeated reads itself.
 @pytest.mark.parametrize("pair", ["filesystem"], indirect=True)
 def test_one_gateway_spreads_calls_over_every_blobstore_its_target_names(pair: Pair, tmp_path: Path) -> None:
-    balanced = Berth(tmp_path / "balanced", env={
-        **pair.one.env,
-        # gRPC's own resolver syntax for a fixed list; dns:///name:port works the same with many records.
-        "REGISTRY_BLOBSTORE_TARGET": f"ipv4:127.0.0.1:{pair.one.grpc_port},127.0.0.1:{pair.two.grpc_port}",
-    })
+    balanced = Berth(
+        tmp_path / "balanced",
+        env={
+            **pair.one.env,
+            # gRPC's own resolver syntax for a fixed list; dns:///name:port works the same with many records.
+            "REGISTRY_BLOBSTORE_TARGET": f"ipv4:127.0.0.1:{pair.one.grpc_port},127.0.0.1:{pair.two.grpc_port}",
+        },
+    )
     balanced.workdir.mkdir()
     balanced.start("gateway")
     try:

@@ -2,6 +2,7 @@
 name and by their description label within about 2 s; deletes disappear; a search service that
 missed events catches up with `berth search reindex`; and the search service follows the
 reference Go registry's notifications too."""
+
 from __future__ import annotations
 
 import shutil
@@ -31,8 +32,9 @@ TOKEN = "search-events-token-0123456789"
 
 
 def skopeo_copy(src: str, dest: str, *extra: str) -> None:
-    result = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra, src, dest],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra, src, dest], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -89,15 +91,22 @@ def test_deleted_images_disappear(berth: Berth, tmp_path: Path) -> None:
     skopeo_copy(labelled_image(tmp_path / "b", "del-b", "To be deleted"), f"docker://{berth.host}/gone/by-digest:v1")
     wait_for(berth.url, "gone/", [("gone/by-digest", "To be deleted"), ("gone/by-tag", "To be untagged")])
     assert httpx.delete(f"{berth.url}/v2/gone/by-tag/manifests/v1").status_code == 202
-    result = subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://{berth.host}/gone/by-digest:v1"],
-                            capture_output=True, text=True, timeout=60)  # skopeo deletes by digest
+    result = subprocess.run(
+        ["skopeo", "delete", "--tls-verify=false", f"docker://{berth.host}/gone/by-digest:v1"], capture_output=True, text=True, timeout=60
+    )  # skopeo deletes by digest
     assert result.returncode == 0, result.stderr
     wait_for(berth.url, "gone/", [])
 
 
 def _reindex(berth: Berth) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", "search", "reindex", "--registry", berth.url],
-                          cwd=ROOT, env=berth.environment(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "search", "reindex", "--registry", berth.url],
+        cwd=ROOT,
+        env=berth.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_search_service_that_missed_events_catches_up_with_reindex(berth: Berth, tmp_path: Path) -> None:
@@ -128,8 +137,13 @@ def test_the_search_service_follows_the_reference_registry(tmp_path: Path, liste
     services/search/README.md says: a headers entry on its notification endpoint."""
     search_port, registry_port = free_port(), free_port()
     env = {"REGISTRY_SEARCH_BACKEND": "sqlalchemy"}
-    endpoint: dict[str, Any] = {"name": "berth-search", "url": f"http://127.0.0.1:{search_port}/events",
-                                "timeout": "2s", "threshold": 5, "backoff": "1s"}
+    endpoint: dict[str, Any] = {
+        "name": "berth-search",
+        "url": f"http://127.0.0.1:{search_port}/events",
+        "timeout": "2s",
+        "threshold": 5,
+        "backoff": "1s",
+    }
     if listening == "beyond loopback":
         env.update(REGISTRY_SEARCH_ADDR=f"0.0.0.0:{search_port}", REGISTRY_BLOBSTORE_TOKEN=TOKEN)
         endpoint["headers"] = {"Authorization": [f"Bearer {TOKEN}"]}
@@ -151,8 +165,12 @@ def test_the_search_service_follows_the_reference_registry(tmp_path: Path, liste
         base = f"http://127.0.0.1:{search_port}"
         skopeo_copy(labelled_image(tmp_path / "img", "go", "Pushed to registry:2"), f"docker://127.0.0.1:{registry_port}/ref/image:v1")
         wait_for(base, "registry:2", [("ref/image", "Pushed to registry:2")], within=5.0)
-        result = subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://127.0.0.1:{registry_port}/ref/image:v1"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["skopeo", "delete", "--tls-verify=false", f"docker://127.0.0.1:{registry_port}/ref/image:v1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         wait_for(base, "ref/", [], within=5.0)
         if listening == "beyond loopback":
@@ -170,9 +188,20 @@ def test_beyond_loopback_the_gateway_sends_the_token_and_nobody_else_gets_in(tmp
     berth.env["REGISTRY_SEARCH_ADDR"] = f"0.0.0.0:{berth.search_port}"
     berth.start("blobstore", "search", "gateway")
     try:
-        forged = {"events": [{"id": "forged", "action": "push", "target": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "forged/repo", "tag": "v1",
-            "digest": "sha256:" + "0" * 64}}]}
+        forged = {
+            "events": [
+                {
+                    "id": "forged",
+                    "action": "push",
+                    "target": {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "repository": "forged/repo",
+                        "tag": "v1",
+                        "digest": "sha256:" + "0" * 64,
+                    },
+                }
+            ]
+        }
         for headers in ({}, {"Authorization": "Bearer not-the-token-at-all"}, {"Authorization": f"Basic {TOKEN}"}):
             r = httpx.post(f"{berth.search_url}/events", json=forged, headers=headers)
             assert r.status_code == 401, r.text
@@ -189,7 +218,14 @@ def test_beyond_loopback_the_gateway_sends_the_token_and_nobody_else_gets_in(tmp
 def test_beyond_loopback_without_a_token_nothing_starts(tmp_path: Path, service: str) -> None:
     berth = Berth(tmp_path, env={"REGISTRY_SEARCH_BACKEND": "sqlalchemy"})
     berth.env["REGISTRY_SEARCH_ADDR"] = f"0.0.0.0:{berth.search_port}"
-    result = subprocess.run([sys.executable, "-m", "services.cli", service], cwd=ROOT, env=berth.environment(),
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", service],
+        cwd=ROOT,
+        env=berth.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     assert "configuration error: blobstore.token:" in result.stderr and f"0.0.0.0:{berth.search_port}" in result.stderr

@@ -5,6 +5,7 @@ moto server stands in for AWS), and registry:2's htpasswd + TLS environment form
 Only the gateway's address is moved to a free port (the documents use 5000) and the storage
 folder into the test's own; everything else is the document's.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -58,11 +59,15 @@ def running() -> Iterator[list[BerthRun]]:
 
 def test_registry2_sample_config_serves_with_its_own_ports_kept_free(tmp_path: Path, running: list[BerthRun]) -> None:
     port = free_port()
-    run = BerthRun(tmp_path, {
-        "DOCKER_REGISTRY_CONFIG": str(SEEDS / "registry2-image-config.yml"),
-        "REGISTRY_HTTP_ADDR": f":{port}",
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "registry-dev"),
-    }, f"http://127.0.0.1:{port}")
+    run = BerthRun(
+        tmp_path,
+        {
+            "DOCKER_REGISTRY_CONFIG": str(SEEDS / "registry2-image-config.yml"),
+            "REGISTRY_HTTP_ADDR": f":{port}",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "registry-dev"),
+        },
+        f"http://127.0.0.1:{port}",
+    )
     running.append(run.start())
     host = f"127.0.0.1:{port}"
     round_trip(host, tmp_path, "hello-mine")
@@ -83,13 +88,18 @@ def test_classic_example_config_found_under_config_like_the_classic_registry(tmp
     (tmp_path / "config").mkdir()
     shutil.copy(SEEDS / "classic-0.9.1-example.yml", tmp_path / "config" / "config.yml")
     port = free_port()
-    run = BerthRun(tmp_path, {
-        "DOCKER_REGISTRY_CONFIG": "config.yml",  # relative: looked up under config/, as the classic registry did
-        "SETTINGS_FLAVOR": "dev",
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "docker"),  # the file's /home/myself/docker
-        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-        "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}", "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
-    }, f"http://127.0.0.1:{port}")
+    run = BerthRun(
+        tmp_path,
+        {
+            "DOCKER_REGISTRY_CONFIG": "config.yml",  # relative: looked up under config/, as the classic registry did
+            "SETTINGS_FLAVOR": "dev",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "docker"),  # the file's /home/myself/docker
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}",
+            "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
+        },
+        f"http://127.0.0.1:{port}",
+    )
     running.append(run.start())
     round_trip(f"127.0.0.1:{port}", tmp_path, "classic/app")
     assert (tmp_path / "docker" / "docker" / "registry" / "v2" / "repositories" / "classic" / "app").is_dir()
@@ -101,16 +111,27 @@ def test_classic_quick_start_stores_into_s3(tmp_path: Path, running: list[BerthR
     bucket = moto.new_bucket("quickstart")
     endpoint = httpx.URL(moto.endpoint)
     port = free_port()
-    run = BerthRun(tmp_path, {
-        # The README's line ...
-        "SETTINGS_FLAVOR": "s3", "AWS_BUCKET": bucket, "STORAGE_PATH": "/registry", "AWS_KEY": ACCESS_KEY,
-        "AWS_SECRET": SECRET_KEY, "SEARCH_BACKEND": "sqlalchemy",
-        # ... with the S3-compatible endpoint the classic s3 flavor reads (boto_host, boto_port, s3_secure).
-        "AWS_HOST": str(endpoint.host), "AWS_PORT": str(endpoint.port), "AWS_SECURE": "false",
-        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-        "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}", "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
-        "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
-    }, f"http://127.0.0.1:{port}")
+    run = BerthRun(
+        tmp_path,
+        {
+            # The README's line ...
+            "SETTINGS_FLAVOR": "s3",
+            "AWS_BUCKET": bucket,
+            "STORAGE_PATH": "/registry",
+            "AWS_KEY": ACCESS_KEY,
+            "AWS_SECRET": SECRET_KEY,
+            "SEARCH_BACKEND": "sqlalchemy",
+            # ... with the S3-compatible endpoint the classic s3 flavor reads (boto_host, boto_port, s3_secure).
+            "AWS_HOST": str(endpoint.host),
+            "AWS_PORT": str(endpoint.port),
+            "AWS_SECURE": "false",
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}",
+            "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
+            "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
+        },
+        f"http://127.0.0.1:{port}",
+    )
     running.append(run.start())
     round_trip(f"127.0.0.1:{port}", tmp_path, "quick/start")
     keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
@@ -127,16 +148,21 @@ def test_registry2_htpasswd_environment_form_closes_the_registry(tmp_path: Path,
     cert = ca.issue("myregistrydomain", server=True)
     write_htpasswd(tmp_path / "auth" / "htpasswd", {"testuser": "testpassword"})
     port = free_port()
-    run = BerthRun(tmp_path, {
-        "REGISTRY_AUTH": "htpasswd",
-        "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
-        "REGISTRY_AUTH_HTPASSWD_PATH": str(tmp_path / "auth" / "htpasswd"),
-        "REGISTRY_HTTP_TLS_CERTIFICATE": str(cert.cert),
-        "REGISTRY_HTTP_TLS_KEY": str(cert.key),
-        "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-        "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}", "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
-        "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
-    }, f"https://127.0.0.1:{port}")
+    run = BerthRun(
+        tmp_path,
+        {
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(tmp_path / "auth" / "htpasswd"),
+            "REGISTRY_HTTP_TLS_CERTIFICATE": str(cert.cert),
+            "REGISTRY_HTTP_TLS_KEY": str(cert.key),
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_BLOBSTORE_ADDR": f"127.0.0.1:{free_port()}",
+            "REGISTRY_BLOBSTORE_HTTP_ADDR": "",
+            "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
+        },
+        f"https://127.0.0.1:{port}",
+    )
     running.append(run.start())
     with httpx.Client(base_url=run.url, verify=ssl.create_default_context(cafile=str(ca.path)), timeout=10) as client:
         challenged = client.get("/v2/")

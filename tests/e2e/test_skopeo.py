@@ -1,4 +1,5 @@
 """skopeo, a real client, pushes and pulls through Berth; what comes back is what went in."""
+
 from __future__ import annotations
 
 import hashlib

@@ -8,6 +8,7 @@ Witness threads check for lost updates: each owns a tag nobody else writes or de
 it and reads it straight back. Only a DELETE by digest of what it pushed, overlapping that push and
 read, may make the read a 404; any other answer than the pushed manifest is an update lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,9 @@ def test_tag_writes_deletes_and_reads_race_without_errors(berths: list[Berth]) -
     deadline = time.monotonic() + DURATION
 
     def push(client: httpx.Client, tag: str, digest: str) -> httpx.Response:
-        r = client.put(f"/v2/{NAME}/manifests/{tag}", content=manifests[digest],
-                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        r = client.put(
+            f"/v2/{NAME}/manifests/{tag}", content=manifests[digest], headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+        )
         tally.add("PUT tag", r, r.status_code == 201 and r.headers.get("docker-content-digest") == digest)
         return r
 

@@ -1,5 +1,6 @@
 """The whole token flow with a real client: skopeo logs in at Berth's token service through
 Berth's gateway challenge, and the rules decide who may push and pull."""
+
 from __future__ import annotations
 
 import shutil
@@ -63,11 +64,19 @@ def test_admin_pushes_and_reader_pulls(secured: Berth, tmp_path: Path) -> None:
     pushed = push(secured, image.ref(), "team/app:v1", "root:root-password")
     assert pushed.returncode == 0, pushed.stderr
 
-    pulled = skopeo("copy", "--quiet", "--src-tls-verify=false", "--src-creds", "reader:reader-password",
-                    f"docker://{secured.host}/team/app:v1", f"oci:{tmp_path / 'back'}:v1")
+    pulled = skopeo(
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "reader:reader-password",
+        f"docker://{secured.host}/team/app:v1",
+        f"oci:{tmp_path / 'back'}:v1",
+    )
     assert pulled.returncode == 0, pulled.stderr
-    assert {p.name for p in (tmp_path / "back" / "blobs" / "sha256").iterdir()} == \
-        {p.name for p in (tmp_path / "src" / "blobs" / "sha256").iterdir()}
+    assert {p.name for p in (tmp_path / "back" / "blobs" / "sha256").iterdir()} == {
+        p.name for p in (tmp_path / "src" / "blobs" / "sha256").iterdir()
+    }
 
 
 def test_pull_only_user_cannot_push(secured: Berth, tmp_path: Path) -> None:
@@ -77,8 +86,11 @@ def test_pull_only_user_cannot_push(secured: Berth, tmp_path: Path) -> None:
     assert "denied" in denied.stderr.lower() or "unauthorized" in denied.stderr.lower()
     with secured.client() as client:
         # Nothing was stored: the admin's token sees no such tag.
-        token = client.get(f"{secured.auth_url}/token", params={"service": "berth", "scope": "repository:team/forbidden:pull"},
-                           auth=("root", "root-password")).json()["token"]
+        token = client.get(
+            f"{secured.auth_url}/token",
+            params={"service": "berth", "scope": "repository:team/forbidden:pull"},
+            auth=("root", "root-password"),
+        ).json()["token"]
         r = client.get("/v2/team/forbidden/tags/list", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 404
 
@@ -104,14 +116,18 @@ def test_anonymous_gets_a_challenge_naming_the_scope(secured: Berth) -> None:
 
 def test_search_shows_only_what_the_caller_may_pull(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     workdir = tmp_path_factory.mktemp("secured-search")
-    berth = token_service(workdir, rules=RULES + """
+    berth = token_service(
+        workdir,
+        rules=RULES
+        + """
 - account: "*"
   name: "${account}/*"
   actions: [pull, push]
 - account: [anonymous, "*"]
   name: "public/*"
   actions: [pull]
-""")
+""",
+    )
     berth.env.update(
         REGISTRY_AUTH_TYPE="token",
         REGISTRY_AUTH_TOKEN_REALM=f"{berth.auth_url}/token",
@@ -150,7 +166,9 @@ def test_search_shows_only_what_the_caller_may_pull(tmp_path_factory: pytest.Tem
 
 # --- docker search with credentials, and what a search counts ------------------------------------
 
-SEARCH_RULES = RULES + """
+SEARCH_RULES = (
+    RULES
+    + """
 - account: "*"
   name: "${account}/*"
   actions: [pull, push]
@@ -158,6 +176,7 @@ SEARCH_RULES = RULES + """
   name: "public/*"
   actions: [pull]
 """
+)
 # Repositories matching "app" by namespace: alice's own, private ones, public ones (sorted by name
 # within each, and the namespaces sort alice < private < public, which is the search's order).
 INDEXED = {"alice": 5, "private": 9, "public": 7}
@@ -180,20 +199,41 @@ def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
         REGISTRY_AUTH_TOKEN_JWKS=f"{berth.auth_url}/.well-known/jwks.json",
         REGISTRY_SEARCH_BACKEND="sqlalchemy",
     )
-    add_users(berth, {"root": ("root-password", ["admins"]), "alice": ("alice-password", []),
-                      "bob": ("bob-password", ["readers"]), "carol": ("carol-password", ["readers"])})
+    add_users(
+        berth,
+        {
+            "root": ("root-password", ["admins"]),
+            "alice": ("alice-password", []),
+            "bob": ("bob-password", ["readers"]),
+            "carol": ("carol-password", ["readers"]),
+        },
+    )
     berth.start("auth", "search", "blobstore", "gateway")
-    events = [{"id": f"event-{name}", "timestamp": "2026-01-02T15:04:05Z", "action": "push",
-               "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": name, "digest": DIGEST, "tag": "v1"}}
-              for namespace in INDEXED for name in indexed(namespace)]
+    events = [
+        {
+            "id": f"event-{name}",
+            "timestamp": "2026-01-02T15:04:05Z",
+            "action": "push",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": name, "digest": DIGEST, "tag": "v1"},
+        }
+        for namespace in INDEXED
+        for name in indexed(namespace)
+    ]
     r = httpx.post(f"{berth.search_url}/events", json={"events": events})
     assert r.status_code == 200 and r.json()["applied"] == len(events), r.text
     yield berth
     berth.stop()
 
 
-def search_page(berth: Berth, n: int, page: int, *, auth: httpx.Auth | None = None, headers: dict[str, str] | None = None,
-                local_address: str | None = None) -> httpx.Response:
+def search_page(
+    berth: Berth,
+    n: int,
+    page: int,
+    *,
+    auth: httpx.Auth | None = None,
+    headers: dict[str, str] | None = None,
+    local_address: str | None = None,
+) -> httpx.Response:
     transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
     with httpx.Client(base_url=berth.url, timeout=30, transport=transport) as client:
         return client.get("/v1/search", params={"q": "app", "n": str(n), "page": str(page)}, auth=auth, headers=headers)

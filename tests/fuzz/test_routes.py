@@ -18,6 +18,7 @@ prints the Hypothesis seed (BERTH_FUZZ_SEED replays it; the default is fixed, BE
 explores) and the shrunk request. What it found so
 far: tests/fuzz/FINDINGS.md.
 """
+
 from __future__ import annotations
 
 import base64
@@ -68,13 +69,16 @@ class Seeded:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
-    berth = Berth(tmp_path_factory.mktemp("fuzz"), env={
-        "REGISTRY_STORAGE_DRIVER": "filesystem",
-        "REGISTRY_STORAGE_DELETE_ENABLED": "true",
-        "REGISTRY_SEARCH_BACKEND": "sqlalchemy",
-        "REGISTRY_SEARCH_SECURITY": "token",
-        "REGISTRY_BLOBSTORE_TOKEN": SEARCH_TOKEN,
-    })
+    berth = Berth(
+        tmp_path_factory.mktemp("fuzz"),
+        env={
+            "REGISTRY_STORAGE_DRIVER": "filesystem",
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_SEARCH_BACKEND": "sqlalchemy",
+            "REGISTRY_SEARCH_SECURITY": "token",
+            "REGISTRY_BLOBSTORE_TOKEN": SEARCH_TOKEN,
+        },
+    )
     berth.start("blobstore", "auth", "search", "gateway")
     yield berth
     before = {service: len(berth.log(service)) for service in berth.procs}
@@ -132,8 +136,9 @@ def app_routes(berth: Berth, service: str) -> list[tuple[str, list[str]]]:
 # Sending requests as written (httpx would fold ``..`` and refuse odd headers)
 
 
-def send_raw(port: int, method: str, target: str, headers: dict[str, str], body: bytes,
-             declared_length: int | None = None, timeout: float = 15) -> tuple[int, dict[str, str], bytes] | None:
+def send_raw(
+    port: int, method: str, target: str, headers: dict[str, str], body: bytes, declared_length: int | None = None, timeout: float = 15
+) -> tuple[int, dict[str, str], bytes] | None:
     """One request on a new connection; the target and header values go out as UTF-8, unchecked.
     ``declared_length``: a Content-Length that differs from the body's; then the write side is
     closed after the body. No answer at all is None: allowed only when the body was cut short, by
@@ -173,11 +178,30 @@ def send_raw(port: int, method: str, target: str, headers: dict[str, str], body:
 # ------------------------------------------------------------------------------------------------
 # Strategies: the pieces of a request
 
-ODD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND", "MKCOL",
-               "LOCK", "get", "Post", "FOO", "M-SEARCH", "X" * 40, "CONNECT", "QUERY"]
+ODD_METHODS = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+    "MKCOL",
+    "LOCK",
+    "get",
+    "Post",
+    "FOO",
+    "M-SEARCH",
+    "X" * 40,
+    "CONNECT",
+    "QUERY",
+]
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30).map(
-    lambda s: s.replace("\r", "").replace("\n", ""))  # http.client refuses to send bare CR/LF in headers
+    lambda s: s.replace("\r", "").replace("\n", "")
+)  # http.client refuses to send bare CR/LF in headers
 ascii_word = st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=20)
 hexes = st.text("0123456789abcdef", min_size=0, max_size=140)
 
@@ -188,9 +212,39 @@ def encoded(s: str) -> str:
 
 segment = st.one_of(
     ascii_word,
-    st.sampled_from(["..", ".", "%2e%2e", "%2E%2e", "%2f", "a%2fb", "%00", "%ff", "%", "%zz", "~", "-", "_", "__",
-                     "..%2f..", "blobs", "manifests", "uploads", "tags", "_catalog", "référence", "名前", "\U0001F433",
-                     "a;b", "a?b", "a#b", "a b", "A", ""]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "%2e%2e",
+            "%2E%2e",
+            "%2f",
+            "a%2fb",
+            "%00",
+            "%ff",
+            "%",
+            "%zz",
+            "~",
+            "-",
+            "_",
+            "__",
+            "..%2f..",
+            "blobs",
+            "manifests",
+            "uploads",
+            "tags",
+            "_catalog",
+            "référence",
+            "名前",
+            "\U0001f433",
+            "a;b",
+            "a?b",
+            "a#b",
+            "a b",
+            "A",
+            "",
+        ]
+    ),
     text.map(encoded),
     text.filter(lambda s: s and not any(c in s for c in "/?#%\x7f") and min(s) > " "),  # raw, as UTF-8
     st.integers(min_value=200, max_value=400).map(lambda n: "a" * n),
@@ -198,9 +252,29 @@ segment = st.one_of(
 
 repo_name = st.one_of(
     st.just(REPO),
-    st.sampled_from(["library/ubuntu", "a", "a/b/c/d/e/f/g", "fuzz", "Fuzz/App", "a__b", "a--b", "a..b", "-a", "a-",
-                     "_uploads/x", "a/_manifests", "../../etc", "a/%2e%2e/b", "a%2fb", "x" * 255, "x" * 256,
-                     "/".join(["seg"] * 60), "a//b"]),
+    st.sampled_from(
+        [
+            "library/ubuntu",
+            "a",
+            "a/b/c/d/e/f/g",
+            "fuzz",
+            "Fuzz/App",
+            "a__b",
+            "a--b",
+            "a..b",
+            "-a",
+            "a-",
+            "_uploads/x",
+            "a/_manifests",
+            "../../etc",
+            "a/%2e%2e/b",
+            "a%2fb",
+            "x" * 255,
+            "x" * 256,
+            "/".join(["seg"] * 60),
+            "a//b",
+        ]
+    ),
     st.lists(segment, min_size=1, max_size=4).map("/".join),
 )
 
@@ -215,16 +289,27 @@ def digests(known: list[str]) -> st.SearchStrategy[str]:
         st.builds(lambda h: f"sha256:{h}", st.text("0123456789abcdef", min_size=64, max_size=64)),
         st.builds(lambda h: f"sha512:{h}", st.text("0123456789abcdef", min_size=128, max_size=128)),
         st.builds(lambda h: f"sha256:{h}", st.text("0123456789ABCDEFG", min_size=64, max_size=64)),
-        st.sampled_from(["sha256", "sha256:", ":", "sha256:" + "0" * 64 + "%00", "sha256%3a" + "a" * 64,
-                         "sha256:" + "a" * 64 + ":" + "b" * 64, "sha256:../../" + "a" * 58]),
+        st.sampled_from(
+            [
+                "sha256",
+                "sha256:",
+                ":",
+                "sha256:" + "0" * 64 + "%00",
+                "sha256%3a" + "a" * 64,
+                "sha256:" + "a" * 64 + ":" + "b" * 64,
+                "sha256:../../" + "a" * 58,
+            ]
+        ),
         segment,
     )
 
 
 def references(known: list[str]) -> st.SearchStrategy[str]:
     return st.one_of(
-        st.just(TAG), st.sampled_from(["latest", "v1.0", "a" * 128, "a" * 129, "-tag", ".tag", "_tag"]),
-        digests(known), segment,
+        st.just(TAG),
+        st.sampled_from(["latest", "v1.0", "a" * 128, "a" * 129, "-tag", ".tag", "_tag"]),
+        digests(known),
+        segment,
     )
 
 
@@ -241,30 +326,69 @@ def upload_ids() -> st.SearchStrategy[str]:
 
 def query_pairs(names: list[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
     value = st.one_of(
-        st.integers(min_value=-(10 ** 30), max_value=10 ** 30).map(str),
-        st.sampled_from(["", "0", "-1", "1", "100", "10001", "abc", "1e3", "0x10", "NaN", "true", "∞", REPO, TAG,
-                         "sha256", "sha512", "md5", "@body", "repository:fuzz/app:pull,push", "registry:catalog:*", "a" * 300]),
-        text, ascii_word,
+        st.integers(min_value=-(10**30), max_value=10**30).map(str),
+        st.sampled_from(
+            [
+                "",
+                "0",
+                "-1",
+                "1",
+                "100",
+                "10001",
+                "abc",
+                "1e3",
+                "0x10",
+                "NaN",
+                "true",
+                "∞",
+                REPO,
+                TAG,
+                "sha256",
+                "sha512",
+                "md5",
+                "@body",
+                "repository:fuzz/app:pull,push",
+                "registry:catalog:*",
+                "a" * 300,
+            ]
+        ),
+        text,
+        ascii_word,
     )
     name = st.one_of(st.sampled_from(names), ascii_word)
     return st.lists(st.tuples(name, value), max_size=6)
 
 
 def ranges() -> st.SearchStrategy[str]:
-    n = st.integers(min_value=-5, max_value=2 ** 70)
+    n = st.integers(min_value=-5, max_value=2**70)
     return st.one_of(
         st.builds(lambda a, b: f"bytes={a}-{b}", n, n),
         st.builds(lambda a: f"bytes={a}-", n),
         st.builds(lambda b: f"bytes=-{b}", n),
         st.builds(lambda a, b, c, d: f"bytes={a}-{b},{c}-{d}", n, n, n, n),
-        st.sampled_from(["bytes=", "bytes", "items=0-1", "bytes=a-b", "bytes=--1", "bytes=1-2-3", "bytes=0-0,",
-                         "bytes = 0-1", "BYTES=0-1", "bytes=0-" + "9" * 40, "bytes=-0", "bytes=0x1-0x2", "bytes=١-٢"]),
+        st.sampled_from(
+            [
+                "bytes=",
+                "bytes",
+                "items=0-1",
+                "bytes=a-b",
+                "bytes=--1",
+                "bytes=1-2-3",
+                "bytes=0-0,",
+                "bytes = 0-1",
+                "BYTES=0-1",
+                "bytes=0-" + "9" * 40,
+                "bytes=-0",
+                "bytes=0x1-0x2",
+                "bytes=١-٢",
+            ]
+        ),
         text,
     )
 
 
 def content_ranges() -> st.SearchStrategy[str]:
-    n = st.integers(min_value=-5, max_value=2 ** 70)
+    n = st.integers(min_value=-5, max_value=2**70)
     return st.one_of(
         st.builds(lambda a, b: f"{a}-{b}", n, n),
         st.builds(lambda a, b, c: f"bytes {a}-{b}/{c}", n, n, st.one_of(n.map(str), st.just("*"))),
@@ -273,23 +397,53 @@ def content_ranges() -> st.SearchStrategy[str]:
     )
 
 
-MEDIA_TYPES = [OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, "application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.v1+prettyjws", "application/json", "text/plain",
-               "application/octet-stream", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-               "application/json; charset=latin-1", "*/*", "", "garbage", OCI_CONFIG, OCI_LAYER]
+MEDIA_TYPES = [
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/json",
+    "text/plain",
+    "application/octet-stream",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=latin-1",
+    "*/*",
+    "",
+    "garbage",
+    OCI_CONFIG,
+    OCI_LAYER,
+]
 
 
 def authorizations() -> st.SearchStrategy[str]:
     b64 = st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())
-    jwt_part = st.one_of(b64, st.dictionaries(ascii_word, st.one_of(ascii_word, st.integers()), max_size=4).map(
-        lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")))
+    jwt_part = st.one_of(
+        b64,
+        st.dictionaries(ascii_word, st.one_of(ascii_word, st.integers()), max_size=4).map(
+            lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+        ),
+    )
     return st.one_of(
         st.builds(lambda b: f"Basic {b}", b64),
         st.builds(lambda u, p: "Basic " + base64.b64encode(f"{u}:{p}".encode()).decode(), text, text),
         st.builds(lambda t: f"Bearer {t}", st.one_of(text, ascii_word)),
         st.builds(lambda a, b, c: f"Bearer {a}.{b}.{c}", jwt_part, jwt_part, b64),
-        st.sampled_from(["Bearer", "Basic", "Basic !!!", "Basic Og==", "Bearer " + SEARCH_TOKEN, "Digest x", "",
-                         "Bearer " + "a" * 9000, "bearer " + SEARCH_TOKEN, "Basic " + base64.b64encode(b"\xff:\xfe").decode()]),
+        st.sampled_from(
+            [
+                "Bearer",
+                "Basic",
+                "Basic !!!",
+                "Basic Og==",
+                "Bearer " + SEARCH_TOKEN,
+                "Digest x",
+                "",
+                "Bearer " + "a" * 9000,
+                "bearer " + SEARCH_TOKEN,
+                "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
+            ]
+        ),
         text,
     )
 
@@ -299,32 +453,40 @@ def headers(extra: dict[str, st.SearchStrategy[str]]) -> st.SearchStrategy[dict[
         "Range": ranges(),
         "Content-Range": content_ranges(),
         "Content-Type": st.one_of(st.sampled_from(MEDIA_TYPES), text),
-        "Accept": st.one_of(st.sampled_from(MEDIA_TYPES), st.lists(st.sampled_from(MEDIA_TYPES), max_size=6).map(", ".join),
-                            st.builds(lambda m, q: f"{m};q={q}", st.sampled_from(MEDIA_TYPES), st.sampled_from(["0", "1", "abc", "-1", "1e999", ""]))),
+        "Accept": st.one_of(
+            st.sampled_from(MEDIA_TYPES),
+            st.lists(st.sampled_from(MEDIA_TYPES), max_size=6).map(", ".join),
+            st.builds(lambda m, q: f"{m};q={q}", st.sampled_from(MEDIA_TYPES), st.sampled_from(["0", "1", "abc", "-1", "1e999", ""])),
+        ),
         "Authorization": authorizations(),
         "X-Forwarded-For": st.one_of(st.sampled_from(["127.0.0.1", "::1", "garbage", "1.2.3.4, 5.6.7.8", ""]), text),
         "X-Forwarded-Proto": st.sampled_from(["http", "https", "gopher", ""]),
         "X-Forwarded-Host": st.one_of(st.sampled_from(["example.com", "a:99999", "[::1]:5000", "@@", ""]), text),
-        "Forwarded": st.one_of(st.sampled_from(['for=1.2.3.4;proto=https;host=x', 'for="[::1]"', "for=", ';;;']), text),
+        "Forwarded": st.one_of(st.sampled_from(["for=1.2.3.4;proto=https;host=x", 'for="[::1]"', "for=", ";;;"]), text),
         "Host": st.sampled_from(["example.com", "127.0.0.1:1", "[::1]", "a b", "x:y:z", "é.example"]),
         "X-Request-Id": st.one_of(text, st.just("a" * 500)),
         "If-None-Match": st.one_of(st.just('"sha256:' + "a" * 64 + '"'), text),
         "Transfer-Encoding": st.just("chunked").filter(lambda _: False),  # never: http.client frames it
-        "OCI-Chunk-Min-Length": st.integers(min_value=-1, max_value=2 ** 64).map(str),
+        "OCI-Chunk-Min-Length": st.integers(min_value=-1, max_value=2**64).map(str),
         "Expect": st.sampled_from(["100-continue", "garbage"]),
         **extra,
     }
     names = sorted(k for k in common if k != "Transfer-Encoding")
     return st.lists(st.sampled_from(names), max_size=6, unique=True).flatmap(
-        lambda chosen: st.fixed_dictionaries({k: common[k] for k in chosen}))
+        lambda chosen: st.fixed_dictionaries({k: common[k] for k in chosen})
+    )
 
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
-    st.floats(allow_nan=False, allow_infinity=False), text,
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text,
 )
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                 st.dictionaries(text, inner, max_size=4)), max_leaves=20)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)), max_leaves=20
+)
 
 
 def deep(depth: int, kind: str) -> bytes:
@@ -337,23 +499,51 @@ def deep(depth: int, kind: str) -> bytes:
 
 def mutated(template: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     """A real-looking document with some fields (top-level or one down) swapped for any JSON."""
+
     def mutate(doc: dict[str, Any], changes: list[tuple[list[str], Any]]) -> dict[str, Any]:
         doc = json.loads(json.dumps(doc))
         for path, value in changes:
             target: Any = doc
             for key in path[:-1]:
                 if isinstance(target, dict) and isinstance(target.get(key), (dict, list)):
-                    target = target[key] if isinstance(target[key], dict) else (target[key][0] if target[key] and isinstance(target[key][0], dict) else {})
+                    target = (
+                        target[key]
+                        if isinstance(target[key], dict)
+                        else (target[key][0] if target[key] and isinstance(target[key][0], dict) else {})
+                    )
             if isinstance(target, dict):
                 target[path[-1]] = value
         return doc
 
-    keys = sorted({*template, "schemaVersion", "mediaType", "config", "layers", "manifests", "subject", "annotations",
-                   "artifactType", "digest", "size", "urls", "platform", "events", "target", "action", "repository", "tag"})
-    paths = st.one_of(st.sampled_from(keys).map(lambda k: [k]),
-                      st.tuples(st.sampled_from(["config", "layers", "manifests", "subject", "events"]),
-                                st.sampled_from(["digest", "size", "mediaType", "urls", "annotations", "platform", "target",
-                                                 "action", "repository"])).map(list))
+    keys = sorted(
+        {
+            *template,
+            "schemaVersion",
+            "mediaType",
+            "config",
+            "layers",
+            "manifests",
+            "subject",
+            "annotations",
+            "artifactType",
+            "digest",
+            "size",
+            "urls",
+            "platform",
+            "events",
+            "target",
+            "action",
+            "repository",
+            "tag",
+        }
+    )
+    paths = st.one_of(
+        st.sampled_from(keys).map(lambda k: [k]),
+        st.tuples(
+            st.sampled_from(["config", "layers", "manifests", "subject", "events"]),
+            st.sampled_from(["digest", "size", "mediaType", "urls", "annotations", "platform", "target", "action", "repository"]),
+        ).map(list),
+    )
     return st.lists(st.tuples(paths, json_values), min_size=1, max_size=4).map(lambda changes: mutate(template, changes))
 
 
@@ -363,14 +553,50 @@ def bodies(templates: list[dict[str, Any]]) -> st.SearchStrategy[bytes]:
         st.binary(max_size=300),
         json_values.map(lambda v: json.dumps(v).encode()),
         st.builds(deep, st.sampled_from([50, 1000, 3000, 100_000]), st.sampled_from(["list", "dict", "manifest"])),
-        st.sampled_from([b"1e999999", b"-1e999999", b"9" * 5000, b'{"schemaVersion": 1e400}', b"NaN", b'{"a": Infinity}',
-                         b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'", "config": {"digest": "sha256:' + b"a" * 64 + b'", "size": ' + b"9" * 400 + b"}}",
-                         b"\xef\xbb\xbf{}", b'"\\ud800"', b'{"a":"\\u0000"}', b"{" * 10 + b"\x00", b"[1,2,"]),
+        st.sampled_from(
+            [
+                b"1e999999",
+                b"-1e999999",
+                b"9" * 5000,
+                b'{"schemaVersion": 1e400}',
+                b"NaN",
+                b'{"a": Infinity}',
+                b'{"schemaVersion": 2, "mediaType": "'
+                + OCI_MANIFEST.encode()
+                + b'", "config": {"digest": "sha256:'
+                + b"a" * 64
+                + b'", "size": '
+                + b"9" * 400
+                + b"}}",
+                b"\xef\xbb\xbf{}",
+                b'"\\ud800"',
+                b'{"a":"\\u0000"}',
+                b"{" * 10 + b"\x00",
+                b"[1,2,",
+            ]
+        ),
         st.sampled_from(templates).flatmap(mutated).map(lambda d: json.dumps(d).encode()) if templates else st.nothing(),
         st.sampled_from(templates).map(lambda d: json.dumps(d).encode()) if templates else st.nothing(),
-        st.lists(st.tuples(st.sampled_from(["grant_type", "service", "client_id", "username", "password", "scope",
-                                            "access_type", "refresh_token", "token", "offline_token"]), text),
-                 max_size=8).map(lambda pairs: urllib.parse.urlencode(pairs).encode()),
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "grant_type",
+                        "service",
+                        "client_id",
+                        "username",
+                        "password",
+                        "scope",
+                        "access_type",
+                        "refresh_token",
+                        "token",
+                        "offline_token",
+                    ]
+                ),
+                text,
+            ),
+            max_size=8,
+        ).map(lambda pairs: urllib.parse.urlencode(pairs).encode()),
     )
 
 
@@ -385,16 +611,20 @@ class Request:
 
     def __repr__(self) -> str:  # bodies of 100,000 brackets make unreadable failure reports
         body = self.body if len(self.body) < 600 else self.body[:300] + b"...(%d bytes)..." % len(self.body) + self.body[-100:]
-        return (f"Request({self.method!r}, {self.target()!r}, headers={self.headers!r}, body={body!r}, "
-                f"length_delta={self.length_delta})")
+        return f"Request({self.method!r}, {self.target()!r}, headers={self.headers!r}, body={body!r}, length_delta={self.length_delta})"
 
     def target(self) -> str:
         return self.path + (("&" if "?" in self.path else "?") + urllib.parse.urlencode(self.query) if self.query else "")
 
 
-def requests(routes: list[tuple[str, list[str]]], fill: dict[str, st.SearchStrategy[str]], query_names: list[str],
-             extra_headers: dict[str, st.SearchStrategy[str]], templates: list[dict[str, Any]],
-             likely_queries: list[list[tuple[str, str]]] = ()) -> st.SearchStrategy[Request]:
+def requests(
+    routes: list[tuple[str, list[str]]],
+    fill: dict[str, st.SearchStrategy[str]],
+    query_names: list[str],
+    extra_headers: dict[str, st.SearchStrategy[str]],
+    templates: list[dict[str, Any]],
+    likely_queries: list[list[tuple[str, str]]] = (),
+) -> st.SearchStrategy[Request]:
     """A request at one of ``routes`` (its template filled from ``fill``), mostly with one of its
     methods, sometimes at a mangled or unknown path."""
     # Built once: strategies made anew at every draw cost Hypothesis far more than the requests.
@@ -476,16 +706,30 @@ class BudgetSpent(BaseException):
     examples) when the wall-clock budget is over and nothing has failed."""
 
 
-def run(service: str, port: int, strategy: st.SearchStrategy[Request], *, seconds: float, examples: int,
-        prepare: Callable[[Request], Request] = lambda r: r, envelope: bool = True) -> None:
+def run(
+    service: str,
+    port: int,
+    strategy: st.SearchStrategy[Request],
+    *,
+    seconds: float,
+    examples: int,
+    prepare: Callable[[Request], Request] = lambda r: r,
+    envelope: bool = True,
+) -> None:
     """Sends ``strategy``'s requests until ``examples`` ran or ``seconds`` passed."""
     RECORDS[service] = record = Record()
     stop_at = time.monotonic() + seconds
     failed = [False]
 
     @seed(SEED)
-    @settings(max_examples=max(1, int(examples * EXAMPLE_SCALE)), deadline=None, database=None, print_blob=True,
-              phases=(Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max(1, int(examples * EXAMPLE_SCALE)),
+        deadline=None,
+        database=None,
+        print_blob=True,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+    )
     @given(request=strategy)
     def fuzz(request: Request) -> None:
         if time.monotonic() > stop_at and not failed[0]:
@@ -509,9 +753,11 @@ def run(service: str, port: int, strategy: st.SearchStrategy[Request], *, second
         fuzz()
     except BudgetSpent:
         pass
-    print(f"fuzz {service}: {record.sent} requests in {time.monotonic() - started:.1f}s (budget {seconds:.0f}s), "
-          f"statuses {dict(sorted(record.statuses.items()))} (0: connection closed on a cut-short body); "
-          f"slowest: {record.slowest}")
+    print(
+        f"fuzz {service}: {record.sent} requests in {time.monotonic() - started:.1f}s (budget {seconds:.0f}s), "
+        f"statuses {dict(sorted(record.statuses.items()))} (0: connection closed on a cut-short body); "
+        f"slowest: {record.slowest}"
+    )
     assert record.sent > 0
 
 
@@ -532,8 +778,10 @@ def share(weight: float) -> float:
 def test_fuzz_gateway(services: Berth) -> None:
     seeded = seed_registry(services)
     fill = {
-        "name": repo_name, "digest": digests(seeded.blobs + seeded.manifests),
-        "reference": references(seeded.blobs + seeded.manifests), "upload_id": upload_ids(),
+        "name": repo_name,
+        "digest": digests(seeded.blobs + seeded.manifests),
+        "reference": references(seeded.blobs + seeded.manifests),
+        "upload_id": upload_ids(),
     }
     names = ["n", "last", "digest", "digest-algorithm", "tag", "mount", "from", "_state", "artifactType", "q", "page"]
     counter = [0]
@@ -562,12 +810,27 @@ def test_fuzz_gateway(services: Berth) -> None:
                 request.path = request.path.replace(placeholder, replacement[placeholder])
         return request
 
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": seeded.manifests[0], "size": len(json.dumps(seeded.manifest_body)),
-         "platform": {"architecture": "amd64", "os": "linux"}}]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": seeded.manifests[0],
+                "size": len(json.dumps(seeded.manifest_body)),
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }
+        ],
+    }
     referrer = {**seeded.manifest_body, "artifactType": "application/x-fuzz", "subject": index["manifests"][0]}
-    likely = [[("digest", "@body")], [("digest", "@body512")], [("digest-algorithm", "sha512")],
-              [("mount", seeded.blobs[0]), ("from", REPO)], [("n", "1")], [("tag", "t1"), ("tag", "t2")]]
+    likely = [
+        [("digest", "@body")],
+        [("digest", "@body512")],
+        [("digest-algorithm", "sha512")],
+        [("mount", seeded.blobs[0]), ("from", REPO)],
+        [("n", "1")],
+        [("tag", "t1"), ("tag", "t2")],
+    ]
     strategy = requests(app_routes(services, "gateway"), fill, names, {}, [seeded.manifest_body, index, referrer], likely)
     run("gateway", services.http_port, strategy, seconds=share(0.55), examples=6000, prepare=prepare)
     assert_no_traceback(services, "gateway", "blobstore")
@@ -575,8 +838,20 @@ def test_fuzz_gateway(services: Berth) -> None:
 
 def test_fuzz_token_service(services: Berth) -> None:
     names = ["service", "scope", "account", "offline_token", "client_id", "grant_type"]
-    scope = st.one_of(st.sampled_from(["repository:fuzz/app:pull", "repository:a:pull,push,*", "registry:catalog:*",
-                                       "repository:foo:bar:pull", "repository(plugin):x:pull", "a:b:c", ":::"]), text)
+    scope = st.one_of(
+        st.sampled_from(
+            [
+                "repository:fuzz/app:pull",
+                "repository:a:pull,push,*",
+                "registry:catalog:*",
+                "repository:foo:bar:pull",
+                "repository(plugin):x:pull",
+                "a:b:c",
+                ":::",
+            ]
+        ),
+        text,
+    )
     templates = [{"scopes": ["repository:fuzz/app:pull"]}]
     strategy = requests(app_routes(services, "auth"), {}, names, {"X-Scope": scope}, templates)
     run("auth", services.auth_port, strategy, seconds=share(0.2), examples=2000)
@@ -584,10 +859,20 @@ def test_fuzz_token_service(services: Berth) -> None:
 
 
 def test_fuzz_search_service(services: Berth) -> None:
-    event = {"id": "x", "timestamp": "2024-01-01T00:00:00Z", "action": "push",
-             "target": {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 10, "repository": "fuzz/app",
-                        "url": "http://127.0.0.1:1/v2/fuzz/app/manifests/sha256:" + "a" * 64, "tag": "v1"},
-             "request": {"id": "r", "addr": "127.0.0.1", "host": "h", "method": "PUT", "useragent": "u"}}
+    event = {
+        "id": "x",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "action": "push",
+        "target": {
+            "mediaType": OCI_MANIFEST,
+            "digest": "sha256:" + "a" * 64,
+            "size": 10,
+            "repository": "fuzz/app",
+            "url": "http://127.0.0.1:1/v2/fuzz/app/manifests/sha256:" + "a" * 64,
+            "tag": "v1",
+        },
+        "request": {"id": "r", "addr": "127.0.0.1", "host": "h", "method": "PUT", "useragent": "u"},
+    }
     templates = [{"events": [event]}, {"events": [{**event, "action": "delete"}]}, event]
     strategy = requests(app_routes(services, "search"), {}, ["q", "n", "page"], {}, templates)
 

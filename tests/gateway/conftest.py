@@ -1,5 +1,6 @@
 """Gateway fixtures: a client that checks the API version header on every /v2 response, and a
 repository name of the test's own (the registry is shared by the whole session)."""
+
 from __future__ import annotations
 
 import hashlib

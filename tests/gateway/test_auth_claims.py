@@ -1,5 +1,6 @@
 """In process: which claims TokenVerifier accepts (pyjwt checks the registered claims, Berth the
 access list), with a key from the bundle and no gateway to start."""
+
 from __future__ import annotations
 
 import asyncio
@@ -91,10 +92,15 @@ def test_refused_claims(bundle: Path, case: str) -> None:
         verify(bundle, token)
 
 
-@pytest.mark.parametrize("entry", [
-    "repository:team/app:pull", {"type": "repository", "name": NAME, "actions": "pull"},
-    {"type": "repository", "actions": ["pull"]}, {"type": "repository", "name": NAME, "actions": [1]},
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "repository:team/app:pull",
+        {"type": "repository", "name": NAME, "actions": "pull"},
+        {"type": "repository", "actions": ["pull"]},
+        {"type": "repository", "name": NAME, "actions": [1]},
+    ],
+)
 def test_malformed_access_entries_are_refused(bundle: Path, entry: Any) -> None:
     token = mint(access=[entry])
     with pytest.raises(InvalidToken):

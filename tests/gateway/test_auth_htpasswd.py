@@ -1,5 +1,6 @@
 """Basic auth against an htpasswd file: challenges, good and bad credentials, file changes picked
 up live, the bcrypt work shared and cached, and skopeo pushing with --dest-creds."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,11 +28,14 @@ USERS = {"alice": "wonderland", "bob": "builder:with:colons"}
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
     workdir = tmp_path_factory.mktemp("berth-htpasswd")
     write_htpasswd(workdir / "htpasswd", USERS)
-    instance = Berth(workdir, env={
-        "REGISTRY_AUTH_TYPE": "htpasswd",
-        "REGISTRY_AUTH_HTPASSWD_REALM": REALM,
-        "REGISTRY_AUTH_HTPASSWD_PATH": str(workdir / "htpasswd"),
-    })
+    instance = Berth(
+        workdir,
+        env={
+            "REGISTRY_AUTH_TYPE": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": REALM,
+            "REGISTRY_AUTH_HTPASSWD_PATH": str(workdir / "htpasswd"),
+        },
+    )
     instance.start()
     yield instance
     instance.stop()
@@ -63,10 +67,16 @@ def test_base_route_challenges_without_credentials(client: httpx.Client, method:
     assert client.request(method, "/v2/", headers=basic("alice", USERS["alice"])).status_code == 200
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v2/_catalog"), ("GET", "/v2/some/repo/tags/list"), ("POST", "/v2/some/repo/blobs/uploads/"),
-    ("DELETE", "/v2/some/repo/manifests/sha256:" + "0" * 64), ("HEAD", "/v2/some/repo/blobs/sha256:" + "0" * 64),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/_catalog"),
+        ("GET", "/v2/some/repo/tags/list"),
+        ("POST", "/v2/some/repo/blobs/uploads/"),
+        ("DELETE", "/v2/some/repo/manifests/sha256:" + "0" * 64),
+        ("HEAD", "/v2/some/repo/blobs/sha256:" + "0" * 64),
+    ],
+)
 def test_every_api_route_needs_credentials(client: httpx.Client, method: str, path: str) -> None:
     assert_challenged(client.request(method, path), method)
 
@@ -79,18 +89,21 @@ def test_valid_credentials_grant_everything(client: httpx.Client, repo: str) -> 
     assert client.delete(f"/v2/{repo}/manifests/{digest}").status_code == 202
 
 
-@pytest.mark.parametrize("header", [
-    "Basic " + base64.b64encode(b"alice:wrong").decode(),
-    "Basic " + base64.b64encode(b"nobody:wonderland").decode(),
-    "Basic " + base64.b64encode(b"alice:" + b"w" * 100).decode(),  # longer than bcrypt reads
-    "Basic " + base64.b64encode(b"alice").decode(),  # no colon
-    "Basic " + base64.b64encode(b":wonderland").decode(),  # no user
-    "Basic " + base64.b64encode(b"alice:wonderland")[:-3].decode() + "!!",  # not base64
-    "Basic " + base64.b64encode(b"alice:\xffwonderland").decode(),  # not UTF-8
-    "Basic",
-    "Bearer " + base64.b64encode(b"alice:wonderland").decode(),
-    base64.b64encode(b"alice:wonderland").decode(),
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic " + base64.b64encode(b"alice:wrong").decode(),
+        "Basic " + base64.b64encode(b"nobody:wonderland").decode(),
+        "Basic " + base64.b64encode(b"alice:" + b"w" * 100).decode(),  # longer than bcrypt reads
+        "Basic " + base64.b64encode(b"alice").decode(),  # no colon
+        "Basic " + base64.b64encode(b":wonderland").decode(),  # no user
+        "Basic " + base64.b64encode(b"alice:wonderland")[:-3].decode() + "!!",  # not base64
+        "Basic " + base64.b64encode(b"alice:\xffwonderland").decode(),  # not UTF-8
+        "Basic",
+        "Bearer " + base64.b64encode(b"alice:wonderland").decode(),
+        base64.b64encode(b"alice:wonderland").decode(),
+    ],
+)
 def test_bad_or_malformed_credentials(registry: Berth, header: str) -> None:
     r = raw_request(registry.http_port, "GET", "/v2/", {"Authorization": header})
     assert r.status == 401
@@ -155,7 +168,9 @@ def test_skopeo_pushes_with_dest_creds_and_fails_with_a_wrong_password(registry:
     def copy(creds: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", creds, image.ref(), remote],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     refused = copy("alice:not-the-password")

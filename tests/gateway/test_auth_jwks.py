@@ -1,5 +1,6 @@
 """Token keys from a JWKS URL (rotation, bounded refetching, an unreachable JWKS), bad key
 configuration, and, in process, the verified-token cache and the identity left on the request."""
+
 from __future__ import annotations
 
 import asyncio
@@ -150,7 +151,12 @@ def test_a_cached_token_is_good_up_to_and_including_its_last_valid_instant(tmp_p
 def _request(path: str, template: str, params: dict[str, str], headers: dict[str, str]) -> Request:
     route = APIRoute(template, lambda: None, methods=["GET"])
     scope = {
-        "type": "http", "method": "GET", "path": path, "query_string": b"", "route": route, "path_params": params,
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"",
+        "route": route,
+        "path_params": params,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
     return Request(scope)
@@ -167,7 +173,8 @@ def test_identity_is_left_on_the_request(tmp_path: Path) -> None:
     identity = request.state.identity
     assert identity.account == "bob" and identity.token == token
     assert [(g.type, g.name, sorted(g.actions)) for g in identity.grants] == [
-        ("repository", NAME, ["pull"]), ("repository", "other/repo", ["*"]),
+        ("repository", NAME, ["pull"]),
+        ("repository", "other/repo", ["*"]),
     ]
     assert identity.can("repository", NAME, "pull") and not identity.can("repository", NAME, "push")
     assert identity.can("repository", "other/repo", "delete")

@@ -2,6 +2,7 @@
 rootcertbundle or a JWKS, so whoever holds its private key signs tokens that push and pull; tokens
 of any other key are refused, and an unusable file is reported under its own setting's name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

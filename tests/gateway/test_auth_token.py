@@ -3,6 +3,7 @@
 Tokens are minted here with test keys (ES256 behind a certificate, RS256 as a bare public key, both
 in the rootcertbundle), as the token service would mint them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -105,7 +106,9 @@ def test_challenge_names_exactly_what_the_route_needs(client: httpx.Client, meth
     if method != "HEAD":
         error = assert_error(r, 401, "UNAUTHORIZED")
         needed = [f"{a['type']}:{a['name']}:{a['action']}" for a in error.get("detail") or []]
-        wanted = [f"{s.rsplit(':', 1)[0]}:{action}" for s in (scope or "").format(r=name).split() for action in s.rsplit(":", 1)[1].split(",")]
+        wanted = [
+            f"{s.rsplit(':', 1)[0]}:{action}" for s in (scope or "").format(r=name).split() for action in s.rsplit(":", 1)[1].split(",")
+        ]
         assert needed == wanted
 
 

@@ -1,4 +1,5 @@
 """Blob reads, ranges, repository isolation and deletes: /v2/<name>/blobs/<digest>."""
+
 from __future__ import annotations
 
 import os
@@ -65,7 +66,9 @@ def test_range_request_gives_partial_content(client, repo, blob, header, start, 
     assert r.content == DATA[start : end + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0", "bytes=500-0", "bytes=9-0", "items=0-9", "bytes=", "bytes=a-b", "0-9"])
+@pytest.mark.parametrize(
+    "header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0", "bytes=500-0", "bytes=9-0", "items=0-9", "bytes=", "bytes=a-b", "0-9"]
+)
 def test_unsatisfiable_or_malformed_range_is_416(client, repo, blob, header):
     r = client.get(f"/v2/{repo}/blobs/{blob}", headers={"Range": header})
     assert_error(r, 416, "RANGE_INVALID")

@@ -1,5 +1,6 @@
 """The blobstore client seam: BlobstoreAPI names every call of the gRPC client, each implementation
 implements all of them, and ForwardingBlobstore passes each call on unchanged."""
+
 from __future__ import annotations
 
 import asyncio

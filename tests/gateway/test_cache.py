@@ -4,6 +4,7 @@ Round trips are counted by wrapping the real blobstore client of an in-process g
 to a real blobstore process); everything about sharing, invalidation and outages runs against
 gateway processes that share one blobstore and one Redis.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,9 @@ def gateway(store: Berth, workdir: Path, env: dict[str, str]) -> Berth:
 
 
 @pytest.fixture(scope="module")
-def gateways(store: Berth, redis_server: RedisServer, proxy: TCPProxy,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Berth]]:
+def gateways(
+    store: Berth, redis_server: RedisServer, proxy: TCPProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Berth]]:
     """one and two: Redis directly; cut: through the proxy, so a test can take Redis away from it."""
     through_proxy = {**redis_server.env, "REGISTRY_CACHE_LRU_PORT": str(proxy.port)}
     started = {
@@ -350,8 +352,12 @@ def test_tags_pushed_with_a_digest_move_at_once_everywhere(http: dict[str, httpx
 
     _, payload = push_image(one, repo, "source", layers=[b"second"])
     digest = "sha512:" + hashlib.sha512(payload).hexdigest()
-    r = one.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", "latest"), ("tag", "stable")], content=payload,
-                headers={"Content-Type": json.loads(payload)["mediaType"]})
+    r = one.put(
+        f"/v2/{repo}/manifests/{digest}",
+        params=[("tag", "latest"), ("tag", "stable")],
+        content=payload,
+        headers={"Content-Type": json.loads(payload)["mediaType"]},
+    )
     assert r.status_code == 201 and r.headers.get_list("oci-tag") == ["latest", "stable"]
     for ref in ("latest", "stable", digest):
         for _ in range(2):  # filled by the first read, served from Redis by the second
@@ -365,8 +371,10 @@ def test_a_deleted_manifest_is_gone_at_once_everywhere(http: dict[str, httpx.Cli
     one, two = http["one"], http["two"]
     digest, payload = push_image(one, repo, "a")
     push_image(one, repo, "b")
-    assert one.put(f"/v2/{repo}/manifests/also-a", content=payload,
-                   headers={"Content-Type": json.loads(payload)["mediaType"]}).status_code == 201
+    assert (
+        one.put(f"/v2/{repo}/manifests/also-a", content=payload, headers={"Content-Type": json.loads(payload)["mediaType"]}).status_code
+        == 201
+    )
     for ref in ("a", "also-a", digest, "b"):
         assert manifest(two, repo, ref).status_code == 200
     assert f"{PREFIX}man:{repo}:{digest}" in cached_keys(redis_server.client(), repo)
@@ -378,8 +386,10 @@ def test_a_deleted_manifest_is_gone_at_once_everywhere(http: dict[str, httpx.Cli
     assert manifest(two, repo, "b").status_code == 200
 
     # Pushed again by digest only: the old tags stay gone.
-    assert one.put(f"/v2/{repo}/manifests/{digest}", content=payload,
-                   headers={"Content-Type": json.loads(payload)["mediaType"]}).status_code == 201
+    assert (
+        one.put(f"/v2/{repo}/manifests/{digest}", content=payload, headers={"Content-Type": json.loads(payload)["mediaType"]}).status_code
+        == 201
+    )
     assert manifest(two, repo, digest).status_code == 200
     for ref in ("a", "also-a"):
         assert manifest(two, repo, ref).status_code == 404, ref
@@ -388,8 +398,14 @@ def test_a_deleted_manifest_is_gone_at_once_everywhere(http: dict[str, httpx.Cli
 def test_a_deleted_tag_is_gone_at_once_everywhere(http: dict[str, httpx.Client], repo: str) -> None:
     one, two = http["one"], http["two"]
     digest, _ = push_image(one, repo, "v1")
-    assert one.put(f"/v2/{repo}/manifests/v2", content=manifest(one, repo, "v1").content,
-                   headers={"Content-Type": manifest(one, repo, "v1").headers["content-type"]}).status_code == 201
+    assert (
+        one.put(
+            f"/v2/{repo}/manifests/v2",
+            content=manifest(one, repo, "v1").content,
+            headers={"Content-Type": manifest(one, repo, "v1").headers["content-type"]},
+        ).status_code
+        == 201
+    )
     assert manifest(two, repo, "v1").status_code == 200
     assert manifest(two, repo, "v2").status_code == 200
 
@@ -459,11 +475,13 @@ def test_a_gateway_cut_off_from_redis_keeps_serving_and_catches_up(
         assert manifest(c, repo, digest).status_code == 404
         assert blob(c, repo, layer).status_code == 404
     # ... and uses the cache again.
-    wait_until(lambda: manifest(cut, repo, "new").status_code == 200 and f"{PREFIX}tag:{repo}:new" in cached_keys(r, repo),
-               what="the cache to be filled again")
+    wait_until(
+        lambda: manifest(cut, repo, "new").status_code == 200 and f"{PREFIX}tag:{repo}:new" in cached_keys(r, repo),
+        what="the cache to be filled again",
+    )
     assert new_digest == manifest(one, repo, "new").headers["docker-content-digest"]
     # One warning for the whole outage.
-    assert outage_warnings(gateways["cut"].log("gateway")[len(log):]) == 1
+    assert outage_warnings(gateways["cut"].log("gateway")[len(log) :]) == 1
 
 
 def test_a_stopped_redis_changes_nothing_for_clients(store: Berth, tmp_path: Path, repo: str) -> None:
@@ -487,8 +505,10 @@ def test_a_stopped_redis_changes_nothing_for_clients(store: Berth, tmp_path: Pat
             assert time.monotonic() - started < 5
 
             servers.append(start_redis(tmp_path / "redis", port=servers[0].port))
-            wait_until(lambda: manifest(c, repo, "v1").status_code == 200 and bool(cached_keys(servers[-1].client(), repo)),
-                       what="the cache to be used again")
+            wait_until(
+                lambda: manifest(c, repo, "v1").status_code == 200 and bool(cached_keys(servers[-1].client(), repo)),
+                what="the cache to be used again",
+            )
         assert outage_warnings(berth.log("gateway")) == 1
         assert "Traceback" not in berth.log("gateway")
     finally:

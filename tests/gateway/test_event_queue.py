@@ -1,5 +1,6 @@
 """The per-endpoint queue and worker on their own: bounds, order, batching, backoff, filtering,
 what gets logged, and which endpoints the configuration yields."""
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,13 @@ def test_failures_are_logged_rarely_and_without_secrets(caplog: pytest.LogCaptur
     answers = iter([httpx.Response(500)] * 6 + [httpx.Response(200)] * 10)
 
     async def scenario() -> Endpoint:
-        endpoint = _endpoint(lambda request: next(answers), url="http://user:pw@hook.test/in?token=q", backoff=0.01, threshold=2,
-                             headers={"X-Secret": ["s3cret"]})
+        endpoint = _endpoint(
+            lambda request: next(answers),
+            url="http://user:pw@hook.test/in?token=q",
+            backoff=0.01,
+            threshold=2,
+            headers={"X-Secret": ["s3cret"]},
+        )
         endpoint.offer(_event(1))
         await endpoint.start()
         for _ in range(300):
@@ -113,8 +119,11 @@ def test_shutdown_waits_only_the_grace_period_for_a_hanging_endpoint() -> None:
 
 
 def test_ignore_rules_filter_by_action_and_media_type() -> None:
-    endpoint = _endpoint(lambda r: httpx.Response(200), ignore={"actions": ["pull"], "mediatypes": ["application/octet-stream"]},
-                         ignoredmediatypes=["application/vnd.oci.image.index.v1+json"])
+    endpoint = _endpoint(
+        lambda r: httpx.Response(200),
+        ignore={"actions": ["pull"], "mediatypes": ["application/octet-stream"]},
+        ignoredmediatypes=["application/vnd.oci.image.index.v1+json"],
+    )
     assert endpoint.accepts(_event(1))
     assert not endpoint.accepts(_event(2, action="pull"))
     assert not endpoint.accepts(_event(3, media_type="application/octet-stream"))
@@ -125,11 +134,18 @@ def test_ignore_rules_filter_by_action_and_media_type() -> None:
 def test_the_search_service_is_an_endpoint_when_search_is_on() -> None:
     on = Settings.model_validate({"search_backend": "sqlalchemy", "search": {"addr": "127.0.0.1:7003"}})
     assert [(e.name, e.url) for e in configured_endpoints(on)] == [("search", "http://127.0.0.1:7003/events")]
-    own = Settings.model_validate({"search_backend": "sqlalchemy", "notifications": {"endpoints": [
-        {"name": "search", "url": "http://elsewhere/events"}, {"name": "audit", "url": "http://audit/"}]}})
+    own = Settings.model_validate(
+        {
+            "search_backend": "sqlalchemy",
+            "notifications": {
+                "endpoints": [{"name": "search", "url": "http://elsewhere/events"}, {"name": "audit", "url": "http://audit/"}]
+            },
+        }
+    )
     assert [e.url for e in configured_endpoints(own)] == ["http://elsewhere/events", "http://audit/"]
-    silenced = Settings.model_validate({"search_backend": "sqlalchemy", "notifications": {"endpoints": [
-        {"name": "search", "url": "http://x/", "disabled": True}]}})
+    silenced = Settings.model_validate(
+        {"search_backend": "sqlalchemy", "notifications": {"endpoints": [{"name": "search", "url": "http://x/", "disabled": True}]}}
+    )
     assert configured_endpoints(silenced) == []
     assert configured_endpoints(Settings.model_validate({"search_backend": ""})) == []
 
@@ -141,8 +157,13 @@ def test_the_search_endpoint_carries_the_blobstore_token() -> None:
     """The search service beyond loopback asks POST /events for blobstore.token: the gateway's
     endpoint for it sends the token (with auto whenever one is set, as towards the blobstore),
     and no other endpoint ever gets it."""
-    beyond = Settings.model_validate({"search": {"addr": "0.0.0.0:7003", "url": "http://search:7003"}, "blobstore": {"token": TOKEN},
-                                      "notifications": {"endpoints": [{"name": "audit", "url": "http://audit/"}]}})
+    beyond = Settings.model_validate(
+        {
+            "search": {"addr": "0.0.0.0:7003", "url": "http://search:7003"},
+            "blobstore": {"token": TOKEN},
+            "notifications": {"endpoints": [{"name": "audit", "url": "http://audit/"}]},
+        }
+    )
     endpoints = {e.name: e for e in configured_endpoints(beyond)}
     assert endpoints["search"].url == "http://search:7003/events"
     assert endpoints["search"].headers == {"Authorization": [f"Bearer {TOKEN}"]}
@@ -152,11 +173,19 @@ def test_the_search_endpoint_carries_the_blobstore_token() -> None:
     assert configured_endpoints(local_view)[0].headers == {"Authorization": [f"Bearer {TOKEN}"]}
     # An endpoint named search that points at the service keeps an Authorization of its own; one
     # pointing elsewhere never gets the token; search.security none sends nothing.
-    own = Settings.model_validate({"search": {"url": "http://search:7003"}, "blobstore": {"token": TOKEN}, "notifications": {"endpoints": [
-        {"name": "search", "url": "http://search:7003/events", "headers": {"authorization": ["Bearer mine"]}}]}})
+    own = Settings.model_validate(
+        {
+            "search": {"url": "http://search:7003"},
+            "blobstore": {"token": TOKEN},
+            "notifications": {
+                "endpoints": [{"name": "search", "url": "http://search:7003/events", "headers": {"authorization": ["Bearer mine"]}}]
+            },
+        }
+    )
     assert configured_endpoints(own)[0].headers == {"authorization": ["Bearer mine"]}
-    elsewhere = Settings.model_validate({"blobstore": {"token": TOKEN}, "notifications": {"endpoints": [
-        {"name": "search", "url": "http://listener.example.com/events"}]}})
+    elsewhere = Settings.model_validate(
+        {"blobstore": {"token": TOKEN}, "notifications": {"endpoints": [{"name": "search", "url": "http://listener.example.com/events"}]}}
+    )
     assert configured_endpoints(elsewhere)[0].headers == {}
     off = Settings.model_validate({"search": {"url": "http://search:7003", "security": "none"}, "blobstore": {"token": TOKEN}})
     assert configured_endpoints(off)[0].headers == {}
@@ -167,7 +196,9 @@ def test_a_gateway_without_the_token_a_search_service_beyond_loopback_needs_does
     from services.common.config import ConfigError
     from services.gateway.app import create_app
 
-    with pytest.raises(ConfigError, match=r"^blobstore\.token: .*search\.security is token \(auto: the search service listens on 0\.0\.0\.0:7003\)"):
+    with pytest.raises(
+        ConfigError, match=r"^blobstore\.token: .*search\.security is token \(auto: the search service listens on 0\.0\.0\.0:7003\)"
+    ):
         create_app(Settings.model_validate({"search": {"addr": "0.0.0.0:7003"}}))
     with pytest.raises(ConfigError, match=r"^blobstore\.token: "):
         create_app(Settings.model_validate({"search": {"security": "token"}, "blobstore": {"token": "short"}}))

@@ -5,6 +5,7 @@ The first test runs the gateway as a process (the real server, configured by fil
 run it in this process over a real blobstore, so they can read the per-endpoint counters the
 gateway keeps for /metrics.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,12 +52,20 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_each_action_emits_its_event_with_the_reference_fields(tmp_path: Path, receiver: Receiver) -> None:
-    config = {"notifications": {"endpoints": [
-        {"name": "all", "url": f"{receiver.url}/all", "headers": {"Authorization": ["Bearer s3cret"]}, "backoff": 0.1},
-        {"name": "filtered", "url": f"{receiver.url}/filtered", "backoff": 0.1,
-         "ignore": {"actions": ["pull"], "mediatypes": [BLOB_TYPE]}},
-        {"name": "off", "url": f"{receiver.url}/off", "disabled": True},
-    ]}}
+    config = {
+        "notifications": {
+            "endpoints": [
+                {"name": "all", "url": f"{receiver.url}/all", "headers": {"Authorization": ["Bearer s3cret"]}, "backoff": 0.1},
+                {
+                    "name": "filtered",
+                    "url": f"{receiver.url}/filtered",
+                    "backoff": 0.1,
+                    "ignore": {"actions": ["pull"], "mediatypes": [BLOB_TYPE]},
+                },
+                {"name": "off", "url": f"{receiver.url}/off", "disabled": True},
+            ]
+        }
+    }
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
     berth = Berth(tmp_path, env={"DOCKER_REGISTRY_CONFIG": str(tmp_path / "config.yml")}).start()
     try:
@@ -86,13 +95,27 @@ def test_each_action_emits_its_event_with_the_reference_fields(tmp_path: Path, r
         wait_until(lambda: len(receiver.events("/all")) >= 10 and len(receiver.events("/filtered")) >= 4, 15, "events")
         time.sleep(0.3)  # nothing more may come
         events = receiver.events("/all")
+
         def blob(repository: str, digest: str, data: bytes, **extra: str) -> dict[str, Any]:
             url = f"{base}/v2/{repository}/blobs/{digest}"
-            return {"mediaType": BLOB_TYPE, "digest": digest, "size": len(data), "length": len(data),
-                    "repository": repository, "url": url, **extra}
+            return {
+                "mediaType": BLOB_TYPE,
+                "digest": digest,
+                "size": len(data),
+                "length": len(data),
+                "repository": repository,
+                "url": url,
+                **extra,
+            }
 
-        image = {"mediaType": OCI_MANIFEST, "digest": manifest, "size": len(payload), "length": len(payload),
-                 "repository": repo, "url": f"{base}/v2/{repo}/manifests/{manifest}"}
+        image = {
+            "mediaType": OCI_MANIFEST,
+            "digest": manifest,
+            "size": len(payload),
+            "length": len(payload),
+            "repository": repo,
+            "url": f"{base}/v2/{repo}/manifests/{manifest}",
+        }
         expected = [
             ("push", "POST", blob(repo, cfg, config_blob)),
             ("push", "PUT", blob(repo, one, layer_one)),
@@ -141,12 +164,14 @@ def blobstore(tmp_path: Path) -> Iterator[Berth]:
 
 
 def gateway(blobstore: Berth, endpoints: list[dict[str, Any]]) -> TestClient:
-    settings = Settings.model_validate({
-        "blobstore": {"addr": f"127.0.0.1:{blobstore.grpc_port}"},
-        "http": {"secret": "test"},
-        "search_backend": "",
-        "notifications": {"endpoints": endpoints},
-    })
+    settings = Settings.model_validate(
+        {
+            "blobstore": {"addr": f"127.0.0.1:{blobstore.grpc_port}"},
+            "http": {"secret": "test"},
+            "search_backend": "",
+            "notifications": {"endpoints": endpoints},
+        }
+    )
     return TestClient(create_app(settings), base_url="http://registry.test")
 
 
@@ -184,14 +209,18 @@ def test_a_push_by_digest_with_tags_is_one_push_per_tag_under_the_pushed_digest(
             push_blob(client, repo, blob)  # type: ignore[arg-type]
         payload = json.dumps(image_manifest(config, [layer])).encode()
         digest = "sha512:" + hashlib.sha512(payload).hexdigest()
-        r = client.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", "a"), ("tag", "b")], content=payload,
-                       headers={"Content-Type": OCI_MANIFEST})
+        r = client.put(
+            f"/v2/{repo}/manifests/{digest}", params=[("tag", "a"), ("tag", "b")], content=payload, headers={"Content-Type": OCI_MANIFEST}
+        )
         assert r.status_code == 201, r.text
         assert client.get(f"/v2/{repo}/manifests/a").status_code == 200
         wait_until(lambda: len(receiver.events("/all")) >= 5, 15, "events")
     url = f"http://registry.test/v2/{repo}/manifests/{digest}"
-    manifests = [(e["action"], e["target"].get("tag"), e["target"]["digest"], e["target"]["url"])
-                 for e in receiver.events("/all") if e["target"].get("mediaType") == OCI_MANIFEST]
+    manifests = [
+        (e["action"], e["target"].get("tag"), e["target"]["digest"], e["target"]["url"])
+        for e in receiver.events("/all")
+        if e["target"].get("mediaType") == OCI_MANIFEST
+    ]
     assert manifests == [("push", "a", digest, url), ("push", "b", digest, url), ("pull", "a", digest, url)]
 
 

@@ -1,6 +1,7 @@
 """Proxy headers against a real gateway process: believed only from the trusted proxies
 (``http.trusted_proxies``: an address and a CIDR network here), shaping Location headers and the
 client address events report. Clients pick their loopback source address to play each part."""
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,10 @@ def test_the_forwarded_header_only_when_configured(gateway: Berth, receiver: Rec
     headers = {"Forwarded": 'for="[2001:db8::7]:4711";proto=https;host=registry.example.com'}
     # This gateway's proxies set X-Forwarded-*: a Forwarded header is the client's own, ignored.
     assert start_upload(gateway, TRUSTED, "fwd/ignored", headers).startswith(f"http://{gateway.host}/v2/fwd/ignored/")
-    config = {"http": {"trusted_proxies": [TRUSTED], "forwarded_header": "forwarded"},
-              "notifications": {"endpoints": [{"name": "r", "url": f"{receiver.url}/events", "backoff": 0.1}]}}
+    config = {
+        "http": {"trusted_proxies": [TRUSTED], "forwarded_header": "forwarded"},
+        "notifications": {"endpoints": [{"name": "r", "url": f"{receiver.url}/events", "backoff": 0.1}]},
+    }
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
     rfc7239 = Berth(tmp_path, env={"DOCKER_REGISTRY_CONFIG": str(tmp_path / "config.yml")}).start()
     try:
@@ -116,7 +119,14 @@ def test_events_report_the_forwarded_client(gateway: Berth, receiver: Receiver) 
 def test_a_bad_trusted_proxies_entry_stops_the_gateway(tmp_path: Path) -> None:
     (tmp_path / "config.yml").write_text(yaml.safe_dump({"http": {"trusted_proxies": ["10.0.0.0/8", "proxy.internal"]}}))
     berth = Berth(tmp_path, env={"DOCKER_REGISTRY_CONFIG": str(tmp_path / "config.yml")})
-    result = subprocess.run([sys.executable, "-m", "services.cli", "gateway"], check=False, cwd=ROOT, env=berth.environment(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "gateway"],
+        check=False,
+        cwd=ROOT,
+        env=berth.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "http.trusted_proxies[1]" in result.stderr and "proxy.internal" in result.stderr

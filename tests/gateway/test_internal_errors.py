@@ -1,5 +1,6 @@
 """An unexpected failure answers the spec's envelope with a generic message and the request id;
 what went wrong is in the log under that id, never in the response."""
+
 from __future__ import annotations
 
 import httpx

@@ -1,4 +1,5 @@
 """Content discovery: tags lists, the catalog, and the referrers API."""
+
 from __future__ import annotations
 
 import json
@@ -200,8 +201,16 @@ def test_catalog_bad_n_is_400(client, n):
 # Referrers
 
 
-def _referrer(client: httpx.Client, repo: str, subject: dict, *, artifact_type: str | None = None,
-              config_type: str = OCI_EMPTY, annotations: dict | None = None, seed: str = "") -> tuple[str, bytes]:
+def _referrer(
+    client: httpx.Client,
+    repo: str,
+    subject: dict,
+    *,
+    artifact_type: str | None = None,
+    config_type: str = OCI_EMPTY,
+    annotations: dict | None = None,
+    seed: str = "",
+) -> tuple[str, bytes]:
     """Pushes a manifest whose subject is ``subject``; returns its digest and bytes."""
     config = EMPTY_CONFIG if config_type == OCI_EMPTY else json.dumps({"seed": seed}).encode()
     layer = f"referrer content {seed}".encode()
@@ -240,19 +249,24 @@ def test_referrers_of_unknown_subject_is_an_empty_index(client, repo):
 
 
 def test_referrers_lists_descriptors_with_artifact_type_and_annotations(client, repo, subject):
-    sbom, sbom_bytes = _referrer(client, repo, subject, artifact_type="application/vnd.example.sbom.v1",
-                                 annotations={"org.example.kind": "sbom"}, seed="sbom")
-    sig, sig_bytes = _referrer(client, repo, subject, config_type="application/vnd.example.signature.config.v1+json",
-                               seed="sig")
+    sbom, sbom_bytes = _referrer(
+        client, repo, subject, artifact_type="application/vnd.example.sbom.v1", annotations={"org.example.kind": "sbom"}, seed="sbom"
+    )
+    sig, sig_bytes = _referrer(client, repo, subject, config_type="application/vnd.example.signature.config.v1+json", seed="sig")
     listed = {d["digest"]: d for d in referrers(client, repo, subject["digest"]).json()["manifests"]}
     assert set(listed) == {sbom, sig}
     assert listed[sbom] == {
-        "mediaType": OCI_MANIFEST, "digest": sbom, "size": len(sbom_bytes),
-        "artifactType": "application/vnd.example.sbom.v1", "annotations": {"org.example.kind": "sbom"},
+        "mediaType": OCI_MANIFEST,
+        "digest": sbom,
+        "size": len(sbom_bytes),
+        "artifactType": "application/vnd.example.sbom.v1",
+        "annotations": {"org.example.kind": "sbom"},
     }
     # Without artifactType, an image manifest is named by its config's media type.
     assert listed[sig] == {
-        "mediaType": OCI_MANIFEST, "digest": sig, "size": len(sig_bytes),
+        "mediaType": OCI_MANIFEST,
+        "digest": sig,
+        "size": len(sig_bytes),
         "artifactType": "application/vnd.example.signature.config.v1+json",
     }
 
@@ -260,8 +274,7 @@ def test_referrers_lists_descriptors_with_artifact_type_and_annotations(client, 
 def test_index_referrer_without_artifact_type_omits_it(client, repo, subject):
     child = push_image(client, repo, "child")
     child_descriptor = {"mediaType": OCI_MANIFEST, "digest": child[0], "size": len(child[1])}
-    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child_descriptor], "subject": subject,
-           "annotations": {"a": "b"}}
+    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child_descriptor], "subject": subject, "annotations": {"a": "b"}}
     digest, payload = push_manifest(client, repo, "index-referrer", doc)
     listed = referrers(client, repo, subject["digest"]).json()["manifests"]
     assert listed == [{"mediaType": OCI_INDEX, "digest": digest, "size": len(payload), "annotations": {"a": "b"}}]

@@ -1,4 +1,5 @@
 """Manifests by tag and digest: /v2/<name>/manifests/<reference>, for the four types Berth stores."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,12 +45,14 @@ def oci_image(client: httpx.Client, repo: str, seed: str = "oci") -> bytes:
 
 def docker_image(client: httpx.Client, repo: str, seed: str = "docker") -> bytes:
     config, layer = _blobs(client, repo, seed)
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": descriptor(DOCKER_CONFIG, config),
-        "layers": [descriptor(DOCKER_LAYER, layer)],
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": descriptor(DOCKER_CONFIG, config),
+            "layers": [descriptor(DOCKER_LAYER, layer)],
+        }
+    ).encode()
 
 
 def _index(client: httpx.Client, repo: str, media_type: str, child: Callable[..., bytes], child_type: str) -> bytes:
@@ -272,10 +275,16 @@ def test_malformed_manifest_is_400(client, repo, payload):
 
 
 def test_schema_version_1_is_400(client, repo):
-    payload = json.dumps({
-        "schemaVersion": 1, "name": repo, "tag": "v1", "architecture": "amd64",
-        "fsLayers": [{"blobSum": sha256(b"layer")}], "history": [{"v1Compatibility": "{}"}],
-    }).encode()
+    payload = json.dumps(
+        {
+            "schemaVersion": 1,
+            "name": repo,
+            "tag": "v1",
+            "architecture": "amd64",
+            "fsLayers": [{"blobSum": sha256(b"layer")}],
+            "history": [{"v1Compatibility": "{}"}],
+        }
+    ).encode()
     r = put_manifest(client, repo, "v1", payload, "application/vnd.docker.distribution.manifest.v1+prettyjws")
     assert_error(r, 400, "MANIFEST_INVALID")
 
@@ -470,9 +479,12 @@ def sha512(data: bytes) -> str:
     return "sha512:" + hashlib.sha512(data).hexdigest()
 
 
-def put_with_tags(client: httpx.Client, repo: str, digest: str, payload: bytes, tags: list[str], media_type: str = OCI_MANIFEST) -> httpx.Response:
-    return client.put(f"/v2/{repo}/manifests/{digest}", params=[("tag", t) for t in tags], content=payload,
-                      headers={"Content-Type": media_type})
+def put_with_tags(
+    client: httpx.Client, repo: str, digest: str, payload: bytes, tags: list[str], media_type: str = OCI_MANIFEST
+) -> httpx.Response:
+    return client.put(
+        f"/v2/{repo}/manifests/{digest}", params=[("tag", t) for t in tags], content=payload, headers={"Content-Type": media_type}
+    )
 
 
 def tags_of(client: httpx.Client, repo: str) -> list[str]:
@@ -550,8 +562,9 @@ def test_a_sha512_manifest_is_known_by_its_sha512_digest_everywhere(client, repo
     names nothing."""
     subject, _ = push_image(client, repo, "subject")
     config, layer = _blobs(client, repo, "sha512")
-    doc = image_manifest(config, [layer], subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": 10},
-                         artifactType="application/vnd.example.sig")
+    doc = image_manifest(
+        config, [layer], subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": 10}, artifactType="application/vnd.example.sig"
+    )
     payload = json.dumps(doc).encode()
     digest = sha512(payload)
     r = put_with_tags(client, repo, digest, payload, ["signed", "signed-too"])
@@ -624,11 +637,13 @@ def test_artifact_with_empty_config_needs_the_empty_blob(client, repo):
 def test_manifest_without_media_type_is_served_as_oci(client, repo):
     """Only OCI lets mediaType be absent, so such a manifest is OCI whatever its config's type."""
     config, layer = _blobs(client, repo, "no-media-type")
-    payload = json.dumps({
-        "schemaVersion": 2,
-        "config": descriptor(DOCKER_CONFIG, config),
-        "layers": [descriptor(OCI_LAYER, layer)],
-    }).encode()
+    payload = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": descriptor(DOCKER_CONFIG, config),
+            "layers": [descriptor(OCI_LAYER, layer)],
+        }
+    ).encode()
     assert put_manifest(client, repo, "bare", payload, OCI_MANIFEST).status_code == 201
     r = client.get(f"/v2/{repo}/manifests/bare")
     assert r.status_code == 200
@@ -650,4 +665,8 @@ def test_longest_names_and_tags_the_grammar_allows_are_stored(client, name):
     assert "t" * 128 in client.get(f"/v2/{name}/tags/list").json()["tags"]
     assert_error(put_manifest(client, name, "t" * 129, payload), 400, "TAG_INVALID")
     assert_error(put_manifest(client, name, "x" * 5000, payload), 400, "TAG_INVALID")
-    assert_error(client.get(f"/v2/{name + 'z'}/tags/list") if len(name) == 255 else client.get("/v2/" + "d" * 256 + "/tags/list"), 400, "NAME_INVALID")
+    assert_error(
+        client.get(f"/v2/{name + 'z'}/tags/list") if len(name) == 255 else client.get("/v2/" + "d" * 256 + "/tags/list"),
+        400,
+        "NAME_INVALID",
+    )

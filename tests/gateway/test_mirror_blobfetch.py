@@ -3,6 +3,7 @@ the first client streams while the blob is stored, clients arriving meanwhile wa
 stored blob, and a download that fails part-way leaves nothing visible. The upstream is httpx's
 MockTransport with a body the test releases piece by piece; the blobstore a fake that keeps
 uploads and blobs apart and verifies the digest at commit, as the real one does."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,9 @@ class FakeStore:
         self.uploads[upload_id] = bytearray()
         return SimpleNamespace(upload_id=upload_id)
 
-    async def write_upload(self, name: str, upload_id: str, offset: int, data: AsyncIterator[bytes], *,
-                           commit_digest: str, expected_length: int) -> Any:
+    async def write_upload(
+        self, name: str, upload_id: str, offset: int, data: AsyncIterator[bytes], *, commit_digest: str, expected_length: int
+    ) -> Any:
         created = not upload_id
         if created:  # as the blobstore does: a session of the call's own, gone if the call fails
             upload_id = (await self.start_upload(name)).upload_id

@@ -2,6 +2,7 @@
 their cache, Basic, the single retry after a 401, and how failures are classified. Auth is driven
 through httpx's MockTransport (a scripted registry and token realm); timeouts against real
 sockets on loopback that accept and never answer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,10 +38,15 @@ def settings(**extra: object) -> UpstreamSettings:
 def test_parse_challenge_bearer_with_quoted_and_bare_parameters() -> None:
     scheme, params = parse_challenge(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-        'scope="repository:library/alpine:pull,push", error=insufficient_scope')
+        'scope="repository:library/alpine:pull,push", error=insufficient_scope'
+    )
     assert scheme == "bearer"
-    assert params == {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                      "scope": "repository:library/alpine:pull,push", "error": "insufficient_scope"}
+    assert params == {
+        "realm": "https://auth.docker.io/token",
+        "service": "registry.docker.io",
+        "scope": "repository:library/alpine:pull,push",
+        "error": "insufficient_scope",
+    }
     assert parse_challenge('Basic realm="upstream"') == ("basic", {"realm": "upstream"})
     assert parse_challenge('BEARER Realm="a\\"b"')[1] == {"realm": 'a\\"b'}
     assert parse_challenge("") == ("", {})
@@ -308,7 +314,7 @@ def test_an_upstream_that_never_answers_times_out_within_the_timeout(silent_serv
 
 
 def test_an_upstream_that_stops_sending_a_manifest_times_out(silent_server: Callable[[bytes], str]) -> None:
-    url = silent_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/json\r\n\r\n{\"sche")
+    url = silent_server(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/json\r\n\r\n{"sche')
 
     async def scenario() -> None:
         up = Upstream(UpstreamSettings(prefix="hub/", remoteurl=url), timeout=0.5)

@@ -1,5 +1,6 @@
 """What every endpoint shares: the version check, headers, the error envelope, names, methods,
 disabled deletes and proxy headers."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit

@@ -3,6 +3,7 @@ done (no upload session, nothing stored), every read keeps working, and /_ping a
 
 The content is pushed by the same registry before it restarts in read-only mode.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,4 +84,3 @@ def test_writes_are_refused_and_reads_go_on(fresh_berth: Berth) -> None:
         for path in ("/", "/_ping", "/v1/_ping"):
             assert c.get(path).json() == {"readonly": True}
         assert readonly_gauge(c) == 'berth_readonly{service="gateway"} 1.0'
-

@@ -1,6 +1,7 @@
 """``http.relativeurls``: every Location the gateway hands out is a path (with ``http.prefix``),
 clients follow it all the same, pagination links stay paths, and notifications keep absolute URLs
 (their receivers have no request to resolve a path against)."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,14 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_locations_are_paths_and_events_stay_absolute(tmp_path: Path, receiver: Receiver) -> None:
-    berth = Berth(tmp_path, env={
-        "REGISTRY_HTTP_RELATIVEURLS": "true",
-        "REGISTRY_HTTP_PREFIX": PREFIX,
-        "REGISTRY_NOTIFICATIONS_ENDPOINTS": f"[{{name: hook, url: '{receiver.url}/hook', backoff: 0.1}}]",
-    }).start()
+    berth = Berth(
+        tmp_path,
+        env={
+            "REGISTRY_HTTP_RELATIVEURLS": "true",
+            "REGISTRY_HTTP_PREFIX": PREFIX,
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS": f"[{{name: hook, url: '{receiver.url}/hook', backoff: 0.1}}]",
+        },
+    ).start()
     try:
         repo, other = "relative/app", "relative/copy"
         v2 = f"{PREFIX}/v2"
@@ -61,7 +65,9 @@ def test_locations_are_paths_and_events_stay_absolute(tmp_path: Path, receiver: 
             assert r.status_code == 201 and r.headers["location"] == f"{v2}/{other}/blobs/{sha256(layer)}"
             payload = json.dumps(image_manifest(config, [layer])).encode()
             for tag in ("v1", "v2"):
-                r = c.put(f"{v2}/{repo}/manifests/{tag}", content=payload, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                r = c.put(
+                    f"{v2}/{repo}/manifests/{tag}", content=payload, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+                )
                 assert r.status_code == 201 and r.headers["location"] == f"{v2}/{repo}/manifests/{sha256(payload)}"
 
             # Pagination links were paths already, and stay so.

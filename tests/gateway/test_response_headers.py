@@ -1,6 +1,7 @@
 """``http.headers``: the configured headers on every response of the gateway (registry API, errors,
 health, metrics, streamed blobs, unhandled errors), a header the route set itself left as it is,
 and names or values that would break every response refused at start."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -85,11 +86,14 @@ def test_an_unhandled_error_carries_them_too() -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize("headers", [
-    {"Bad Name": ["x"]},
-    {"X-Injected": ["ok\r\nSet-Cookie: a=b"]},
-    {"X-Wide": ["\u2603"]},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Bad Name": ["x"]},
+        {"X-Injected": ["ok\r\nSet-Cookie: a=b"]},
+        {"X-Wide": ["\u2603"]},
+    ],
+)
 def test_headers_that_would_break_every_response_stop_the_start(headers: dict[str, list[str]]) -> None:
     name = next(iter(headers))
     with pytest.raises(ConfigError, match=f"http.headers.*{name}"):

@@ -1,5 +1,6 @@
 """The gateway's GET /v1/search: forwarded to the search service, filtered through ``visible``,
 empty without a search backend, 503 when the search service is down."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -17,9 +18,15 @@ from services.gateway.routes import search as search_route
 from tests.support.fake_registry import FakeRegistry
 
 ANSWER = {
-    "num_results": 3, "num_pages": 1, "page": 1, "page_size": 25, "query": "web",
-    "results": [{"name": n, "description": f"about {n}", "star_count": 0, "is_official": False, "is_automated": False}
-                for n in ("team/web", "secret/web", "web")],
+    "num_results": 3,
+    "num_pages": 1,
+    "page": 1,
+    "page_size": 25,
+    "query": "web",
+    "results": [
+        {"name": n, "description": f"about {n}", "star_count": 0, "is_official": False, "is_automated": False}
+        for n in ("team/web", "secret/web", "web")
+    ],
 }
 
 
@@ -80,9 +87,14 @@ def test_results_the_caller_may_not_see_are_left_out(search_service: FakeRegistr
 def many(total: int, n: int, page: int) -> dict[str, Any]:
     """The search service's answer for ``total`` matches r000, r001, ... (best first)."""
     names = [f"r{i:03d}" for i in range(total)][(page - 1) * n : page * n]
-    return {"num_results": total, "num_pages": (total + n - 1) // n, "page": page, "page_size": n, "query": "r",
-            "results": [{"name": name, "description": "", "star_count": 0, "is_official": False, "is_automated": False}
-                        for name in names]}
+    return {
+        "num_results": total,
+        "num_pages": (total + n - 1) // n,
+        "page": page,
+        "page_size": n,
+        "query": "r",
+        "results": [{"name": name, "description": "", "star_count": 0, "is_official": False, "is_automated": False} for name in names],
+    }
 
 
 def test_counts_and_pages_are_those_of_what_the_caller_may_pull(search_service: FakeRegistry) -> None:
@@ -130,7 +142,9 @@ def test_a_failing_batch_is_503(search_service: FakeRegistry) -> None:
 
 def test_anonymous_htpasswd_callers_see_nothing_and_nothing_is_counted(search_service: FakeRegistry, tmp_path: Path) -> None:
     (tmp_path / "htpasswd").write_text("")
-    with client_for(search={"url": search_service.url}, auth={"type": "htpasswd", "htpasswd": {"path": str(tmp_path / "htpasswd")}}) as client:
+    with client_for(
+        search={"url": search_service.url}, auth={"type": "htpasswd", "htpasswd": {"path": str(tmp_path / "htpasswd")}}
+    ) as client:
         body = client.get("/v1/search", params={"q": "web"}).json()
     assert (body["num_results"], body["num_pages"], body["results"]) == (0, 0, [])
     assert search_service.requests == []

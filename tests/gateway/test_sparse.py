@@ -1,5 +1,6 @@
 """validation.manifests: sparse manifests, and which children of an index must exist
 (registry:2 3.x's indexes.platforms). The default (strict) is pinned in test_manifests.py."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def sparse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    yield from registry(tmp_path_factory, REGISTRY_VALIDATION_MANIFESTS_INDEXES_PLATFORMS="list",
-                        REGISTRY_VALIDATION_MANIFESTS_INDEXES_PLATFORMLIST="[{os: linux, architecture: amd64}]")
+    yield from registry(
+        tmp_path_factory,
+        REGISTRY_VALIDATION_MANIFESTS_INDEXES_PLATFORMS="list",
+        REGISTRY_VALIDATION_MANIFESTS_INDEXES_PLATFORMLIST="[{os: linux, architecture: amd64}]",
+    )
 
 
 @pytest.fixture(scope="module")

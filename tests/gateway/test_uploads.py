@@ -1,4 +1,5 @@
 """Blob uploads: monolithic, chunked, resumable, mounts, and the signed upload state."""
+
 from __future__ import annotations
 
 import hashlib
@@ -269,9 +270,7 @@ def test_chunked_upload_without_content_range_appends(client, repo):
 def test_final_chunk_in_put_body(client, repo):
     location = start_upload(client, repo)
     r = patch(client, location, DATA[:20], start=0)
-    r = client.put(
-        finish(r.headers["location"], sha256(DATA)), content=DATA[20:], headers={"Content-Range": f"20-{len(DATA) - 1}"}
-    )
+    r = client.put(finish(r.headers["location"], sha256(DATA)), content=DATA[20:], headers={"Content-Range": f"20-{len(DATA) - 1}"})
     assert_created(r, repo, sha256(DATA))
     assert_blob(client, repo, DATA)
 
@@ -653,8 +652,12 @@ def test_abandoned_single_post_leaves_no_session_and_no_error(fresh_berth):
     uploads = fresh_berth.data_dir / "docker/registry/v2/repositories/test_uploads/abandoned/_uploads"
     sessions = lambda: list(uploads.iterdir()) if uploads.exists() else []  # noqa: E731
     send_and_abandon(
-        fresh_berth.http_port, "POST", f"/v2/test_uploads/abandoned/blobs/uploads/?digest={sha256(DATA)}",
-        len(DATA), DATA[:10], until=lambda: len(sessions()) == 1,
+        fresh_berth.http_port,
+        "POST",
+        f"/v2/test_uploads/abandoned/blobs/uploads/?digest={sha256(DATA)}",
+        len(DATA),
+        DATA[:10],
+        until=lambda: len(sessions()) == 1,
     )
     eventually(lambda: sessions() == [])
     with checked_client(fresh_berth.url) as client:

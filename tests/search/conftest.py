@@ -4,6 +4,7 @@ The PostgreSQL server is a throwaway cluster (tests/support/postgres.py) started
 from Debian's ``postgresql`` package; without its binaries the PostgreSQL runs are skipped, saying
 so. Each test gets a database of its own.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ BACKENDS = ["sqlite", "postgresql"]
 def postgres() -> Iterator[PostgresCluster]:
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found (initdb and pg_ctl under /usr/lib/postgresql/*/bin); "
-                    "install Debian's postgresql package (make tools does) to run the PostgreSQL half")
+        pytest.skip(
+            "PostgreSQL server binaries not found (initdb and pg_ctl under /usr/lib/postgresql/*/bin); "
+            "install Debian's postgresql package (make tools does) to run the PostgreSQL half"
+        )
     cluster = PostgresCluster(bin_dir).start()
     yield cluster
     cluster.stop()

@@ -1,4 +1,5 @@
 """Small writers and readers the search tests share."""
+
 from __future__ import annotations
 
 import hashlib

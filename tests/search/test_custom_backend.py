@@ -2,6 +2,7 @@
 service, in the SQL index's v1 format, and its hooks follow the registry's events. A module that
 cannot be used stops ``berth search`` (and fails ``berth config check``) with exit 2, naming the key.
 The last test runs it all as processes behind a real gateway."""
+
 from __future__ import annotations
 
 import importlib
@@ -28,7 +29,7 @@ from tests.support.processes import ROOT, Berth, free_port
 from tests.support.registry import push_image
 
 # A custom index as an operator would write one: repositories in a dict, events recorded in CALLS.
-MODULE = '''
+MODULE = """
 CALLS = []
 
 
@@ -59,7 +60,7 @@ class Index:
     def repository_deleted(self, name, event):
         CALLS.append(("deleted", name, event["target"].get("tag") or event["target"].get("digest")))
         self.repos.pop(name, None)
-'''
+"""
 
 
 def write_module(directory: Path, source: str = MODULE) -> str:
@@ -93,9 +94,16 @@ def custom(module_dir: Path) -> Iterator[tuple[TestClient, Any]]:
 def test_search_answers_from_the_module_in_the_v1_format(custom: tuple[TestClient, Any]) -> None:
     client, _ = custom
     body = v1_search(client, "ubuntu")
-    assert body == {"num_results": 1, "num_pages": 1, "page": 1, "page_size": 25, "query": "ubuntu", "results": [
-        {"name": "library/ubuntu", "description": "Ubuntu base image", "star_count": 0, "is_official": False, "is_automated": False},
-    ]}
+    assert body == {
+        "num_results": 1,
+        "num_pages": 1,
+        "page": 1,
+        "page_size": 25,
+        "query": "ubuntu",
+        "results": [
+            {"name": "library/ubuntu", "description": "Ubuntu base image", "star_count": 0, "is_official": False, "is_automated": False},
+        ],
+    }
     assert v1_search(client, "shapes")["results"] == [
         {"name": "full", "description": "every field", "star_count": 7, "is_official": True, "is_automated": True},
         {"name": "typed", "description": "", "star_count": 0, "is_official": False, "is_automated": False},
@@ -123,8 +131,16 @@ def test_push_and_delete_events_reach_the_hooks(custom: tuple[TestClient, Any]) 
     client, module = custom
     digest = "sha256:" + "a" * 64
     push = event("push", "team/web", digest=digest, tag="v1")
-    assert send(client, push, event("push", "team/web", digest="sha256:" + "b" * 64, media_type="application/octet-stream"),
-                event("pull", "team/web", digest=digest), event("push", "Bad/NAME", digest=digest, tag="v1")) == 1
+    assert (
+        send(
+            client,
+            push,
+            event("push", "team/web", digest="sha256:" + "b" * 64, media_type="application/octet-stream"),
+            event("pull", "team/web", digest=digest),
+            event("push", "Bad/NAME", digest=digest, tag="v1"),
+        )
+        == 1
+    )
     assert send(client, push) == 0  # the same envelope again: a retry after a lost answer
     assert [r["name"] for r in v1_search(client, "team/")["results"]] == ["team/web"]
     assert send(client, event("delete", "team/web", tag="v1"), event("delete", "team/web", digest=digest)) == 2
@@ -142,21 +158,28 @@ def test_a_failing_hook_skips_its_event_and_a_failing_search_answers_503(custom:
 
 
 def test_hooks_are_optional(module_dir: Path) -> None:
-    name = write_module(module_dir, "class Index:\n    def results(self, search_term):\n        return [{'name': 'only/results', 'description': ''}]\n")
+    name = write_module(
+        module_dir, "class Index:\n    def results(self, search_term):\n        return [{'name': 'only/results', 'description': ''}]\n"
+    )
     with TestClient(create_app(Settings.model_validate({"search_backend": name}))) as client:
         assert send(client, event("push", "team/web", digest="sha256:" + "d" * 64, tag="v1")) == 0
         assert [r["name"] for r in v1_search(client, "")["results"]] == ["only/results"]
 
 
-@pytest.mark.parametrize("source, why", [
-    (None, "import failed (ModuleNotFoundError"),
-    ("raise RuntimeError('broken at import')\n", "import failed (RuntimeError: broken at import)"),
-    ("class NotIndex:\n    pass\n", "it has no Index class"),
-    ("Index = 42\n", "it has no Index class"),
-    ("class Index:\n    pass\n", "its Index class has no results(search_term) method"),
-    ("class Index:\n    def __init__(self):\n        raise OSError('no index file')\n    def results(self, term):\n        return []\n",
-     "Index() failed (OSError: no index file)"),
-])
+@pytest.mark.parametrize(
+    "source, why",
+    [
+        (None, "import failed (ModuleNotFoundError"),
+        ("raise RuntimeError('broken at import')\n", "import failed (RuntimeError: broken at import)"),
+        ("class NotIndex:\n    pass\n", "it has no Index class"),
+        ("Index = 42\n", "it has no Index class"),
+        ("class Index:\n    pass\n", "its Index class has no results(search_term) method"),
+        (
+            "class Index:\n    def __init__(self):\n        raise OSError('no index file')\n    def results(self, term):\n        return []\n",
+            "Index() failed (OSError: no index file)",
+        ),
+    ],
+)
 def test_an_unusable_module_stops_the_service_at_start(module_dir: Path, source: str | None, why: str) -> None:
     name = "no_such_module.anywhere" if source is None else write_module(module_dir, source)
     with pytest.raises(ConfigError) as raised:
@@ -174,13 +197,17 @@ def test_the_gateway_sends_events_and_searches_to_any_search_backend() -> None:
 def berth_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_") and k != "DOCKER_REGISTRY_CONFIG"}
     environ.update(env)
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], check=False, cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], check=False, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_bad_module_path_makes_search_and_config_check_exit_2_naming_the_key(tmp_path: Path) -> None:
-    env = {"REGISTRY_SEARCH_BACKEND": "no.such.module", "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
-           "REGISTRY_SEARCH_DATABASE": f"sqlite:///{tmp_path / 'index.db'}"}
+    env = {
+        "REGISTRY_SEARCH_BACKEND": "no.such.module",
+        "REGISTRY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
+        "REGISTRY_SEARCH_DATABASE": f"sqlite:///{tmp_path / 'index.db'}",
+    }
     expected = "berth: configuration error: config key 'search_backend': cannot use module 'no.such.module': import failed"
     for command in (["search"], ["config", "check"]):
         result = berth_command(*command, env=env)

@@ -1,4 +1,5 @@
 """The description reader never fails the search service on what an event or a pushed image holds."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """The search service's POST /events and GET /v1/search, with a stand-in registry on loopback to
 read manifests and configs from."""
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,17 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
-def event(action: str, repository: str, *, digest: str = "", tag: str = "", media_type: str = OCI_MANIFEST,
-          url: str = "", agent: str = "docker/27", timestamp: str = "2026-01-02T15:04:05.123456789Z") -> dict[str, Any]:
+def event(
+    action: str,
+    repository: str,
+    *,
+    digest: str = "",
+    tag: str = "",
+    media_type: str = OCI_MANIFEST,
+    url: str = "",
+    agent: str = "docker/27",
+    timestamp: str = "2026-01-02T15:04:05.123456789Z",
+) -> dict[str, Any]:
     target: dict[str, Any] = {"repository": repository}
     if action != "delete":
         target.update(mediaType=media_type, size=100, length=100)
@@ -60,9 +70,15 @@ def event(action: str, repository: str, *, digest: str = "", tag: str = "", medi
         target["tag"] = tag
     if url:
         target["url"] = url
-    return {"id": str(uuid.uuid4()), "timestamp": timestamp, "action": action, "target": target,
-            "request": {"id": "r", "addr": "127.0.0.1:1", "host": "h", "method": "GET", "useragent": agent},
-            "actor": {}, "source": {"addr": "host:5000", "instanceID": "i"}}
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": timestamp,
+        "action": action,
+        "target": target,
+        "request": {"id": "r", "addr": "127.0.0.1:1", "host": "h", "method": "GET", "useragent": agent},
+        "actor": {},
+        "source": {"addr": "host:5000", "instanceID": "i"},
+    }
 
 
 def pushed(registry: FakeRegistry, repository: str, tag: str, digest: str, **extra: Any) -> dict[str, Any]:
@@ -101,13 +117,16 @@ def test_a_push_indexes_the_tag_and_reads_the_description_from_config_labels(cli
     assert all(agent.startswith("berth-search/") for _, _, agent in registry.requests)
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("manifest annotation beats config label", "from the manifest"),
-    ("title when no description anywhere", "Just A Title"),
-    ("config description beats annotation title", "from the config"),
-    ("index annotation", "from the index"),
-    ("image of an index", "amd64 image label"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("manifest annotation beats config label", "from the manifest"),
+        ("title when no description anywhere", "Just A Title"),
+        ("config description beats annotation title", "from the config"),
+        ("index annotation", "from the index"),
+        ("image of an index", "amd64 image label"),
+    ],
+)
 def test_where_descriptions_come_from(client: TestClient, registry: FakeRegistry, case: str, expected: str) -> None:
     repo = "team/" + case.split()[0]
     if case.startswith("manifest"):
@@ -119,10 +138,14 @@ def test_where_descriptions_come_from(client: TestClient, registry: FakeRegistry
     else:
         arm = registry.image(repo, labels={DESCRIPTION: "arm image label"})
         amd = registry.image(repo, labels={DESCRIPTION: "amd64 image label"})
-        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": arm, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
-            {"mediaType": OCI_MANIFEST, "digest": amd, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
-        ]}
+        index: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": arm, "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
+                {"mediaType": OCI_MANIFEST, "digest": amd, "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
+            ],
+        }
         if case.startswith("index"):
             index["annotations"] = {DESCRIPTION: "from the index"}
             registry.routes.clear()  # children unreadable: the index's own annotation must do
@@ -165,9 +188,11 @@ def test_delete_events_remove_tags_and_then_the_repository(client: TestClient, r
 
 def test_blob_pushes_and_mounts_change_nothing(client: TestClient, registry: FakeRegistry) -> None:
     blob = "sha256:" + "c" * 64
-    applied = send(client, event("push", "team/blobs", digest=blob, media_type="application/octet-stream",
-                                 url=f"{registry.url}/v2/team/blobs/blobs/{blob}"),
-                   event("mount", "team/blobs", digest=blob, media_type="application/octet-stream"))
+    applied = send(
+        client,
+        event("push", "team/blobs", digest=blob, media_type="application/octet-stream", url=f"{registry.url}/v2/team/blobs/blobs/{blob}"),
+        event("mount", "team/blobs", digest=blob, media_type="application/octet-stream"),
+    )
     assert applied == 0
     assert found(client, "team/blobs") == [] and registry.requests == []
 
@@ -227,16 +252,22 @@ TOKEN = "shared-secret-0123456789"
 
 
 def beyond_loopback(tmp_path: Path, **blobstore: str) -> Settings:
-    return Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003"},
-                                    "blobstore": blobstore})
+    return Settings.model_validate(
+        {"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003"}, "blobstore": blobstore}
+    )
 
 
 def test_beyond_loopback_post_events_needs_the_blobstore_token(tmp_path: Path, registry: FakeRegistry) -> None:
     digest = registry.image("team/guarded", "v1")
     envelope = {"events": [pushed(registry, "team/guarded", "v1", digest)]}
     with TestClient(create_app(beyond_loopback(tmp_path, token=TOKEN))) as client:
-        for headers in ({}, {"Authorization": "Bearer wrong-secret-0123456789"}, {"Authorization": TOKEN},
-                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-secret-0123456789"},
+            {"Authorization": TOKEN},
+            {"Authorization": f"Basic {TOKEN}"},
+            {"Authorization": f"Bearer {TOKEN}x"},
+        ):
             refused = client.post("/events", json=envelope, headers=headers)
             assert refused.status_code == 401, headers
             assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
@@ -250,8 +281,9 @@ def test_beyond_loopback_post_events_needs_the_blobstore_token(tmp_path: Path, r
 
 def test_on_loopback_post_events_asks_for_nothing_unless_told(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     assert make_client().post("/events", json={"events": []}).status_code == 200
-    settings = Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'other.db'}", "security": "token"},
-                                        "blobstore": {"token": TOKEN}})
+    settings = Settings.model_validate(
+        {"search": {"database": f"sqlite:///{tmp_path / 'other.db'}", "security": "token"}, "blobstore": {"token": TOKEN}}
+    )
     with TestClient(create_app(settings)) as client:
         assert client.post("/events", json={"events": []}).status_code == 401
 
@@ -262,15 +294,20 @@ def test_beyond_loopback_without_a_token_the_service_does_not_start(tmp_path: Pa
     for blobstore in ({}, {"token": "too-short"}):
         with pytest.raises(ConfigError, match=r"^blobstore\.token: .*auto: the search service listens on 0\.0\.0\.0:5003"):
             create_app(beyond_loopback(tmp_path, **blobstore))
-    none = Settings.model_validate({"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003", "security": "none"}})
+    none = Settings.model_validate(
+        {"search": {"database": f"sqlite:///{tmp_path / 'index.db'}", "addr": "0.0.0.0:5003", "security": "none"}}
+    )
     with TestClient(create_app(none)) as client:
         assert client.post("/events", json={"events": []}).status_code == 200
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_envelope(client: TestClient) -> None:
     # Found by tests/fuzz: FastAPI's own {"detail": "Not Found"} came back instead.
-    for method, path, status, code in (("GET", "/0", 404, "NOT_FOUND"), ("DELETE", "/v1/search", 405, "UNSUPPORTED"),
-                                       ("GET", "/events", 405, "UNSUPPORTED")):
+    for method, path, status, code in (
+        ("GET", "/0", 404, "NOT_FOUND"),
+        ("DELETE", "/v1/search", 405, "UNSUPPORTED"),
+        ("GET", "/events", 405, "UNSUPPORTED"),
+    ):
         response = client.request(method, path)
         assert response.status_code == status, response.text
         assert [e["code"] for e in response.json()["errors"]] == [code]
@@ -291,9 +328,20 @@ def test_a_sender_that_leaves_mid_envelope_is_a_400_not_an_error(tmp_path: Path)
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/events", "raw_path": b"/events", "query_string": b"", "root_path": "",
-             "headers": [(b"content-length", b"100"), (b"host", b"x")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 5003)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-length", b"100"), (b"host", b"x")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 5003),
+    }
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 400
 

@@ -1,4 +1,5 @@
 """The index on SQLite and PostgreSQL alike: what is found, in which order, for any query text."""
+
 from __future__ import annotations
 
 import random
@@ -52,8 +53,10 @@ def test_ranking_exact_then_prefix_then_name_contains_then_description(index: In
     push(index, "other", "nothing to see")
     assert names(index, "redis") == [
         "redis",  # exact
-        "redis-exporter", "redis/cli",  # prefix, by name
-        "bb/myredis", "zz/redis-tools",  # name contains, by name
+        "redis-exporter",
+        "redis/cli",  # prefix, by name
+        "bb/myredis",
+        "zz/redis-tools",  # name contains, by name
         "aa/cache",  # description only
     ]
     assert total(index, "redis") == 6
@@ -66,20 +69,63 @@ def test_matching_is_case_insensitive_for_any_script(index: Index) -> None:
     assert names(index, "cafe") == []  # accents are not ignored
 
 
-@pytest.mark.parametrize("query", [
-    "%", "_", "%_%", "\\", "/", "'", '"', "''", "*", "a*", "^x", "name : x", 'a" OR "b', "NEAR(a b)",
-    "'; DROP TABLE repositories; --", "\x00", "🐳", "a" * 300, "-", "(", ")", "[a-z]", "?",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%",
+        "_",
+        "%_%",
+        "\\",
+        "/",
+        "'",
+        '"',
+        "''",
+        "*",
+        "a*",
+        "^x",
+        "name : x",
+        'a" OR "b',
+        "NEAR(a b)",
+        "'; DROP TABLE repositories; --",
+        "\x00",
+        "🐳",
+        "a" * 300,
+        "-",
+        "(",
+        ")",
+        "[a-z]",
+        "?",
+    ],
+)
 def test_any_query_text_is_literal_and_harmless(index: Index, query: str) -> None:
     push(index, "plain/name", "nothing special here")
     push(index, "lib/a_b", "has an underscore")
     push(index, "lib/axb", "100% pure, a/b/c path, say \"hi\" and 'bye', back\\slash, star* caret^ 🐳")
     found = index.search(SearchQuery(clean_text(query)[:255], 25, 1))
     expected = {
-        "%": ["lib/axb"], "_": ["lib/a_b"], "%_%": [], "\\": ["lib/axb"], "/": ["lib/a_b", "lib/axb", "plain/name"],
-        "'": ["lib/axb"], '"': ["lib/axb"], "''": [], "*": ["lib/axb"], "a*": [], "^x": [], "name : x": [],
-        'a" OR "b': [], "NEAR(a b)": [], "'; DROP TABLE repositories; --": [], "\x00": ["lib/a_b", "lib/axb", "plain/name"],
-        "🐳": ["lib/axb"], "a" * 300: [], "-": [], "(": [], ")": [], "[a-z]": [], "?": [],
+        "%": ["lib/axb"],
+        "_": ["lib/a_b"],
+        "%_%": [],
+        "\\": ["lib/axb"],
+        "/": ["lib/a_b", "lib/axb", "plain/name"],
+        "'": ["lib/axb"],
+        '"': ["lib/axb"],
+        "''": [],
+        "*": ["lib/axb"],
+        "a*": [],
+        "^x": [],
+        "name : x": [],
+        'a" OR "b': [],
+        "NEAR(a b)": [],
+        "'; DROP TABLE repositories; --": [],
+        "\x00": ["lib/a_b", "lib/axb", "plain/name"],
+        "🐳": ["lib/axb"],
+        "a" * 300: [],
+        "-": [],
+        "(": [],
+        ")": [],
+        "[a-z]": [],
+        "?": [],
     }[query]
     assert sorted(name for name, _ in found[1]) == expected
     assert found[0] == len(expected)
@@ -170,9 +216,29 @@ def test_results_match_a_reference_implementation_on_random_data(index: Index) -
             index.tag_pushed(conn, name, "latest", digest(name), 1000.0)
             if description:
                 index.set_description(conn, name, description, 1000.0)
-    queries = ["a", "ng", "nginx", "nginx1", "api", "ap", "web-1", "redis3/", "STRASSE", "ünï", "100%", "a_b", "x/y",
-               "zzz", "server tools", "s", "/", "-12", "alpine0/nginx-", ""]
-    queries += [n[rnd.randint(0, 3): rnd.randint(5, 12)] for n in rnd.sample(list(repos), 15)]
+    queries = [
+        "a",
+        "ng",
+        "nginx",
+        "nginx1",
+        "api",
+        "ap",
+        "web-1",
+        "redis3/",
+        "STRASSE",
+        "ünï",
+        "100%",
+        "a_b",
+        "x/y",
+        "zzz",
+        "server tools",
+        "s",
+        "/",
+        "-12",
+        "alpine0/nginx-",
+        "",
+    ]
+    queries += [n[rnd.randint(0, 3) : rnd.randint(5, 12)] for n in rnd.sample(list(repos), 15)]
     for q in queries:
         expected = _reference(repos, q)
         first = index.search(SearchQuery(q, 100, 1))

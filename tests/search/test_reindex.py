@@ -1,5 +1,6 @@
 """``berth search reindex`` rebuilds the index from a registry: paginated catalog and tag lists,
 descriptions, repositories gone from the registry, partial failures and exit codes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,9 @@ def registry() -> Iterator[FakeRegistry]:
 def _catalog(registry: FakeRegistry) -> None:
     registry.add("/v2/_catalog?n=1000", body={"repositories": ["a/one", "b/two"]}, link='</v2/_catalog?n=1000&last=b/two>; rel="next"')
     registry.add("/v2/_catalog?n=1000&last=b/two", body={"repositories": ["c/broken"]})
-    registry.add("/v2/a/one/tags/list?n=1000", body={"name": "a/one", "tags": ["v1"]}, link='</v2/a/one/tags/list?n=1000&last=v1>; rel="next"')
+    registry.add(
+        "/v2/a/one/tags/list?n=1000", body={"name": "a/one", "tags": ["v1"]}, link='</v2/a/one/tags/list?n=1000&last=v1>; rel="next"'
+    )
     registry.add("/v2/a/one/tags/list?n=1000&last=v1", body={"name": "a/one", "tags": ["latest"]})
     registry.image("a/one", "v1", labels={DESCRIPTION: "old image of one"})
     registry.image("a/one", "latest", labels={DESCRIPTION: "the latest image of one"})
@@ -72,12 +75,24 @@ def test_an_unreachable_registry_is_exit_code_1(tmp_path: Path, registry: FakeRe
     finally:
         index.close()
     env = {"PATH": "/usr/bin:/bin", "REGISTRY_SEARCH_DATABASE": f"sqlite:///{tmp_path / 'index.db'}"}
-    down = subprocess.run([sys.executable, "-m", "services.cli", "search", "reindex", "--registry", "http://127.0.0.1:9"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        [sys.executable, "-m", "services.cli", "search", "reindex", "--registry", "http://127.0.0.1:9"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 1 and "_catalog" in down.stderr  # a runtime failure: worth retrying
     registry.add("/v2/_catalog?n=1000", body={"repositories": []})
-    empty = subprocess.run([sys.executable, "-m", "services.cli", "search", "reindex", "--registry", registry.url],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    empty = subprocess.run(
+        [sys.executable, "-m", "services.cli", "search", "reindex", "--registry", registry.url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert empty.returncode == 0, empty.stderr
     assert "0 repositories indexed" in empty.stderr
 

@@ -1,5 +1,6 @@
 """The index's schema is created on first open, kept on later ones, migrated forward exactly once,
 and refused when a newer Berth wrote it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -99,7 +100,11 @@ def test_a_database_from_a_newer_berth_is_refused(database_url: str, tmp_path: P
         Index.open(database_url)
     # The service refuses to start, saying why, with exit code 2.
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "search"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "services.cli", "search"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin", "REGISTRY_SEARCH_DATABASE": database_url, "REGISTRY_SEARCH_ADDR": "127.0.0.1:1"},
     )
     assert result.returncode == 2, result.stderr

@@ -4,6 +4,7 @@ The data and queries are the benchmark's (bench/search_bench.py): some queries m
 all repositories, some a handful, some one or two characters (which no trigram index serves).
 The median of several runs is checked, so one scheduling hiccup on a shared machine does not fail it.
 """
+
 from __future__ import annotations
 
 import statistics

@@ -3,6 +3,7 @@
 Written apart from services.gateway.access on purpose (the libtrust key ID included), so a bug
 there cannot hide by agreeing with itself here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,24 +49,24 @@ class SigningKey:
 
     def __post_init__(self) -> None:
         if self.private is None:
-            self.private = (
-                ec.generate_private_key(ec.SECP256R1()) if self.alg == "ES256" else rsa.generate_private_key(65537, 2048)
-            )
+            self.private = ec.generate_private_key(ec.SECP256R1()) if self.alg == "ES256" else rsa.generate_private_key(65537, 2048)
         if not self.kid:
             self.kid = libtrust_kid(self.private.public_key())
 
     def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return self.private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def certificate_pem(self) -> bytes:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test token signer")])
         now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(self.private.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.private.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
             .sign(self.private, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM)
@@ -83,8 +84,13 @@ class SigningKey:
 def payload(access: list[dict[str, Any]] | None = None, **claims: Any) -> dict[str, Any]:
     now = int(time.time())
     body: dict[str, Any] = {
-        "iss": ISSUER, "sub": "alice", "aud": SERVICE,
-        "exp": now + 300, "nbf": now - 5, "iat": now - 5, "jti": f"t{time.monotonic_ns()}",
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": SERVICE,
+        "exp": now + 300,
+        "nbf": now - 5,
+        "iat": now - 5,
+        "jti": f"t{time.monotonic_ns()}",
         "access": access or [],
     }
     body.update(claims)
@@ -97,7 +103,9 @@ def repo_access(name: str, *actions: str) -> dict[str, Any]:
 
 def hs256_token(secret: bytes, kid: str, access: list[dict[str, Any]] | None = None) -> str:
     """The algorithm-confusion attack: HMAC keyed with the (public) verification key."""
-    signing_input = f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': kid}).encode())}.{b64url(json.dumps(payload(access)).encode())}"
+    signing_input = (
+        f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': kid}).encode())}.{b64url(json.dumps(payload(access)).encode())}"
+    )
     return f"{signing_input}.{b64url(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
 
 

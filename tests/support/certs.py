@@ -1,5 +1,6 @@
 """Throwaway certificate authorities for TLS tests (HTTPS at the gateway, mTLS to the blobstore):
 ECDSA P-256 keys, certificates valid for a day, PEM files written into a directory."""
+
 from __future__ import annotations
 
 import datetime

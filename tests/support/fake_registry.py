@@ -3,6 +3,7 @@
 For the search service's tests, which need something to read manifests, configs, catalogs and tag
 lists from, with pagination and failures chosen by the test.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,12 +61,15 @@ class FakeRegistry:
         data = json.dumps(doc).encode()
         digest = sha256(data)
         for reference in (digest, *tags):
-            self.add(f"/v2/{repository}/manifests/{reference}", body=data, content_type=doc.get("mediaType", OCI_MANIFEST),
-                     docker_content_digest=digest)
+            self.add(
+                f"/v2/{repository}/manifests/{reference}",
+                body=data,
+                content_type=doc.get("mediaType", OCI_MANIFEST),
+                docker_content_digest=digest,
+            )
         return digest
 
-    def image(self, repository: str, *tags: str, labels: dict[str, str] | None = None,
-              annotations: dict[str, str] | None = None) -> str:
+    def image(self, repository: str, *tags: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> str:
         """An image manifest (with a config holding ``labels``); returns its digest."""
         config = self.blob(repository, {"architecture": "amd64", "os": "linux", "config": {"Labels": labels or {}}})
         doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}

@@ -1,6 +1,7 @@
 """Debian's docker-registry (the reference Go registry, registry:2) as a real upstream on loopback:
 filesystem storage in a folder of the test, htpasswd (bcrypt) or token auth, its access log in a
 file (one line per request, to count what reached it). ``stop`` and ``start`` keep port and data."""
+
 from __future__ import annotations
 
 import subprocess
@@ -74,5 +75,8 @@ class GoRegistry:
     def requests(self, method: str, path_part: str, status: int | None = None) -> int:
         """How many requests of ``method`` whose path contains ``path_part`` it answered (access
         log), only those answered with ``status`` when given."""
-        return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
-                   if f'"{method} ' in line and path_part in line and (status is None or f'HTTP/1.1" {status} ' in line))
+        return sum(
+            1
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if f'"{method} ' in line and path_part in line and (status is None or f'HTTP/1.1" {status} ' in line)
+        )

@@ -4,6 +4,7 @@
 PostgreSQL refuses to run as root, so under root the cluster belongs to (and runs as) the
 ``postgres`` system user the package creates, or ``nobody``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -26,7 +27,9 @@ SUPERUSER = "berth"
 
 def find_bin_dir() -> Path | None:
     """The newest /usr/lib/postgresql/<version>/bin that has initdb and pg_ctl, if any."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+    )
     for path in reversed(candidates):
         if os.access(f"{path}/initdb", os.X_OK) and os.access(f"{path}/pg_ctl", os.X_OK):
             return Path(path)

@@ -1,4 +1,5 @@
 """Starts Berth services as real child processes on free loopback ports, like `berth run` does."""
+
 from __future__ import annotations
 
 import os
@@ -107,7 +108,10 @@ class Berth:
             log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115 - lives as long as the process
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", service],
-                cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             self.procs[service] = proc
             ports = {"blobstore": self.grpc_port, "auth": self.auth_port, "search": self.search_port}
@@ -154,8 +158,12 @@ class BerthRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"))}
         env.update(self.env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"], cwd=self.workdir, env=env,
-            stdout=open(self.workdir / "run.log", "w"), stderr=subprocess.STDOUT, text=True,  # noqa: SIM115 - lives as long as the process
+            [sys.executable, "-m", "services.cli", "run"],
+            cwd=self.workdir,
+            env=env,
+            stdout=open(self.workdir / "run.log", "w"),  # noqa: SIM115 - lives as long as the process
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + timeout
         while True:

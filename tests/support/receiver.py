@@ -4,6 +4,7 @@ Modes: "up" answers 200 and records; "fail" answers 503; "hang" accepts the conn
 request and never answers (until the mode changes, when it closes without recording), the worst
 kind of down for a sender: every attempt costs its full timeout.
 """
+
 from __future__ import annotations
 
 import json

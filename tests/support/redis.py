@@ -4,6 +4,7 @@ The server runs in a temporary directory on a free port, without persistence, wi
 policy operators are told to use. The proxy lets a test take Redis away from one gateway while the
 server (and what it holds) stays, which stopping the server cannot do.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,9 +49,25 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     port = port or free_port()
     log = open(workdir / "redis.log", "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--save", "",
-         "--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            "64mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     server = RedisServer(workdir, port, proc)
     deadline = time.monotonic() + 15

@@ -1,4 +1,5 @@
 """A few calls of the registry API that tests repeat; each asserts the spec's success status."""
+
 from __future__ import annotations
 
 import http.client
@@ -22,8 +23,7 @@ def check_api_version(response: httpx.Response) -> None:
     """An httpx response hook: every /v2 response must carry Docker-Distribution-API-Version."""
     if response.request.url.path.startswith("/v2"):
         assert response.headers.get("docker-distribution-api-version") == "registry/2.0", (
-            f"{response.request.method} {response.request.url.path} -> {response.status_code} "
-            "lacks Docker-Distribution-API-Version"
+            f"{response.request.method} {response.request.url.path} -> {response.status_code} lacks Docker-Distribution-API-Version"
         )
 
 
@@ -63,7 +63,9 @@ def put_manifest(client: httpx.Client, name: str, reference: str, payload: bytes
     return client.put(f"/v2/{name}/manifests/{reference}", content=payload, headers={"Content-Type": media_type})
 
 
-def push_manifest(client: httpx.Client, name: str, reference: str, manifest: dict[str, Any] | bytes, media_type: str | None = None) -> tuple[str, bytes]:
+def push_manifest(
+    client: httpx.Client, name: str, reference: str, manifest: dict[str, Any] | bytes, media_type: str | None = None
+) -> tuple[str, bytes]:
     """PUTs a manifest (a dict is serialised; its mediaType is the Content-Type); returns digest and bytes."""
     payload = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
     if media_type is None:

@@ -3,6 +3,7 @@
 One process serves any number of buckets; tests keep apart by bucket (``new_bucket``) rather than
 by starting servers, which cost a couple of seconds each.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -55,8 +56,13 @@ class MotoServer:
         from services.common.config import S3Settings
 
         settings = S3Settings(
-            bucket=bucket, region=REGION, regionendpoint=self.endpoint, accesskey=ACCESS_KEY,
-            secretkey=SECRET_KEY, forcepathstyle=True, secure=False,
+            bucket=bucket,
+            region=REGION,
+            regionendpoint=self.endpoint,
+            accesskey=ACCESS_KEY,
+            secretkey=SECRET_KEY,
+            forcepathstyle=True,
+            secure=False,
         )
         return {**settings.model_dump(), **overrides}
 
@@ -92,7 +98,8 @@ def start_moto(log: Path | None = None) -> MotoServer:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=out, stderr=subprocess.STDOUT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc, timeout=60)

@@ -1,4 +1,5 @@
 """Storage drivers, registered by name; importing this package registers the built-in ones."""
+
 from typing import Any
 
 from services.blobstore.drivers import filesystem, inmemory  # noqa: F401  (registration)
@@ -22,6 +23,7 @@ def _create_s3(parameters: dict[str, Any]) -> StorageDriver:
     from services.blobstore.drivers import s3
 
     return s3.create_driver(parameters)
+
 
 __all__ = [
     "FileInfo",

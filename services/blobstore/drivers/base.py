@@ -13,6 +13,7 @@ promised to be whole while it is being written: the blobstore writes only under 
 ``lock()`` is the one coordination primitive: what takes several calls (a tag move, a manifest
 delete and the sweep of its tags) runs under a lock that every process sharing the storage honours.
 """
+
 from __future__ import annotations
 
 import abc
@@ -135,10 +136,25 @@ class StorageDriver(abc.ABC):
     # (``builtins.list`` below: in this class, ``list`` names the method.)
 
     # The methods that take a driver path and check it here, for every backend.
-    _CHECKED = frozenset({
-        "get_content", "put_content", "reader", "writer", "stat", "file_size", "list", "children",
-        "walk", "move", "delete", "delete_files", "lock", "redirect_url", "local_file",
-    })
+    _CHECKED = frozenset(
+        {
+            "get_content",
+            "put_content",
+            "reader",
+            "writer",
+            "stat",
+            "file_size",
+            "list",
+            "children",
+            "walk",
+            "move",
+            "delete",
+            "delete_files",
+            "lock",
+            "redirect_url",
+            "local_file",
+        }
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,7 +162,8 @@ class StorageDriver(abc.ABC):
         if overridden:
             raise TypeError(
                 f"{cls.__name__} overrides {', '.join(overridden)}: implement the protected "
-                f"method instead (_{overridden[0]}), so the base class checks the paths first")
+                f"method instead (_{overridden[0]}), so the base class checks the paths first"
+            )
 
     # The interface: paths checked, then handed to the backend
 

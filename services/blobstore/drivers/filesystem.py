@@ -1,4 +1,5 @@
 """Filesystem driver: one directory tree under ``rootdirectory``."""
+
 from __future__ import annotations
 
 import errno

@@ -1,4 +1,5 @@
 """In-memory driver: for tests and throwaway registries; everything is gone on exit."""
+
 from __future__ import annotations
 
 import io

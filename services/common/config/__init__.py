@@ -8,6 +8,7 @@ flavors, ``_env:`` values and ``REGISTRY_*`` overrides, validated into ``Setting
     environment  REGISTRY_<SECTION>_<KEY> overrides
     ports        internal listeners off the ports a file uses for other things
 """
+
 from services.common.config.errors import ConfigError
 from services.common.config.loader import DEFAULT_FLAVOR, load
 from services.common.config.schema import (

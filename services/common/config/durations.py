@@ -1,5 +1,6 @@
 """Durations as registry:2 writes them (Go's ``time.ParseDuration``): ``1s``, ``500ms``, ``1m30s``,
 ``168h``; plain numbers are seconds, as Berth and the classic registry write them."""
+
 from __future__ import annotations
 
 import re

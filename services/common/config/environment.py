@@ -9,6 +9,7 @@ A variable under a known section that names no key stops the start (a mistyped
 ``REGISTRY_AUTH_HTPASSWD_PATH`` must never leave a registry open); variables under no known section
 (``REGISTRY_PORT`` from a Kubernetes service named registry) get one warning line together.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ def apply(t: Translation, env: Mapping[str, str]) -> None:
     for var in sorted(env):  # REGISTRY_AUTH before REGISTRY_AUTH_HTPASSWD_PATH
         if not var.startswith(PREFIX) or var == PREFIX:
             continue
-        rest = var[len(PREFIX):].lower()
+        rest = var[len(PREFIX) :].lower()
         raw = env[var]
         if rest in registry2.SELECTORS:
             t.put(f"{rest}.{registry2.SELECTORS[rest]}", raw.strip().lower(), f"environment {var}")
@@ -62,11 +63,11 @@ def _schema_path(model: type[BaseModel], rest: str) -> list[str] | None:
         if not rest.startswith(name + "_"):
             continue
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            tail = _schema_path(annotation, rest[len(name) + 1:])
+            tail = _schema_path(annotation, rest[len(name) + 1 :])
             if tail is not None:
                 return [name, *tail]
         elif get_origin(annotation) is dict:  # REGISTRY_LOG_FIELDS_ENVIRONMENT=production: one entry
-            return [name, rest[len(name) + 1:]]
+            return [name, rest[len(name) + 1 :]]
     return None
 
 
@@ -113,7 +114,7 @@ def _registry2_path(tree: dict[str, Any], rest: str) -> list[str] | None:
         if rest == name:
             return [name]
         if rest.startswith(name + "_"):
-            tail_text = rest[len(name) + 1:]
+            tail_text = rest[len(name) + 1 :]
             if sub == ANY:
                 return [name, *tail_text.split("_")]
             if isinstance(sub, dict):

@@ -1,4 +1,5 @@
 """The one error of configuration loading."""
+
 from __future__ import annotations
 
 

@@ -12,6 +12,7 @@ dialect translation, ``REGISTRY_*`` overrides, then validation against the schem
 5. Internal listeners move off ports the document uses for other things; then the schema validates,
    and errors name the key and where its value came from.
 """
+
 from __future__ import annotations
 
 import functools
@@ -134,8 +135,10 @@ def _known_top_level() -> set[str]:
 def pick_flavor(raw: dict[str, Any], flavor: str, *, explicit: bool) -> dict[str, Any]:
     """``common`` merged under the flavor; a flat document as it is. A document whose top level
     holds only sections of unknown names is taken as flavors too (``local:`` alone)."""
-    flavored = "common" in raw or flavor in raw or (
-        bool(raw) and all(isinstance(v, dict) for v in raw.values()) and not set(raw) & _known_top_level()
+    flavored = (
+        "common" in raw
+        or flavor in raw
+        or (bool(raw) and all(isinstance(v, dict) for v in raw.values()) and not set(raw) & _known_top_level())
     )
     if not flavored:
         return raw
@@ -173,7 +176,7 @@ def _resolve_env_values(value: Any, env: Mapping[str, str], where: str, variable
     if isinstance(value, list):
         return [_resolve_env_values(v, env, f"{where}[{i}]", variables) for i, v in enumerate(value)]
     if isinstance(value, str) and value.startswith(_ENV):
-        var, colon, default = value[len(_ENV):].partition(":")
+        var, colon, default = value[len(_ENV) :].partition(":")
         if not var:
             raise ConfigError(f"config key {where!r}: '_env:' needs a variable name")
         variables[where] = var
@@ -200,8 +203,10 @@ def _drop_nones(value: Any) -> Any:
 def _unread_classic_variables(t: Translation, env: Mapping[str, str], read: set[str]) -> None:
     unread = sorted(v for v in _classic_variables() - read - _GENERIC if v in env)
     if unread:
-        t.warn(f"environment: {', '.join(unread)} set, but this configuration does not read "
-               f"{'it' if len(unread) == 1 else 'them'} (only _env: values do, as in the classic registry)")
+        t.warn(
+            f"environment: {', '.join(unread)} set, but this configuration does not read "
+            f"{'it' if len(unread) == 1 else 'them'} (only _env: values do, as in the classic registry)"
+        )
 
 
 @functools.cache

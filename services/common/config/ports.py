@@ -6,6 +6,7 @@ localhost:5001, a webhook on localhost:5003). Internal listeners the configurati
 default move to the next port the configuration does not name; an address set explicitly is kept
 (and ``berth run`` says so when it is taken).
 """
+
 from __future__ import annotations
 
 from typing import Any

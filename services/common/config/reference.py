@@ -5,6 +5,7 @@
 
 The tests run the check, so the document cannot drift from the translation.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,7 @@ def variable_table() -> str:
     for flavor in (f for f in document if f != "common"):
         for key, value in walk(pick_flavor(document, flavor, explicit=True)):
             text = str(value)
-            while (match := re.fullmatch(r"_env:([A-Z0-9_]+)(?::(.*))?", text)):
+            while match := re.fullmatch(r"_env:([A-Z0-9_]+)(?::(.*))?", text):
                 var, text = match.group(1), match.group(2) or ""
                 keys.setdefault(var, [])
                 if key not in keys[var]:

@@ -11,6 +11,7 @@ configuration reference and what Berth does with it.
 shapes); registry:2's own defaults where they differ from Berth's (deletes off, redirects on,
 ``/var/lib/registry``) apply only to files that say ``version:``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,7 @@ SELECTORS = {"storage": "driver", "auth": "type"}
 _DRIVERS_NOTE = "Berth's drivers are filesystem, s3 (AWS and S3-compatible stores) and inmemory"
 _METRICS_NOTE = "Berth opens no debug listener: /metrics is on every service's own HTTP port"
 
+# fmt: off  (one key per row: the table reads as the table in docs/migrating.md)
 KEYS: tuple[Key, ...] = (
     Key("version", "converted", "", "must be 0.1; marks the file as registry:2's", "0.1"),
     Key("loglevel", "same", "loglevel", "deprecated in registry:2; log.level wins", "warn"),
@@ -35,8 +37,23 @@ KEYS: tuple[Key, ...] = (
     Key("log.formatter", "converted", "log.formatter", "text and json; logstash is written as json (with a warning)", "json"),
     Key("log.fields", "same", "log.fields", "added to every line, in both formats", {"service": "registry"}),
     Key("log.accesslog.disabled", "warned", "", "Berth writes access lines only at loglevel debug", True),
-    Key("log.hooks", "converted", "email_exceptions", "a mail hook becomes email_exceptions (unhandled exceptions are mailed)",
-        [{"type": "mail", "levels": ["panic"], "options": {"smtp": {"addr": "mail.example.com:25", "username": "u", "password": "p"}, "from": "r@example.com", "to": ["ops@example.com"]}}]),
+    Key(
+        "log.hooks",
+        "converted",
+        "email_exceptions",
+        "a mail hook becomes email_exceptions (unhandled exceptions are mailed)",
+        [
+            {
+                "type": "mail",
+                "levels": ["panic"],
+                "options": {
+                    "smtp": {"addr": "mail.example.com:25", "username": "u", "password": "p"},
+                    "from": "r@example.com",
+                    "to": ["ops@example.com"],
+                },
+            }
+        ],
+    ),
     Key("http.addr", "same", "http.addr", ":5000 means every interface (0.0.0.0:5000)", ":5000"),
     Key("http.net", "converted", "", "tcp; unix sockets are refused", "tcp"),
     Key("http.prefix", "same", "http.prefix", "", "/registry"),
@@ -50,55 +67,185 @@ KEYS: tuple[Key, ...] = (
     Key("http.tls.certificate", "same", "http.tls.certificate", "", "/certs/domain.crt"),
     Key("http.tls.key", "same", "http.tls.key", "", "/certs/domain.key"),
     Key("http.tls.clientcas", "same", "http.tls.clientcas", "", ["/certs/ca.pem"]),
-    Key("http.tls.minimumtls", "converted", "http.tls.minimumtls", "tls1.2 or tls1.3; tls1.0 and tls1.1 are raised to tls1.2 (with a warning)", "tls1.3"),
-    Key("http.tls.ciphersuites", "warned", "", "Berth uses OpenSSL's suites for the TLS version", ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]),
-    Key("http.tls.letsencrypt.*", "refused", "", "Berth does not fetch certificates itself: get them with certbot (or a proxy) and set http.tls.certificate and http.tls.key",
-        {"email": "me@example.com"}),
+    Key(
+        "http.tls.minimumtls",
+        "converted",
+        "http.tls.minimumtls",
+        "tls1.2 or tls1.3; tls1.0 and tls1.1 are raised to tls1.2 (with a warning)",
+        "tls1.3",
+    ),
+    Key(
+        "http.tls.ciphersuites",
+        "warned",
+        "",
+        "Berth uses OpenSSL's suites for the TLS version",
+        ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"],
+    ),
+    Key(
+        "http.tls.letsencrypt.*",
+        "refused",
+        "",
+        "Berth does not fetch certificates itself: get them with certbot (or a proxy) and set http.tls.certificate and http.tls.key",
+        {"email": "me@example.com"},
+    ),
     Key("http.debug.addr", "warned", "", _METRICS_NOTE, "localhost:5001"),
     Key("http.debug.prometheus.*", "warned", "", _METRICS_NOTE + " (metrics.enabled)", {"enabled": True, "path": "/metrics"}),
-    Key("storage.filesystem.rootdirectory", "same", "storage.filesystem.rootdirectory", "default /var/lib/registry, as in registry:2", "/srv/registry"),
+    Key(
+        "storage.filesystem.rootdirectory",
+        "same",
+        "storage.filesystem.rootdirectory",
+        "default /var/lib/registry, as in registry:2",
+        "/srv/registry",
+    ),
     Key("storage.filesystem.maxthreads", "warned", "", "Berth bounds its own file threads", 100),
-    *(Key(f"storage.s3.{k}", "same", f"storage.s3.{k}", "", v) for k, v in (
-        ("accesskey", "AKIA..."), ("secretkey", "secret"), ("region", "us-west-1"), ("regionendpoint", "http://minio:9000"),
-        ("bucket", "registry"), ("encrypt", True), ("keyid", "kms-key"), ("secure", False), ("skipverify", True),
-        ("chunksize", 10 << 20), ("rootdirectory", "/registry"), ("forcepathstyle", True),
-        ("multipartcopychunksize", 32 << 20), ("multipartcopymaxconcurrency", 4), ("multipartcopythresholdsize", 64 << 20),
-    )),
+    *(
+        Key(f"storage.s3.{k}", "same", f"storage.s3.{k}", "", v)
+        for k, v in (
+            ("accesskey", "AKIA..."),
+            ("secretkey", "secret"),
+            ("region", "us-west-1"),
+            ("regionendpoint", "http://minio:9000"),
+            ("bucket", "registry"),
+            ("encrypt", True),
+            ("keyid", "kms-key"),
+            ("secure", False),
+            ("skipverify", True),
+            ("chunksize", 10 << 20),
+            ("rootdirectory", "/registry"),
+            ("forcepathstyle", True),
+            ("multipartcopychunksize", 32 << 20),
+            ("multipartcopymaxconcurrency", 4),
+            ("multipartcopythresholdsize", 64 << 20),
+        )
+    ),
     Key("storage.s3.v4auth", "warned", "", "boto3 always signs with Signature Version 4", True),
     Key("storage.s3.storageclass", "warned", "", "objects go to the bucket's default storage class", "REDUCED_REDUNDANCY"),
     Key("storage.s3.objectacl", "converted", "", "private is what Berth does; any other ACL is refused", "private"),
-    *(Key(f"storage.s3.{k}", "warned", "", "not used by Berth's S3 driver", v) for k, v in (
-        ("useragent", "berth"), ("usedualstack", True), ("accelerate", True), ("loglevel", "debug"), ("checksumdisabled", True),
-    )),
+    *(
+        Key(f"storage.s3.{k}", "warned", "", "not used by Berth's S3 driver", v)
+        for k, v in (
+            ("useragent", "berth"),
+            ("usedualstack", True),
+            ("accelerate", True),
+            ("loglevel", "debug"),
+            ("checksumdisabled", True),
+        )
+    ),
     Key("storage.inmemory", "converted", "storage.driver", "the in-memory driver (for tests)", {}),
     *(Key(f"storage.{d}.*", "refused", "", _DRIVERS_NOTE, {"accountname": "x"}) for d in OTHER_DRIVERS),
     Key("storage.delete.enabled", "same", "storage.delete.enabled", "off unless set, as in registry:2", True),
-    Key("storage.redirect.disable", "converted", "storage_redirect", "storage_redirect is its opposite; redirects are on unless disabled, as in registry:2", True),
-    Key("storage.cache.blobdescriptor", "converted", "cache_lru", "redis: the gateways' Redis cache, at the redis section's address; inmemory: Berth's in-process cache, always on", "inmemory"),
+    Key(
+        "storage.redirect.disable",
+        "converted",
+        "storage_redirect",
+        "storage_redirect is its opposite; redirects are on unless disabled, as in registry:2",
+        True,
+    ),
+    Key(
+        "storage.cache.blobdescriptor",
+        "converted",
+        "cache_lru",
+        "redis: the gateways' Redis cache, at the redis section's address; inmemory: Berth's in-process cache, always on",
+        "inmemory",
+    ),
     Key("storage.cache.layerinfo", "converted", "cache_lru", "older name of blobdescriptor", "inmemory"),
     Key("storage.cache.blobdescriptorsize", "warned", "", "Berth sizes its in-process cache itself", 10000),
-    Key("storage.maintenance.uploadpurging.enabled", "same", "storage.maintenance.uploadpurging.enabled", "each blobstore purges stale uploads (on unless set false, as in registry:2)", False),
-    Key("storage.maintenance.uploadpurging.age", "same", "storage.maintenance.uploadpurging.age", "Go duration; uploads (and temporary files a crash left) older than it are removed", "72h"),
-    Key("storage.maintenance.uploadpurging.interval", "same", "storage.maintenance.uploadpurging.interval", "Go duration; the first run comes soon after start, with jitter", "12h"),
-    Key("storage.maintenance.uploadpurging.dryrun", "same", "storage.maintenance.uploadpurging.dryrun", "only logs what would be removed", True),
-    Key("storage.maintenance.readonly.enabled", "same", "storage.maintenance.readonly.enabled", "every write answers 405 UNSUPPORTED", True),
+    Key(
+        "storage.maintenance.uploadpurging.enabled",
+        "same",
+        "storage.maintenance.uploadpurging.enabled",
+        "each blobstore purges stale uploads (on unless set false, as in registry:2)",
+        False,
+    ),
+    Key(
+        "storage.maintenance.uploadpurging.age",
+        "same",
+        "storage.maintenance.uploadpurging.age",
+        "Go duration; uploads (and temporary files a crash left) older than it are removed",
+        "72h",
+    ),
+    Key(
+        "storage.maintenance.uploadpurging.interval",
+        "same",
+        "storage.maintenance.uploadpurging.interval",
+        "Go duration; the first run comes soon after start, with jitter",
+        "12h",
+    ),
+    Key(
+        "storage.maintenance.uploadpurging.dryrun",
+        "same",
+        "storage.maintenance.uploadpurging.dryrun",
+        "only logs what would be removed",
+        True,
+    ),
+    Key(
+        "storage.maintenance.readonly.enabled", "same", "storage.maintenance.readonly.enabled", "every write answers 405 UNSUPPORTED", True
+    ),
     Key("storage.tag.concurrencylimit", "warned", "", "Berth bounds concurrent storage calls itself", 8),
-    Key("auth.htpasswd.realm", "same", "auth.htpasswd.realm", "the section's presence (or REGISTRY_AUTH=htpasswd) sets auth.type", "Registry Realm"),
+    Key(
+        "auth.htpasswd.realm",
+        "same",
+        "auth.htpasswd.realm",
+        "the section's presence (or REGISTRY_AUTH=htpasswd) sets auth.type",
+        "Registry Realm",
+    ),
     Key("auth.htpasswd.path", "same", "auth.htpasswd.path", "bcrypt entries (htpasswd -B)", "/auth/htpasswd"),
-    Key("auth.token.realm", "same", "auth.token.realm", "the section's presence (or REGISTRY_AUTH=token) sets auth.type", "https://auth.example.com/token"),
+    Key(
+        "auth.token.realm",
+        "same",
+        "auth.token.realm",
+        "the section's presence (or REGISTRY_AUTH=token) sets auth.type",
+        "https://auth.example.com/token",
+    ),
     Key("auth.token.service", "same", "auth.token.service", "", "registry.example.com"),
     Key("auth.token.issuer", "same", "auth.token.issuer", "", "auth.example.com"),
     Key("auth.token.rootcertbundle", "same", "auth.token.rootcertbundle", "", "/certs/token.crt"),
-    Key("auth.token.jwks", "same", "auth.token.jwks", "empty unless set (Berth's own default points at its token service)", "https://auth.example.com/jwks"),
+    Key(
+        "auth.token.jwks",
+        "same",
+        "auth.token.jwks",
+        "empty unless set (Berth's own default points at its token service)",
+        "https://auth.example.com/jwks",
+    ),
     Key("auth.token.autoredirect", "converted", "", "false is what Berth does; true is refused", False),
     Key("auth.token.autoredirectpath", "warned", "", "used only with autoredirect, which Berth does not do", "/auth/token"),
     Key("auth.token.signingalgorithms", "warned", "", "Berth accepts every asymmetric algorithm its keys fit", ["ES256"]),
-    Key("auth.silly.*", "refused", "", "silly auth lets in anyone who sends any Authorization header; use htpasswd or token", {"realm": "x", "service": "y"}),
-    Key("middleware.*", "refused", "", "registry, repository and storage middleware (CloudFront, redirect, rewrite) is not supported", {"storage": [{"name": "cloudfront"}]}),
-    Key("reporting.*", "warned", "", "bugsnag and newrelic reporting is not built in; use email_exceptions or the logs", {"bugsnag": {"apikey": "x"}}),
-    Key("notifications.endpoints", "same", "notifications.endpoints", "timeout and backoff take Go durations", [{"name": "a", "url": "http://listener.example.com/events", "timeout": "1s", "backoff": "1s", "threshold": 10}]),
+    Key(
+        "auth.silly.*",
+        "refused",
+        "",
+        "silly auth lets in anyone who sends any Authorization header; use htpasswd or token",
+        {"realm": "x", "service": "y"},
+    ),
+    Key(
+        "middleware.*",
+        "refused",
+        "",
+        "registry, repository and storage middleware (CloudFront, redirect, rewrite) is not supported",
+        {"storage": [{"name": "cloudfront"}]},
+    ),
+    Key(
+        "reporting.*",
+        "warned",
+        "",
+        "bugsnag and newrelic reporting is not built in; use email_exceptions or the logs",
+        {"bugsnag": {"apikey": "x"}},
+    ),
+    Key(
+        "notifications.endpoints",
+        "same",
+        "notifications.endpoints",
+        "timeout and backoff take Go durations",
+        [{"name": "a", "url": "http://listener.example.com/events", "timeout": "1s", "backoff": "1s", "threshold": 10}],
+    ),
     Key("notifications.events.includereferences", "warned", "", "Berth's events carry no references list", True),
-    Key("redis.addr", "converted", "cache_lru.host", "with storage.cache.blobdescriptor: redis; not used otherwise (as in registry:2)", "localhost:6379"),
+    Key(
+        "redis.addr",
+        "converted",
+        "cache_lru.host",
+        "with storage.cache.blobdescriptor: redis; not used otherwise (as in registry:2)",
+        "localhost:6379",
+    ),
     Key("redis.password", "converted", "cache_lru.password", "", "pw"),
     Key("redis.db", "converted", "cache_lru.db", "", 1),
     Key("redis.dialtimeout", "converted", "cache_lru.timeout", "the largest of the three timeouts", "10ms"),
@@ -106,21 +253,51 @@ KEYS: tuple[Key, ...] = (
     Key("redis.writetimeout", "converted", "cache_lru.timeout", "", "10ms"),
     Key("redis.pool.*", "converted", "", "Berth sizes its own bounded pool (a warning when used)", {"maxidle": 16}),
     Key("redis.tls.*", "converted", "", "enabled: true is refused (Berth connects to Redis without TLS)", {"enabled": False}),
-    Key("health.*", "warned", "", "Berth's /_ready reports its own checks (blobstore, storage); they are not configurable", {"storagedriver": {"enabled": True}}),
-    Key("proxy.remoteurl", "same", "proxy.remoteurl", "the upstream registry: Berth becomes its pull-through cache (docs/mirror.md); every repository is mirrored, pushes are refused", "https://registry-1.docker.io"),
+    Key(
+        "health.*",
+        "warned",
+        "",
+        "Berth's /_ready reports its own checks (blobstore, storage); they are not configurable",
+        {"storagedriver": {"enabled": True}},
+    ),
+    Key(
+        "proxy.remoteurl",
+        "same",
+        "proxy.remoteurl",
+        "the upstream registry: Berth becomes its pull-through cache (docs/mirror.md); every repository is mirrored, pushes are refused",
+        "https://registry-1.docker.io",
+    ),
     Key("proxy.username", "same", "proxy.username", "", "me"),
     Key("proxy.password", "same", "proxy.password", "", "pw"),
     Key("proxy.ttl", "same", "proxy.ttl", "Go duration; cached content not pulled again within it is removed", "168h"),
     Key("validation.enabled", "warned", "", "Berth always validates manifests", True),
     Key("validation.disabled", "warned", "", "Berth always validates manifests", True),
     Key("validation.manifests.urls.*", "warned", "", "Berth accepts foreign-layer URLs and never fetches them", {"allow": ["^https?://"]}),
-    Key("validation.manifests.indexes.platforms", "same", "validation.manifests.indexes.platforms", "all (every child of an index must exist), none, or list", "none"),
-    Key("validation.manifests.indexes.platformlist", "same", "validation.manifests.indexes.platformlist", "the platforms whose children must exist with platforms: list",
-        [{"os": "linux", "architecture": "amd64", "variant": ""}]),
-    Key("compatibility.schema1.enabled", "converted", "", "false is what Berth does; true is refused (schema1 manifests are not accepted)", False),
+    Key(
+        "validation.manifests.indexes.platforms",
+        "same",
+        "validation.manifests.indexes.platforms",
+        "all (every child of an index must exist), none, or list",
+        "none",
+    ),
+    Key(
+        "validation.manifests.indexes.platformlist",
+        "same",
+        "validation.manifests.indexes.platformlist",
+        "the platforms whose children must exist with platforms: list",
+        [{"os": "linux", "architecture": "amd64", "variant": ""}],
+    ),
+    Key(
+        "compatibility.schema1.enabled",
+        "converted",
+        "",
+        "false is what Berth does; true is refused (schema1 manifests are not accepted)",
+        False,
+    ),
     Key("compatibility.schema1.signingkeyfile", "warned", "", "Berth signs no schema1 manifests", "/etc/registry/key.json"),
     Key("catalog.maxentries", "warned", "", "Berth's catalog pages hold up to 1000 entries", 1000),
 )
+# fmt: on
 
 
 def normalize(t: Translation, *, own_defaults: bool) -> None:
@@ -205,7 +382,7 @@ def _storage(t: Translation, own_defaults: bool) -> None:
         if present:
             t.put("storage.driver", present[0], f"registry:2 section 'storage.{present[0]}'")
     inmemory = t.pop("storage.inmemory")
-    if inmemory not in (MISSING, None, {}) :
+    if inmemory not in (MISSING, None, {}):
         t.refuse("storage.inmemory", "takes no parameters")
     acl = t.pop("storage.s3.objectacl")
     if acl not in (MISSING, "private"):
@@ -274,4 +451,3 @@ def _redis(t: Translation) -> None:
 def _validation_and_compatibility(t: Translation) -> None:
     if truthy(t.pop("compatibility.schema1.enabled")):
         t.refuse("compatibility.schema1.enabled", "Berth does not accept schema1 manifests")
-

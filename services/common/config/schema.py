@@ -3,6 +3,7 @@
 Every dialect (Berth's own, the classic registry's flat keys, registry:2's nested ones) is
 translated onto these models before validation (``loader``); services read only ``Settings``.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,6 +15,7 @@ from services.common.config.durations import to_seconds
 
 # Seconds; a number, or a Go duration as registry:2 writes them ("1s", "500ms", "1m30s", "168h").
 Seconds = Annotated[float, BeforeValidator(to_seconds)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -567,10 +569,16 @@ class ProxySettings(_Section):
         """Every mirrored registry, longest prefix first; ``remoteurl`` is the catch-all (prefix '')."""
         found = sorted(self.upstreams, key=lambda u: len(u.prefix), reverse=True)
         if self.remoteurl:
-            found.append(UpstreamSettings.model_construct(
-                prefix="", remoteurl=self.remoteurl, username=self.username, password=self.password,
-                ttl=self.ttl, tag_ttl=self.tag_ttl,
-            ))
+            found.append(
+                UpstreamSettings.model_construct(
+                    prefix="",
+                    remoteurl=self.remoteurl,
+                    username=self.username,
+                    password=self.password,
+                    ttl=self.ttl,
+                    tag_ttl=self.tag_ttl,
+                )
+            )
         return found
 
 

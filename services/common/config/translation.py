@@ -5,6 +5,7 @@ table drives the simple cases (a key Berth has under the same or another name, a
 a warning, a key refused) and documents the rest, which the dialect's code converts; the same
 table generates ``docs/migrating.md`` and is checked against the code by the tests.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -91,7 +92,7 @@ class Translation:
     variables: dict[str, str] = field(default_factory=dict)
 
     def label(self, dialect_label: str, source: str) -> str:
-        """"classic key 's3_bucket' (_env:AWS_BUCKET)": where a translated value came from."""
+        """ "classic key 's3_bucket' (_env:AWS_BUCKET)": where a translated value came from."""
         var = self.variables.get(source)
         return f"{dialect_label} key {source!r}" + (f" (_env:{var})" if var else "")
 

@@ -9,6 +9,7 @@ reveals nothing but SERVING / NOT_SERVING.
 Both ends live here (the gateway's channel credentials and token metadata too), so what one side
 sends and the other checks cannot drift apart.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -55,8 +56,9 @@ def server_credentials(settings: BlobstoreSettings) -> grpc.ServerCredentials | 
         raise ConfigError(f"{missing}: required with {'blobstore.tls.certificate' if tls.certificate else 'blobstore.tls.key'}")
     pair = (read_pem(tls.key, "blobstore.tls.key"), read_pem(tls.certificate, "blobstore.tls.certificate"))
     if mode == "mtls":
-        return grpc.ssl_server_credentials([pair], root_certificates=read_pem(tls.clientca, "blobstore.tls.clientca"),
-                                           require_client_auth=True)
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=read_pem(tls.clientca, "blobstore.tls.clientca"), require_client_auth=True
+        )
     return grpc.ssl_server_credentials([pair])
 
 

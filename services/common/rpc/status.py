@@ -1,5 +1,6 @@
 """Registry errors across gRPC: the blobstore aborts with a status and the code's name, the
 gateway turns that back into the same RegistryError. One mapping, used by both sides."""
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ one router-level FastAPI dependency (``dependency``), so route modules know noth
               on /v1/search Basic credentials too, exchanged for a token at the token service
               (the docker daemon sends its stored credentials there, never a token)
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,8 +24,17 @@ from services.gateway.access import requirements
 from services.gateway.access.model import ANONYMOUS, UNRESTRICTED, Access, Challenge, Grant, Identity, Reach
 
 __all__ = [
-    "ANONYMOUS", "UNRESTRICTED", "Access", "AccessController", "Challenge", "Grant", "Identity", "Reach",
-    "create", "dependency", "identity_of",
+    "ANONYMOUS",
+    "UNRESTRICTED",
+    "Access",
+    "AccessController",
+    "Challenge",
+    "Grant",
+    "Identity",
+    "Reach",
+    "create",
+    "dependency",
+    "identity_of",
 ]
 
 

@@ -8,6 +8,7 @@ is remembered for ``SUCCESS_TTL`` seconds under (user, the file's hash, a keyed 
 password), so a push of 50 requests costs one check and a changed password is never served from
 the cache. The password itself is never kept.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -6,6 +6,7 @@ Bundle keys are known by their libtrust key ID (what registry:2 and its token se
 fetched again early when a token names a kid it lacks, but never more often than once per
 ``jwks_refresh_interval`` seconds, so a flood of made-up kids cannot hammer the JWKS URL.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@
 ``scope`` (``repository:library/ubuntu:pull``). A controller answers a list of them with an
 ``Identity`` (the grant) or raises a ``Challenge`` (the refusal that tells the client how to log in).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping, Sequence
@@ -100,13 +101,10 @@ class Challenge(RegistryError):
     """A refusal that knows how to ask for credentials: renders as the error envelope plus
     ``WWW-Authenticate`` (the registry's one error handler sends ``headers``)."""
 
-    def __init__(
-        self, code: ErrorCode, www_authenticate: str, needed: Sequence[Access] = (), *, status: int = 401
-    ) -> None:
+    def __init__(self, code: ErrorCode, www_authenticate: str, needed: Sequence[Access] = (), *, status: int = 401) -> None:
         detail: Any = [a.to_json() for a in needed] or None
         super().__init__(code, detail, status=status, headers={"WWW-Authenticate": www_authenticate})
         self.www_authenticate = www_authenticate
 
     def set_headers(self, headers: MutableMapping[str, str]) -> None:
         headers["WWW-Authenticate"] = self.www_authenticate
-

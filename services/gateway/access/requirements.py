@@ -4,6 +4,7 @@ Looked up by the matched route's path template (as written in the route modules)
 so the route modules themselves know nothing about auth. A route or method missing here fails
 closed: repository routes then need ``*`` on the repository, others need valid credentials.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,9 +71,7 @@ def needed(request: Request, prefix: str) -> Requirement:
     return for_template(template, request.method, request.path_params, request.query_params)
 
 
-def for_template(
-    template: str, method: str, path_params: Mapping[str, object], query: Mapping[str, str]
-) -> Requirement:
+def for_template(template: str, method: str, path_params: Mapping[str, object], query: Mapping[str, str]) -> Requirement:
     if template in OTHER_ROUTES:
         return OTHER_ROUTES[template]
     name = path_params.get("name")

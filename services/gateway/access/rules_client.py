@@ -7,6 +7,7 @@ service checks them as it checks any login (its accounts, its failed-login limit
 the client's address, which the gateway passes on as a proxy does); the gateway never sees a user
 table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,11 @@ class RulesClient:
             return None
         if r.status_code == 429:
             retry = r.headers.get("retry-after", "")
-            raise RegistryError(TOOMANYREQUESTS, {"reason": "too many failed logins; retry later"},
-                                headers={"Retry-After": retry} if retry.isdigit() else None)
+            raise RegistryError(
+                TOOMANYREQUESTS,
+                {"reason": "too many failed logins; retry later"},
+                headers={"Retry-After": retry} if retry.isdigit() else None,
+            )
         token = None
         if r.status_code == 200:
             try:

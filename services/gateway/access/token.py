@@ -16,6 +16,7 @@ Where the route takes Basic credentials too (``basic``: /v1/search, for ``docker
 are exchanged for a token at the token service (``RulesClient.login``), and the caller is whoever
 that token names; credentials it refuses are 401 with the same Bearer challenge.
 """
+
 from __future__ import annotations
 
 import logging
@@ -154,8 +155,13 @@ class TokenVerifier:
             return None
         try:
             return _JWT.decode(
-                raw, key.key, algorithms=[alg], options={"require": list(REQUIRED_CLAIMS)},
-                audience=settings.service, issuer=settings.issuer, leeway=settings.leeway,
+                raw,
+                key.key,
+                algorithms=[alg],
+                options={"require": list(REQUIRED_CLAIMS)},
+                audience=settings.service,
+                issuer=settings.issuer,
+                leeway=settings.leeway,
             )
         except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError, ValueError, TypeError):
             return None
@@ -249,8 +255,12 @@ class TokenAccessController:
         token = await self.rules.login(header.strip(), forwarded.client_address(request)) if credentials else None
         if token is None:
             user = credentials.username[:100] if credentials else ""
-            log.info("%s %s: Basic credentials refused by the token service%s", request.method, request.url.path,
-                     f" for {user!r}" if user else " (malformed)")
+            log.info(
+                "%s %s: Basic credentials refused by the token service%s",
+                request.method,
+                request.url.path,
+                f" for {user!r}" if user else " (malformed)",
+            )
             _BAD_CREDENTIALS.inc()
             raise self._challenge(UNAUTHORIZED, needed)
         try:

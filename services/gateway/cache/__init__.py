@@ -43,6 +43,7 @@ Metrics: ``berth_cache_requests_total{kind, result}`` per lookup (kind ``tag``: 
 ``manifest``: by digest, ``blob``: a blob's size; result ``error`` also while Redis is down) and
 ``berth_cache_up``.
 """
+
 from services.gateway.cache.blobstore import CachedBlobstore
 from services.gateway.cache.store import MetadataCache
 

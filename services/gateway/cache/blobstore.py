@@ -9,6 +9,7 @@ happened. It may even happen later (the blobstore goes on with a call the gatewa
 after a reader refilled the old answer: a failed write therefore invalidates once more when such a
 call must have ended.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,14 +30,28 @@ class CachedBlobstore(ForwardingBlobstore):
     # positive answers are cached, so adding a blob, a link or an upload clears nothing). They go
     # straight to the client (ForwardingBlobstore's); a test fails when a new client call is in
     # neither group.
-    PASSTHROUGH = frozenset({
-        "read_blob", "mount_blob", "blob_url", "start_upload", "write_upload", "upload_status",
-        "cancel_upload", "commit_upload", "list_tags", "list_repositories", "list_referrers", "close",
-        # The mirror's pull records. Its purge (run by the blobstore) clears no cache entry: the
-        # mirror trusts a cached manifest only while its own pull record keeps it alive
-        # (proxy/__init__.py, ``_vouched``), and a purged blob's read fails and is fetched again.
-        "touch_mirror", "mirror_tag_checked", "purge_mirror",
-    })
+    PASSTHROUGH = frozenset(
+        {
+            "read_blob",
+            "mount_blob",
+            "blob_url",
+            "start_upload",
+            "write_upload",
+            "upload_status",
+            "cancel_upload",
+            "commit_upload",
+            "list_tags",
+            "list_repositories",
+            "list_referrers",
+            "close",
+            # The mirror's pull records. Its purge (run by the blobstore) clears no cache entry: the
+            # mirror trusts a cached manifest only while its own pull record keeps it alive
+            # (proxy/__init__.py, ``_vouched``), and a purged blob's read fails and is fetched again.
+            "touch_mirror",
+            "mirror_tag_checked",
+            "purge_mirror",
+        }
+    )
 
     def __init__(self, client: BlobstoreAPI, cache: MetadataCache) -> None:
         super().__init__(client)
@@ -48,9 +63,7 @@ class CachedBlobstore(ForwardingBlobstore):
         try:
             return await call
         except BaseException:
-            asyncio.get_running_loop().call_later(
-                self.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, names
-            )
+            asyncio.get_running_loop().call_later(self.call_timeout + _LATE_WRITE_MARGIN, self._invalidate_late, repository, what, names)
             raise
         finally:
             await self._invalidate(repository, what, names)

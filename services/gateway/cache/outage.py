@@ -4,6 +4,7 @@ Kept apart from the Redis calls so the one rule that keeps data fresh across out
 check: after any failure nothing is read from Redis until every invalidation that could not be
 sent has been re-sent (or, past ``MAX_MISSED``, the whole cache dropped).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,8 +67,7 @@ class Outage:
         self._up = False
         self._since = time.monotonic()
         CACHE_UP.labels("cache_lru").set(0)
-        log.warning("metadata cache at %s unavailable (%s); serving from the blobstore until it answers again",
-                    self._where, _describe(exc))
+        log.warning("metadata cache at %s unavailable (%s); serving from the blobstore until it answers again", self._where, _describe(exc))
         self._probe = asyncio.get_running_loop().create_task(self._recover(), name="cache-recovery")
 
     def skipped(self, missed: Invalidation) -> None:
@@ -112,8 +112,13 @@ class Outage:
         self._confirmed = True
         self._probe = None
         CACHE_UP.labels("cache_lru").set(1)
-        log.info("metadata cache at %s available again after %.1f s; %d missed invalidations re-sent%s",
-                 self._where, time.monotonic() - self._since, resent, ", every key dropped" if dropped else "")
+        log.info(
+            "metadata cache at %s available again after %.1f s; %d missed invalidations re-sent%s",
+            self._where,
+            time.monotonic() - self._since,
+            resent,
+            ", every key dropped" if dropped else "",
+        )
 
 
 def _describe(exc: BaseException) -> str:

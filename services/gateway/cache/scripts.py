@@ -4,6 +4,7 @@ Key names are built here and nowhere else. Every script takes the same first fou
 prefix, the repository, a token (a fresh one for lookups and invalidations, the one a lookup returned
 for fills) and ``mutable_ttl``.
 """
+
 from __future__ import annotations
 
 _COMMON = """
@@ -21,7 +22,9 @@ end
 
 # ARGV[5]: tag ('' when reading by digest), ARGV[6]: digest (when reading by digest).
 # Returns {1, digest, payload} on a hit, {0, fill token} on a miss.
-LOOKUP_MANIFEST = _COMMON + """
+LOOKUP_MANIFEST = (
+    _COMMON
+    + """
 local tag, digest, member = ARGV[5], ARGV[6], '@'
 if tag ~= '' then
   digest, member = redis.call('GET', key('tag', repo, tag)), tag
@@ -32,9 +35,12 @@ if digest and redis.call('SISMEMBER', key('man', repo, digest), member) == 1 the
 end
 return {0, fill_token()}
 """
+)
 
 # ARGV[5]: digest. Returns {1, size} on a hit, {0, fill token} on a miss.
-LOOKUP_BLOB = _COMMON + """
+LOOKUP_BLOB = (
+    _COMMON
+    + """
 local digest = ARGV[5]
 if redis.call('EXISTS', key('lnk', repo, digest)) == 1 then
   local size = redis.call('GET', key('size', digest))
@@ -42,10 +48,13 @@ if redis.call('EXISTS', key('lnk', repo, digest)) == 1 then
 end
 return {0, fill_token()}
 """
+)
 
 # ARGV[5]: tag or '', ARGV[6]: digest, ARGV[7]: payload, ARGV[8]: ttl.
 # Content-addressed bytes are right whatever happened meanwhile; the rest only with the same token.
-FILL_MANIFEST = _COMMON + """
+FILL_MANIFEST = (
+    _COMMON
+    + """
 local tag, digest = ARGV[5], ARGV[6]
 redis.call('SET', key('pay', digest), ARGV[7], 'EX', ARGV[8])
 if redis.call('GET', tok) ~= token then return 0 end
@@ -59,19 +68,25 @@ end
 redis.call('EXPIRE', links, mutable_ttl)
 return 1
 """
+)
 
 # ARGV[5]: digest, ARGV[6]: size, ARGV[7]: ttl.
-FILL_BLOB = _COMMON + """
+FILL_BLOB = (
+    _COMMON
+    + """
 local digest = ARGV[5]
 redis.call('SET', key('size', digest), ARGV[6], 'EX', ARGV[7])
 if redis.call('GET', tok) ~= token then return 0 end
 redis.call('SET', key('lnk', repo, digest), '1', 'EX', mutable_ttl)
 return 1
 """
+)
 
 # ARGV[5]: what changed ('tag', 'manifest' or 'blob'), ARGV[6]: its tag or digest.
 # A new token first: fills begun before this call are refused from now on.
-INVALIDATE = _COMMON + """
+INVALIDATE = (
+    _COMMON
+    + """
 local what, name = ARGV[5], ARGV[6]
 redis.call('SET', tok, token, 'EX', mutable_ttl)
 if what == 'tag' then
@@ -90,3 +105,4 @@ else
 end
 return 1
 """
+)

@@ -1,6 +1,7 @@
 """The Redis calls of the metadata cache: lookups, fills and invalidations, each one script call
 that waits at most ``cache_lru.timeout`` and never raises (a failure only switches the cache off
 until Redis is back, see outage.py)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -6,6 +6,7 @@ rules and appends it to that endpoint's bounded queue (``endpoints``). Each endp
 envelopes in order, retrying with backoff. Nothing here waits on the network inside a request, and
 nothing here raises into one: a webhook that is slow or down never slows or fails a push.
 """
+
 from services.gateway.events.bus import EventBus, configured_endpoints
 from services.gateway.events.stats import EndpointStats
 

@@ -7,6 +7,7 @@ configuration; name one ``search`` to override it, or set ``disabled: true`` on 
 The endpoint whose URL is the search service's carries ``blobstore.token`` when the search service
 asks for it (``services.common.search_security``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,8 +48,13 @@ class EventBus:
     def from_settings(cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> EventBus:
         endpoints = [Endpoint(config, transport) for config in configured_endpoints(settings)]
         for endpoint in endpoints:
-            log.info("notification endpoint %r: %s (timeout %.1fs, queue %d)",
-                     endpoint.name, endpoint.stats.url, endpoint.config.timeout, endpoint.config.queue_size)
+            log.info(
+                "notification endpoint %r: %s (timeout %.1fs, queue %d)",
+                endpoint.name,
+                endpoint.stats.url,
+                endpoint.config.timeout,
+                endpoint.config.queue_size,
+            )
         return cls(endpoints, source_for(settings.http))
 
     @property

@@ -3,6 +3,7 @@
 Each builds an event only when some endpoint is configured, hands it to the bus (which only
 queues it), and swallows any error: an event is never worth failing a request that succeeded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,7 @@ def blob_pushed(request: Request, repository: str, digest: str, size: int) -> No
 
 
 def blob_mounted(request: Request, repository: str, digest: str, size: int, from_repository: str) -> None:
-    _emit(request, MOUNT, repository, "blobs", digest=digest, media_type=BLOB_MEDIA_TYPE, size=size,
-          from_repository=from_repository)
+    _emit(request, MOUNT, repository, "blobs", digest=digest, media_type=BLOB_MEDIA_TYPE, size=size, from_repository=from_repository)
 
 
 def blob_deleted(request: Request, repository: str, digest: str) -> None:

@@ -7,6 +7,7 @@ oldest is dropped and counted. The worker sends what is waiting as one envelope 
 endpoint. Every failure waits ``backoff``; once ``threshold`` failures came in a row the endpoint
 counts as down and the wait doubles per failure, up to ``MAX_BACKOFF``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,8 +99,12 @@ class Endpoint:
             self._dropped.inc()
             held = self._drop_log.allow()
             if held is not None:
-                log.warning("notification endpoint %r: queue full (%d), dropping the oldest events (%d dropped so far)",
-                            self.name, self.config.queue_size, self.stats.dropped)
+                log.warning(
+                    "notification endpoint %r: queue full (%d), dropping the oldest events (%d dropped so far)",
+                    self.name,
+                    self.config.queue_size,
+                    self.stats.dropped,
+                )
         self._queue.append(event)
         self.stats.queued += 1
         self._update_pending()
@@ -112,9 +117,7 @@ class Endpoint:
     async def start(self) -> None:
         headers = [(key, value) for key, values in self.config.headers.items() for value in values]
         headers.append(("Content-Type", EVENTS_MEDIA_TYPE))
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=self.config.timeout, follow_redirects=True, transport=self._transport
-        )
+        self._client = httpx.AsyncClient(headers=headers, timeout=self.config.timeout, follow_redirects=True, transport=self._transport)
         self._task = asyncio.create_task(self._run(), name=f"notifications:{self.name}")
 
     async def _run(self) -> None:
@@ -158,9 +161,15 @@ class Endpoint:
                 self.stats.down = True
             held = self._fail_log.allow()
             if held is not None:
-                log.warning("notification endpoint %r (%s): delivery of %d events failed (%s); retrying in %.1fs%s",
-                            self.name, self.stats.url, len(batch), reason, delay,
-                            f" ({held} similar messages skipped)" if held else "")
+                log.warning(
+                    "notification endpoint %r (%s): delivery of %d events failed (%s); retrying in %.1fs%s",
+                    self.name,
+                    self.stats.url,
+                    len(batch),
+                    reason,
+                    delay,
+                    f" ({held} similar messages skipped)" if held else "",
+                )
             await asyncio.sleep(delay)
 
     async def _post(self, body: bytes) -> str | None:
@@ -188,5 +197,10 @@ class Endpoint:
             await self._client.aclose()
         self.stats.abandoned = len(self._queue) + self._inflight
         if self.stats.abandoned or self.stats.dropped:
-            log.warning("notification endpoint %r: delivered %d events, dropped %d, %d undelivered at shutdown",
-                        self.name, self.stats.delivered, self.stats.dropped, self.stats.abandoned)
+            log.warning(
+                "notification endpoint %r: delivered %d events, dropped %d, %d undelivered at shutdown",
+                self.name,
+                self.stats.delivered,
+                self.stats.dropped,
+                self.stats.abandoned,
+            )

@@ -5,6 +5,7 @@ An event is ``{id, timestamp, action, target, request, actor, source}``; one or 
 envelope ``{"events": [...]}`` POSTed with ``EVENTS_MEDIA_TYPE``. Deletes carry only the repository
 and the digest (or the tag), as the reference registry's do.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ the Prometheus metrics (``berth_notification*``, services.common.metrics) that `
 Plain integers, changed only on the gateway's event loop (``Endpoint.offer`` and its worker), so no
 lock is needed; ``snapshot`` gives a copy that is safe to serialise.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

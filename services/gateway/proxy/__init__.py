@@ -17,6 +17,7 @@ the blobstore when it holds them and fetched from the upstream when it does not.
   most once per item per ``touch_interval`` per gateway; the blobstore removes what was not pulled
   within the upstream's ``ttl``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -99,14 +100,23 @@ class Mirror:
         if up is not None:
             where = f"the repositories under {up.prefix!r} mirror" if up.prefix else "this registry mirrors"
             raise RegistryError(
-                UNSUPPORTED, {"repository": name, "upstream": up.url},
+                UNSUPPORTED,
+                {"repository": name, "upstream": up.url},
                 message=f"{where} {up.url} (a pull-through cache): push to the upstream, or to a repository outside the mirrored prefixes",
             )
 
     # Pull records
 
-    async def touch(self, up: Upstream, name: str, *, manifests: tuple[str, ...] = (), blobs: tuple[str, ...] = (),
-                    checked_tag: str = "", force: bool = False) -> None:
+    async def touch(
+        self,
+        up: Upstream,
+        name: str,
+        *,
+        manifests: tuple[str, ...] = (),
+        blobs: tuple[str, ...] = (),
+        checked_tag: str = "",
+        force: bool = False,
+    ) -> None:
         """Records a pull in the blobstore; repeated pulls of an item within the touch interval
         are recorded once (per gateway). Failures only log: the pull itself succeeded."""
         now = time.monotonic()
@@ -115,8 +125,9 @@ class Mirror:
         if not force and not checked_tag and all(now - self._touched.get(k, -1e9) < interval for k in keys):
             return
         try:
-            await self.blobstore.touch_mirror(pb.MirrorTouchRequest(
-                repository=name, manifests=manifests, blobs=blobs, checked_tag=checked_tag, ttl=up.ttl))
+            await self.blobstore.touch_mirror(
+                pb.MirrorTouchRequest(repository=name, manifests=manifests, blobs=blobs, checked_tag=checked_tag, ttl=up.ttl)
+            )
         except RegistryError as exc:
             log.warning("could not record a mirrored pull of %s: %s", name, exc)
             return
@@ -128,8 +139,12 @@ class Mirror:
 
     def _unavailable(self, up: Upstream, exc: UpstreamError, what: str) -> RegistryError:
         status = 502 if exc.reason in ("invalid", "status", "denied") else 503
-        return RegistryError(UNAVAILABLE, {"upstream": up.url, "reason": str(exc)}, status=status,
-                             message=f"{what} is not cached and the upstream registry cannot provide it: {exc}")
+        return RegistryError(
+            UNAVAILABLE,
+            {"upstream": up.url, "reason": str(exc)},
+            status=status,
+            message=f"{what} is not cached and the upstream registry cannot provide it: {exc}",
+        )
 
     # Manifests
 
@@ -258,10 +273,16 @@ class Mirror:
             log.warning("not caching %s@%s from %s: %s", name, digest, up.url, exc)
             return
         descriptor = parsed.referrer_descriptor(digest, len(payload)) if parsed.subject else None
-        await self.blobstore.put_manifest(pb.PutManifestRequest(
-            repository=name, digest=digest, payload=payload, tags=tags, subject=parsed.subject,
-            referrer_descriptor=json.dumps(descriptor).encode() if descriptor else b"",
-        ))
+        await self.blobstore.put_manifest(
+            pb.PutManifestRequest(
+                repository=name,
+                digest=digest,
+                payload=payload,
+                tags=tags,
+                subject=parsed.subject,
+                referrer_descriptor=json.dumps(descriptor).encode() if descriptor else b"",
+            )
+        )
         # Recorded while the client is answered (a write with its fsync in the store).
         self._background(self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags and up.tag_ttl > 0 else "", force=True))
 

@@ -11,6 +11,7 @@ read the stored blob.
 In-flight fetches are per gateway process; gateways that race on the same blob each download it,
 and the blobstore's atomic, digest-checked commit makes that harmless.
 """
+
 from __future__ import annotations
 
 import asyncio

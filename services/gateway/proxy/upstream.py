@@ -13,6 +13,7 @@ Failures are two exceptions: ``NotFound`` (the upstream says it has no such thin
 ``UpstreamError`` (it could not be reached in time, was rate limited, failed, or refused our
 credentials), which the mirror answers by serving stale content or a 503.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,13 +30,15 @@ from services.common.config.schema import UpstreamSettings
 
 log = logging.getLogger("berth.gateway.proxy")
 
-MANIFEST_ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.artifact.manifest.v1+json",
-))
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    )
+)
 # Seconds before a token's stated expiry at which it is no longer used.
 TOKEN_MARGIN = 10.0
 # Upstream tokens kept per upstream; past this the least recently used goes (expired ones first).
@@ -93,14 +96,15 @@ class Upstream:
         # (realm, service, scope) -> (token, when to stop using it, by time.time()). Only the event
         # loop's thread touches it: no lock.
         self._tokens: TLRUCache[tuple[str, str, str], tuple[str, float]] = TLRUCache(
-            maxsize=TOKENS_KEPT, ttu=_token_expiry, timer=lambda: time.time())
+            maxsize=TOKENS_KEPT, ttu=_token_expiry, timer=lambda: time.time()
+        )
         self._basic = False  # the upstream asked for Basic: send it up front
 
     def covers(self, name: str) -> bool:
         return name.startswith(self.prefix) and len(name) > len(self.prefix)
 
     def remote_name(self, name: str) -> str:
-        return name[len(self.prefix):]
+        return name[len(self.prefix) :]
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -199,8 +203,9 @@ class Upstream:
     async def get_manifest(self, name: str, reference: str, limit: int) -> tuple[bytes, str]:
         """Payload and Content-Type; at most ``limit`` bytes."""
         remote = self.remote_name(name)
-        r = await self._send("GET", f"/v2/{remote}/manifests/{reference}", f"repository:{remote}:pull", {"Accept": MANIFEST_ACCEPT},
-                             stream=True)
+        r = await self._send(
+            "GET", f"/v2/{remote}/manifests/{reference}", f"repository:{remote}:pull", {"Accept": MANIFEST_ACCEPT}, stream=True
+        )
         try:
             self._check(r, f"{remote}:{reference}")
             body = bytearray()

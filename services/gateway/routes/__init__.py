@@ -3,6 +3,7 @@ the blob route so ``blobs/uploads/...`` is never read as a digest.
 
 ``dependencies`` run before every route: the app passes the access check (services.gateway.access),
 which reads the matched route and its path parameters."""
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +25,12 @@ def install(app: FastAPI, prefix: str, dependencies: Sequence[Any] = ()) -> None
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             app.add_api_route(
-                prefix + route.path, route.endpoint, methods=list(route.methods or ()),
-                name=route.name, dependencies=list(dependencies), response_class=route.response_class,
+                prefix + route.path,
+                route.endpoint,
+                methods=list(route.methods or ()),
+                name=route.name,
+                dependencies=list(dependencies),
+                response_class=route.response_class,
             )
 
 

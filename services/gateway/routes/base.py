@@ -1,5 +1,6 @@
 """The ``/v2/`` version check. (``/``, ``/_ping`` and ``/_ready`` are the health routes of
 ``services/common/health.py``, installed before these.)"""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -1,4 +1,5 @@
 """Blob reads and deletes: ``/v2/<name>/blobs/<digest>``."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request

@@ -1,4 +1,5 @@
 """Listings: tags of a repository and the catalog of repositories, paginated."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -38,4 +39,3 @@ async def catalog(request: Request) -> Response:
     repositories = list(found.names)
     headers = link_header(gw.urls.path("_catalog"), repositories, page) if found.more and repositories else {}
     return JSONResponse({"repositories": repositories}, headers=headers)
-

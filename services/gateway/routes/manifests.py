@@ -4,6 +4,7 @@ A push by digest may also tag the manifest (newest spec): ``PUT .../manifests/<d
 points every listed tag at that digest, whatever its algorithm, and answers one ``OCI-Tag`` header
 per tag, so clients that see none fall back to pushing each tag.
 """
+
 from __future__ import annotations
 
 import json

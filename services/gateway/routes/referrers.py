@@ -1,4 +1,5 @@
 """The referrers API: ``/v2/<name>/referrers/<digest>``, always an image index."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ read best first in batches, each batch filtered, and the page cut from what is l
 those. At most ``MAX_SCANNED`` matches are read per search: beyond that many a broad query counts
 (and pages through) what the caller may pull among the best ``MAX_SCANNED`` matches only.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -5,6 +5,7 @@ the blobstore, which hashes and verifies them: with the ``digest-algorithm`` the
 when it started (newest spec; only a hint: the closing digest may use another algorithm, which is
 then verified by re-reading the upload), else sha256.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -127,8 +128,12 @@ async def start_upload(request: Request, name: str) -> Response:
     elif "digest" in params:
         digest = _digest_param(request)
         info = await gw.blobstore.write_upload(
-            name, "", 0, _chunks(request, gw.settings.blobstore.chunk_size),
-            commit_digest=digest, expected_length=-1 if length is None else length,
+            name,
+            "",
+            0,
+            _chunks(request, gw.settings.blobstore.chunk_size),
+            commit_digest=digest,
+            expected_length=-1 if length is None else length,
         )
         emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
@@ -180,8 +185,13 @@ async def _write_chunk(session: _Session, request: Request, commit_digest: str =
     offset, expected = _chunk_bounds(request)
     try:
         return await session.gw.blobstore.write_upload(
-            session.name, session.upload_id, offset, _chunks(request, session.gw.settings.blobstore.chunk_size),
-            commit_digest=commit_digest, expected_length=expected, digest_algorithm=session.algorithm,
+            session.name,
+            session.upload_id,
+            offset,
+            _chunks(request, session.gw.settings.blobstore.chunk_size),
+            commit_digest=commit_digest,
+            expected_length=expected,
+            digest_algorithm=session.algorithm,
         )
     except RegistryError as exc:
         if exc.code is RANGE_INVALID and isinstance(exc.detail, dict) and "size" in exc.detail:

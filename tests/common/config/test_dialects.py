@@ -3,6 +3,7 @@
 The tables (services/common/config/classic.py and registry2.py) also generate docs/migrating.md,
 so this is what keeps the documentation and the code saying the same thing.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Configuration: flavors, _env values, REGISTRY_* overrides, and errors that name the key."""
+
 from __future__ import annotations
 
 import subprocess
@@ -36,13 +37,16 @@ def test_sample_config_loads_in_every_flavor(flavor: str) -> None:
 
 
 def test_flavor_is_merged_over_common(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 common:
   http: {addr: "127.0.0.1:6000", prefix: /reg}
   storage: {filesystem: {rootdirectory: /common}}
 prod:
   storage: {filesystem: {rootdirectory: /prod}}
-""")
+""",
+    )
     prod = config.load(path, environ={"SETTINGS_FLAVOR": "prod"})
     assert prod.storage.filesystem.rootdirectory == "/prod"
     assert prod.http.addr == "127.0.0.1:6000"  # kept from common
@@ -63,11 +67,14 @@ def test_flat_registry2_style_file(tmp_path: Path) -> None:
 
 
 def test_env_values_with_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 common:
   storage: {filesystem: {rootdirectory: "_env:STORE:/default"}}
   blobstore: {workers: "_env:WORKERS:8"}
-""")
+""",
+    )
     assert config.load(path, environ={}).storage.filesystem.rootdirectory == "/default"
     loaded = config.load(path, environ={"STORE": "/from-env", "WORKERS": "3"})
     assert loaded.storage.filesystem.rootdirectory == "/from-env"
@@ -76,13 +83,16 @@ common:
 
 def test_registry_overrides_map_onto_nested_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "common:\n  storage: {filesystem: {rootdirectory: /file}}\n")
-    loaded = config.load(path, environ={
-        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/override",
-        "REGISTRY_HTTP_SECRET": "s3cret",
-        "REGISTRY_BLOBSTORE_CHUNK_SIZE": "65536",
-        "REGISTRY_STORAGE_DELETE_ENABLED": "false",
-        "REGISTRY_NOT_A_KEY": "ignored",
-    })
+    loaded = config.load(
+        path,
+        environ={
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/override",
+            "REGISTRY_HTTP_SECRET": "s3cret",
+            "REGISTRY_BLOBSTORE_CHUNK_SIZE": "65536",
+            "REGISTRY_STORAGE_DELETE_ENABLED": "false",
+            "REGISTRY_NOT_A_KEY": "ignored",
+        },
+    )
     assert loaded.storage.filesystem.rootdirectory == "/override"
     assert loaded.http.secret == "s3cret"
     assert loaded.blobstore.chunk_size == 65536  # chunk_size has an underscore: longest key wins
@@ -90,12 +100,15 @@ def test_registry_overrides_map_onto_nested_keys(tmp_path: Path) -> None:
 
 
 def test_list_overrides_are_comma_separated_and_keys_with_underscores_resolve() -> None:
-    loaded = config.load(None, environ={
-        "REGISTRY_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
-        "REGISTRY_CACHE_LRU_HOST": "redis-lru",
-        "REGISTRY_CACHE_HOST": "redis-shared",
-        "REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE": str(64 << 20),
-    })
+    loaded = config.load(
+        None,
+        environ={
+            "REGISTRY_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+            "REGISTRY_CACHE_LRU_HOST": "redis-lru",
+            "REGISTRY_CACHE_HOST": "redis-shared",
+            "REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE": str(64 << 20),
+        },
+    )
     assert loaded.http.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
     assert (loaded.cache_lru.host, loaded.cache.host) == ("redis-lru", "redis-shared")
     assert loaded.storage.s3.multipartcopychunksize == 64 << 20
@@ -142,13 +155,18 @@ def test_missing_file_and_bad_yaml_are_reported(tmp_path: Path) -> None:
 def test_config_check_command_masks_secrets_and_fails_on_errors(tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "services.cli", "--config", str(SAMPLE), "config", "check"],
-        capture_output=True, text=True, cwd=ROOT, env={"REGISTRY_HTTP_SECRET": "hunter2", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"REGISTRY_HTTP_SECRET": "hunter2", "PATH": "/usr/bin:/bin"},
     )
     assert ok.returncode == 0, ok.stderr
     assert "hunter2" not in ok.stdout and '"secret": "***"' in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "services.cli", "--config", str(write(tmp_path, "storage: {driver: nfs}")), "config", "check"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert bad.returncode == 2
     assert "storage.driver" in bad.stderr

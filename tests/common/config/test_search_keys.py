@@ -1,5 +1,6 @@
 """The notification and search settings: defaults, the sample's documentation of them, and
 `berth config check` keeping webhook credentials and database passwords out of its output."""
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,21 @@ def test_search_is_on_by_default_and_in_the_sample() -> None:
 
 def test_config_check_masks_webhook_headers_and_database_passwords(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump({
-        "notifications": {"endpoints": [{"name": "hook", "url": "http://hook/", "headers": {"Authorization": ["Bearer s3cret"]}}]},
-        "search": {"database": "postgresql://berth:hunter2@db/search"},
-    }))
-    result = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(path), "config", "check"],
-                            capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "notifications": {"endpoints": [{"name": "hook", "url": "http://hook/", "headers": {"Authorization": ["Bearer s3cret"]}}]},
+                "search": {"database": "postgresql://berth:hunter2@db/search"},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout and "hunter2" not in result.stdout
     shown = json.loads(result.stdout)

@@ -4,6 +4,7 @@ Each case is what a user of the classic registry or registry:2 has in hand: a fi
 README, or the environment variables of a `docker run` line. tests/e2e/test_seed_setups.py starts
 the runnable ones and pushes and pulls through them with skopeo.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,9 @@ def test_registry2_config_with_the_tls_block_names_unreadable_certificates(tmp_p
         https.server_context(settings.http.tls, "http.tls")
 
 
-@pytest.mark.parametrize(("flavor", "driver", "root"), [("dev", "filesystem", "/home/myself/docker"), ("test", "filesystem", "/tmp/tmpdockertmp")])
+@pytest.mark.parametrize(
+    ("flavor", "driver", "root"), [("dev", "filesystem", "/home/myself/docker"), ("test", "filesystem", "/tmp/tmpdockertmp")]
+)
 def test_classic_example_config_local_flavors(flavor: str, driver: str, root: str) -> None:
     settings = seed("classic-0.9.1-example.yml", SETTINGS_FLAVOR=flavor)
     assert settings.dialect == "classic"
@@ -59,10 +62,21 @@ def test_classic_example_config_local_flavors(flavor: str, driver: str, root: st
 
 
 def test_classic_example_config_prod_flavor_with_its_variables() -> None:
-    settings = seed("classic-0.9.1-example.yml", SETTINGS_FLAVOR="prod", AWS_S3_ACCESS_KEY="AKIA", AWS_S3_SECRET_KEY="secret",
-                    AWS_S3_BUCKET="acme", SEARCH_BACKEND="sqlalchemy")
+    settings = seed(
+        "classic-0.9.1-example.yml",
+        SETTINGS_FLAVOR="prod",
+        AWS_S3_ACCESS_KEY="AKIA",
+        AWS_S3_SECRET_KEY="secret",
+        AWS_S3_BUCKET="acme",
+        SEARCH_BACKEND="sqlalchemy",
+    )
     s3 = settings.storage.s3
-    assert settings.storage.driver == "s3" and (s3.bucket, s3.accesskey, s3.secretkey, s3.rootdirectory) == ("acme", "AKIA", "secret", "/srv/docker")
+    assert settings.storage.driver == "s3" and (s3.bucket, s3.accesskey, s3.secretkey, s3.rootdirectory) == (
+        "acme",
+        "AKIA",
+        "secret",
+        "/srv/docker",
+    )
     assert settings.loglevel == "warning"
     mail = settings.email_exceptions
     assert (mail.smtp_host, mail.from_addr, mail.to_addr) == ("localhost", "docker@myself.com", ["my@myself.com"])
@@ -84,32 +98,53 @@ def test_classic_readme_snippets() -> None:
 
 
 def test_classic_quick_start_environment() -> None:
-    settings = config.load(None, environ={
-        "SETTINGS_FLAVOR": "s3", "AWS_BUCKET": "mybucket", "STORAGE_PATH": "/registry", "AWS_KEY": "myawskey",
-        "AWS_SECRET": "myawssecret", "SEARCH_BACKEND": "sqlalchemy",
-    })
+    settings = config.load(
+        None,
+        environ={
+            "SETTINGS_FLAVOR": "s3",
+            "AWS_BUCKET": "mybucket",
+            "STORAGE_PATH": "/registry",
+            "AWS_KEY": "myawskey",
+            "AWS_SECRET": "myawssecret",
+            "SEARCH_BACKEND": "sqlalchemy",
+        },
+    )
     assert settings.storage.driver == "s3" and settings.storage.s3.bucket == "mybucket" and settings.search_backend == "sqlalchemy"
 
 
 def test_registry2_documented_environment_forms(tmp_path: Path) -> None:
     tls = {"REGISTRY_HTTP_TLS_CERTIFICATE": "/certs/domain.crt", "REGISTRY_HTTP_TLS_KEY": "/certs/domain.key"}
     assert config.load(None, environ=tls).http.tls.certificate == "/certs/domain.crt"
-    htpasswd = config.load(None, environ={
-        "REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm", "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd", **tls,
-    })
+    htpasswd = config.load(
+        None,
+        environ={
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+            "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd",
+            **tls,
+        },
+    )
     assert htpasswd.auth.type == "htpasswd" and htpasswd.auth.htpasswd.realm == "Registry Realm"
 
 
-@pytest.mark.parametrize(("name", "environ", "status", "said"), [
-    ("registry2-image-config.yml", {}, 0, "registry:2's form"),
-    ("registry2-image-config-tls.yml", {}, 2, "http.tls.certificate"),
-    ("classic-0.9.1-example.yml", {}, 0, "classic registry's form"),
-    ("classic-0.9.1-example.yml", {"SETTINGS_FLAVOR": "prod", "AWS_S3_BUCKET": "b", "AWS_S3_ACCESS_KEY": "k", "AWS_S3_SECRET_KEY": "s"}, 0, "classic"),
-    ("classic-0.9.1-local.yml", {"SETTINGS_FLAVOR": "local"}, 0, "classic"),
-    ("classic-0.9.1-s3.yml", {"SETTINGS_FLAVOR": "prod"}, 0, "classic"),
-    ("classic-0.9.1-search-sqlalchemy.yml", {}, 0, "classic"),
-    ("classic-0.9.1-mirroring.yml", {}, 0, "mirroring.source_index"),
-])
+@pytest.mark.parametrize(
+    ("name", "environ", "status", "said"),
+    [
+        ("registry2-image-config.yml", {}, 0, "registry:2's form"),
+        ("registry2-image-config-tls.yml", {}, 2, "http.tls.certificate"),
+        ("classic-0.9.1-example.yml", {}, 0, "classic registry's form"),
+        (
+            "classic-0.9.1-example.yml",
+            {"SETTINGS_FLAVOR": "prod", "AWS_S3_BUCKET": "b", "AWS_S3_ACCESS_KEY": "k", "AWS_S3_SECRET_KEY": "s"},
+            0,
+            "classic",
+        ),
+        ("classic-0.9.1-local.yml", {"SETTINGS_FLAVOR": "local"}, 0, "classic"),
+        ("classic-0.9.1-s3.yml", {"SETTINGS_FLAVOR": "prod"}, 0, "classic"),
+        ("classic-0.9.1-search-sqlalchemy.yml", {}, 0, "classic"),
+        ("classic-0.9.1-mirroring.yml", {}, 0, "mirroring.source_index"),
+    ],
+)
 def test_config_check_of_each_seed(name: str, environ: dict[str, str], status: int, said: str) -> None:
     import os
     import subprocess
@@ -118,8 +153,15 @@ def test_config_check_of_each_seed(name: str, environ: dict[str, str], status: i
     from tests.support.processes import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_", "SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"))}
-    result = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(SEEDS / name), "config", "check"],
-                            check=False, cwd=ROOT, env={**env, **environ}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--config", str(SEEDS / name), "config", "check"],
+        check=False,
+        cwd=ROOT,
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == status, result.stderr
     assert said in result.stderr
     if status == 0:
@@ -128,12 +170,17 @@ def test_config_check_of_each_seed(name: str, environ: dict[str, str], status: i
         assert json.loads(result.stdout)["storage"]["driver"] in ("filesystem", "s3")
 
 
-@pytest.mark.parametrize(("flavor", "environ", "driver"), [
-    ("dev", {}, "filesystem"), ("local", {}, "filesystem"), ("test", {}, "filesystem"),
-    ("s3", {"AWS_BUCKET": "b", "AWS_KEY": "k", "AWS_SECRET": "s"}, "s3"),
-    ("prod", {"AWS_BUCKET": "b"}, "s3"),
-    ("ceph-s3", {"AWS_BUCKET": "b", "AWS_HOST": "ceph.local", "AWS_PORT": "7480", "AWS_KEY": "k", "AWS_SECRET": "s"}, "s3"),
-])
+@pytest.mark.parametrize(
+    ("flavor", "environ", "driver"),
+    [
+        ("dev", {}, "filesystem"),
+        ("local", {}, "filesystem"),
+        ("test", {}, "filesystem"),
+        ("s3", {"AWS_BUCKET": "b", "AWS_KEY": "k", "AWS_SECRET": "s"}, "s3"),
+        ("prod", {"AWS_BUCKET": "b"}, "s3"),
+        ("ceph-s3", {"AWS_BUCKET": "b", "AWS_HOST": "ceph.local", "AWS_PORT": "7480", "AWS_KEY": "k", "AWS_SECRET": "s"}, "s3"),
+    ],
+)
 def test_classic_config_sample_copied_as_the_readme_says(flavor: str, environ: dict[str, str], driver: str) -> None:
     settings = seed("classic-0.9-config_sample.yml", SETTINGS_FLAVOR=flavor, **environ)
     assert settings.storage.driver == driver

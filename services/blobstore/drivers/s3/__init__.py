@@ -11,6 +11,7 @@ One job per module:
 Imported on first use (drivers/__init__.py): boto3 adds a sixth of a second to every start that
 does not need it.
 """
+
 from services.blobstore.drivers.s3.driver import S3Driver, create_driver
 
 __all__ = ["S3Driver", "create_driver"]

@@ -5,6 +5,7 @@ request, applies the configured server-side encryption where asked, and turns bo
 StorageErrors, the ones callers act on (a missing key, a range past the end, a failed condition)
 as their own classes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

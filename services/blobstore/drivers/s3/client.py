@@ -3,6 +3,7 @@
 Kept apart from the driver because it is configuration, not storage logic: which endpoint, which
 credentials, which botocore options, and counting every request in STORAGE_CALLS.
 """
+
 from __future__ import annotations
 
 import threading

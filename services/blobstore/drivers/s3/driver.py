@@ -5,6 +5,7 @@ something lies below them. Every request is counted in STORAGE_CALLS; the aim is
 plain operation (a file's stat is one HeadObject, a directory's only costs a listing after that
 misses). Paths being written are markers (multipart.py), locks are objects (locks.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -259,9 +260,12 @@ class S3Driver(StorageDriver):
         if operation is None:
             return None
         # Signed locally: no request to the store.
-        return cast(str, self.client.generate_presigned_url(
-            operation, Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=self.redirect_expiry
-        ))
+        return cast(
+            str,
+            self.client.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=self.redirect_expiry
+            ),
+        )
 
     # Writing
 

@@ -6,6 +6,7 @@ held and deleted after, both conditional on its ETag (If-Match). The store must 
 headers, as S3 and moto do. A holder that dies stops renewing, and after ``LOCK_LEASE`` a waiter
 takes the lock over.
 """
+
 from __future__ import annotations
 
 import email.utils

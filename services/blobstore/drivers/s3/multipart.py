@@ -10,6 +10,7 @@ a writer in another process needs to carry on. Reading or moving an in-progress 
 ``complete``s the upload into a plain object; appending to a plain object of 5 MiB or more starts
 a new upload whose first part is a server-side copy of it, a smaller one is read back as the tail.
 """
+
 from __future__ import annotations
 
 import threading
@@ -203,9 +204,9 @@ class Writer(FileWriter):
                 raise
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="s3-part")
-        self._inflight.append(self._pool.submit(
-            self._bucket.call, "upload_part", Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=part
-        ))
+        self._inflight.append(
+            self._pool.submit(self._bucket.call, "upload_part", Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=part)
+        )
         self._parts_size += len(part)
 
     def _drain(self, cancel: bool = False) -> None:
