@@ -25,18 +25,13 @@ _CALLING_FORMATS = {
 }
 _EMAIL_KEYS = ("smtp_host", "smtp_port", "smtp_login", "smtp_password", "smtp_secure", "from_addr", "to_addr")
 
-# fmt: off  (one key per row: the table reads as the table in docs/migrating.md)
+# One key per row, as the tables of docs/migrating.md read:
+# fmt: off
 KEYS: tuple[Key, ...] = (
     Key("loglevel", "same", "loglevel", "debug, info, warn (read as warning), error, critical", "warn"),
     Key("debug", "same", "debug", "versions and host details in /_ping", True),
     Key("storage", "converted", "storage.driver", "local and file are filesystem; s3; inmemory. Other drivers are refused", "local"),
-    Key(
-        "storage_path",
-        "converted",
-        "storage.filesystem.rootdirectory",
-        "with storage s3: storage.s3.rootdirectory (the key prefix)",
-        "/srv/docker",
-    ),
+    Key("storage_path", "converted", "storage.filesystem.rootdirectory", "with storage s3: storage.s3.rootdirectory (the key prefix)", "/srv/docker"),
     Key("storage_redirect", "same", "storage_redirect", "blob GETs answer 307 to a presigned S3 URL", True),
     Key("s3_access_key", "renamed", "storage.s3.accesskey", "", "AKIA..."),
     Key("s3_secret_key", "renamed", "storage.s3.secretkey", "", "secret"),
@@ -46,100 +41,32 @@ KEYS: tuple[Key, ...] = (
     Key("s3_encrypt", "renamed", "storage.s3.encrypt", "SSE-S3", True),
     Key("s3_secure", "renamed", "storage.s3.secure", "HTTPS to the store", False),
     Key("s3_use_sigv4", "warned", "", "boto3 always signs with Signature Version 4", True),
-    Key(
-        "boto_host",
-        "converted",
-        "storage.s3.regionendpoint",
-        "with boto_port and s3_secure: http(s)://host:port, path-style addressing",
-        "127.0.0.1",
-    ),
+    Key("boto_host", "converted", "storage.s3.regionendpoint", "with boto_port and s3_secure: http(s)://host:port, path-style addressing", "127.0.0.1"),
     Key("boto_port", "converted", "storage.s3.regionendpoint", "", 9000),
-    Key(
-        "boto_calling_format",
-        "converted",
-        "storage.s3.forcepathstyle",
-        "OrdinaryCallingFormat: path style; SubdomainCallingFormat: virtual-host style",
-        "boto.s3.connection.OrdinaryCallingFormat",
-    ),
+    Key("boto_calling_format", "converted", "storage.s3.forcepathstyle", "OrdinaryCallingFormat: path style; SubdomainCallingFormat: virtual-host style", "boto.s3.connection.OrdinaryCallingFormat"),
     Key("boto_debug", "warned", "", "use loglevel debug", 1),
     Key("standalone", "converted", "", "true is what Berth is (no Docker index); false without disable_token_auth is refused", True),
-    Key(
-        "disable_token_auth",
-        "converted",
-        "",
-        "Berth never asks the Docker index; choose auth.type (htpasswd or token) for access control",
-        True,
-    ),
-    Key(
-        "index_endpoint",
-        "converted",
-        "",
-        "not used by a standalone registry (a warning when standalone is false)",
-        "https://index.docker.io",
-    ),
-    Key(
-        "privileged_key",
-        "renamed",
-        "auth.token.privileged_key",
-        "trusted for token auth: its holder signs tokens with any access (docs/auth.md)",
-        "/etc/registry/privileged.pem",
-    ),
-    Key(
-        "search_backend",
-        "same",
-        "search_backend",
-        "empty: no search; sqlalchemy; or a module path whose Index class is served",
-        "sqlalchemy",
-    ),
+    Key("disable_token_auth", "converted", "", "Berth never asks the Docker index; choose auth.type (htpasswd or token) for access control", True),
+    Key("index_endpoint", "converted", "", "not used by a standalone registry (a warning when standalone is false)", "https://index.docker.io"),
+    Key("privileged_key", "renamed", "auth.token.privileged_key", "trusted for token auth: its holder signs tokens with any access (docs/auth.md)", "/etc/registry/privileged.pem"),
+    Key("search_backend", "same", "search_backend", "empty: no search; sqlalchemy; or a module path whose Index class is served", "sqlalchemy"),
     Key("sqlalchemy_index_database", "renamed", "search.database", "any SQLAlchemy URL", "sqlite:////tmp/docker-registry.db"),
-    Key(
-        "mirroring.source",
-        "converted",
-        "proxy.remoteurl",
-        "the upstream registry: Berth becomes its pull-through cache (docs/mirror.md). Empty: mirroring is off",
-        "https://registry-1.docker.io",
-    ),
+    Key("mirroring.source", "converted", "proxy.remoteurl", "the upstream registry: Berth becomes its pull-through cache (docs/mirror.md). Empty: mirroring is off", "https://registry-1.docker.io"),
     Key("mirroring.source_index", "converted", "", "the v1 index is not used (a warning when mirroring is on)", "https://index.docker.io"),
     Key("mirroring.tags_cache_ttl", "converted", "proxy.tag_ttl", "seconds a tag's digest is trusted (when mirroring is on)", 172800),
-    *(
-        Key(f"{section}.{k}", "same", f"{section}.{k}", "", v)
-        for section in ("cache", "cache_lru")
-        for k, v in (("host", "localhost"), ("port", 6379), ("db", 0), ("password", "pw"))
-    ),
-    *(
-        Key(f"email_exceptions.{k}", "same", f"email_exceptions.{k}", "", v)
-        for k, v in (
-            ("smtp_host", "localhost"),
-            ("smtp_port", 25),
-            ("smtp_login", "me"),
-            ("smtp_password", "pw"),
-            ("smtp_secure", False),
-            ("from_addr", "docker@myself.com"),
-            ("to_addr", "my@myself.com"),
-        )
-    ),
-    *(
-        Key(k, "renamed", f"email_exceptions.{k}", "top-level form of the README's example", v)
-        for k, v in (
-            ("smtp_host", "localhost"),
-            ("smtp_port", 25),
-            ("smtp_login", "me"),
-            ("smtp_password", "pw"),
-            ("smtp_secure", False),
-            ("from_addr", "docker@myself.com"),
-            ("to_addr", "my@myself.com"),
-        )
-    ),
+    *(Key(f"{section}.{k}", "same", f"{section}.{k}", "", v) for section in ("cache", "cache_lru")
+      for k, v in (("host", "localhost"), ("port", 6379), ("db", 0), ("password", "pw"))),
+    *(Key(f"email_exceptions.{k}", "same", f"email_exceptions.{k}", "", v) for k, v in (
+        ("smtp_host", "localhost"), ("smtp_port", 25), ("smtp_login", "me"), ("smtp_password", "pw"),
+        ("smtp_secure", False), ("from_addr", "docker@myself.com"), ("to_addr", "my@myself.com"))),
+    *(Key(k, "renamed", f"email_exceptions.{k}", "top-level form of the README's example", v) for k, v in (
+        ("smtp_host", "localhost"), ("smtp_port", 25), ("smtp_login", "me"), ("smtp_password", "pw"),
+        ("smtp_secure", False), ("from_addr", "docker@myself.com"), ("to_addr", "my@myself.com"))),
     Key("secret_key", "renamed", "http.secret", "", "a-long-random-secret"),
     Key("bugsnag", "warned", "", "bugsnag reporting is not built in; use email_exceptions or the logs", "apikey"),
     Key("issue", "warned", "", "Berth reports its own version in /_ping (debug: true)", '"docker-registry server"'),
-    Key(
-        "cors.origins",
-        "converted",
-        "",
-        "origins are refused: Berth sends no CORS headers (add them at a proxy); without origins CORS is off, as in the classic registry",
-        "",
-    ),
+    Key("cors.origins", "converted", "", "origins are refused: Berth sends no CORS headers (add them at a proxy); without origins CORS is off, as in the classic registry",
+        ""),
     Key("cors.*", "converted", "", "the other CORS keys mean nothing without origins", {"headers": "[Content-Type]"}),
     Key("debug_versions", "warned", "", "debug: true puts versions in /_ping", True),
 )
