@@ -282,12 +282,12 @@ def run_s3_rows(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if not args.registry_bin or args.no_reference:
         print("S3 rows need the Go registry (docker-registry)", file=sys.stderr)
         return 2
-    with s3_rows.moto_server(free_port()) as moto:
-        berth = start_berth(extra_env=moto.berth_env(moto.new_bucket("berth")))
+    with s3_rows.moto_server() as moto:
+        berth = start_berth(extra_env=moto.berth_env(moto.new_bucket("berth"), rootdirectory="registry"))
         bucket = moto.new_bucket("registry2")
         ref: Reference | None = None
         try:
-            ref = start_reference(args.registry_bin, lambda port: moto.registry2_config(bucket, port))
+            ref = start_reference(args.registry_bin, lambda port: s3_rows.registry2_config(moto, bucket, port))
             print(f"S3 rows on {moto.endpoint}: berth at {berth.url}, registry2 at {ref.url}", file=sys.stderr)
             argv = bench_argv(args, [f"{BERTH_LABEL}-s3={berth.url}", f"{REFERENCE_LABEL}-s3={ref.url}"], f"{REFERENCE_LABEL}-s3", extra)
             argv += ["--large-mb", str(min(64.0, float(sizes(args)["large_mb"])))]
