@@ -15,6 +15,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -179,6 +180,14 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         upload_id = head.upload_id
         created = False
         data = _counted(message.data for message in request_iterator)
+        if not upload_id and head.commit_digest:  # a whole blob in one call: no session needed
+            try:
+                blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length)
+            except BaseException as exc:
+                if not isinstance(exc, grpc.RpcError):
+                    _drain(request_iterator)
+                raise
+            return pb.UploadInfo(size=blob.size, digest=blob.digest, started_at=int(time.time()))
         try:
             algorithm = _streaming_algorithm(head)
             if not upload_id:

@@ -14,6 +14,7 @@ stored bytes at commit, so correctness never depends on which blobstore received
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -171,6 +172,42 @@ class Uploads:
             self._observe_duration(repository, upload_id, session)
             self._remove(repository, upload_id)
             return BlobInfo(digest, size)
+
+    def store(self, repository: str, data: Iterable[bytes], digest: str, expected_length: int = -1) -> BlobInfo:
+        """A whole blob in one call (a monolithic push, a mirror's fetch): written, hashed as it
+        arrives, verified and moved into place, like a session's commit, but with nothing a
+        resumable session needs (no start-time file, no per-process state): two fewer file writes
+        and fsyncs on the hot path of small pushes. Nothing stays behind when it fails; a process
+        killed meanwhile leaves a folder that upload purging removes by its age."""
+        wanted = digests.parse(digest)
+        hasher = digests.hasher(wanted.algorithm)
+        upload_id = str(uuid.uuid4())
+        data_path = layout.upload_data(repository, upload_id)
+        started = time.time()
+        received = 0
+        try:
+            writer = self.driver.writer(data_path)
+            try:
+                for chunk in data:
+                    writer.write(chunk)
+                    hasher.update(chunk)
+                    received += len(chunk)
+            except BaseException:
+                writer.cancel()
+                raise
+            writer.commit()
+            if expected_length >= 0 and received != expected_length:
+                raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
+            if hasher.hexdigest() != wanted.hex:
+                raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
+            self.driver.move(data_path, layout.blob_data(digest))  # as in commit: the blob is young again
+            self.blobs.stored(digest, received)
+            self.blobs.link(repository, digest)
+            UPLOAD_DURATION.observe(max(0.0, time.time() - started))
+            return BlobInfo(digest, received)
+        finally:
+            with contextlib.suppress(PathNotFound):
+                self.driver.delete(layout.upload_dir(repository, upload_id))
 
     def cancel(self, repository: str, upload_id: str) -> None:
         self.status(repository, upload_id)

@@ -13,7 +13,7 @@ import pytest
 
 from services.blobstore import layout
 from services.blobstore.blobs import BlobInfo, Blobs
-from services.blobstore.drivers import create
+from services.blobstore.drivers import PathNotFound, create
 from services.blobstore.uploads import UploadInfo, Uploads
 from services.common.errors import (
     BLOB_UNKNOWN,
@@ -320,3 +320,52 @@ def test_a_write_racing_a_commit_either_lands_before_it_or_fails(uploads: Upload
             outcome = (wrote.result(), committed.result())
         # Written first: the commit sees the extra bytes and refuses. Committed first: the write finds no upload.
         assert outcome in [(len(DATA) + 4, DIGEST_INVALID), (BLOB_UPLOAD_UNKNOWN, BlobInfo(digest_of("sha256"), len(DATA)))]
+
+
+# A whole blob in one call (Uploads.store): a monolithic push, a mirror's fetch.
+
+
+def _leftovers(uploads: Uploads) -> list[str]:
+    """Whatever is left under the repository's upload folder."""
+    folder = layout.upload_dir(REPO, str(uuid.uuid4())).rsplit("/", 1)[0]
+    try:
+        return list(uploads.driver.walk(folder))
+    except PathNotFound:
+        return []
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_store_links_a_verified_blob_and_leaves_no_session(uploads: Uploads, algorithm: str) -> None:
+    info = uploads.store(REPO, [DATA[:7], DATA[7:]], digest_of(algorithm), expected_length=len(DATA))
+    assert info == BlobInfo(digest_of(algorithm), len(DATA))
+    assert uploads.blobs.stat(REPO, digest_of(algorithm)).size == len(DATA)
+    assert uploads.driver.get_content(layout.blob_data(digest_of(algorithm))) == DATA
+    assert _leftovers(uploads) == []
+
+
+@pytest.mark.parametrize(
+    ("digest", "expected_length", "code"),
+    [
+        (digest_of("sha256", b"other bytes"), -1, DIGEST_INVALID),
+        (digest_of("sha256"), len(DATA) + 1, SIZE_INVALID),
+    ],
+)
+def test_store_of_content_that_does_not_match_stores_nothing(uploads: Uploads, digest: str, expected_length: int, code: object) -> None:
+    with pytest.raises(RegistryError) as raised:
+        uploads.store(REPO, [DATA], digest, expected_length)
+    assert raised.value.code is code
+    assert uploads.driver.file_size(layout.blob_data(digest)) is None
+    with pytest.raises(RegistryError):
+        uploads.blobs.stat(REPO, digest)
+    assert _leftovers(uploads) == []
+
+
+def test_store_whose_bytes_break_off_stores_nothing(uploads: Uploads) -> None:
+    def broken() -> Iterator[bytes]:
+        yield DATA[:10]
+        raise ConnectionError("client went away")
+
+    with pytest.raises(ConnectionError):
+        uploads.store(REPO, broken(), digest_of("sha256"))
+    assert uploads.driver.file_size(layout.blob_data(digest_of("sha256"))) is None
+    assert _leftovers(uploads) == []
