@@ -23,11 +23,12 @@ import math
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import redis
+from cachetools import LRUCache
 from redis.exceptions import RedisError
 
 from services.common import redis_clients
@@ -35,7 +36,7 @@ from services.common.config import RateLimitSettings, RedisSettings
 
 log = logging.getLogger("berth.auth")
 
-# At most this many keys are remembered; beyond it the least recently failing are forgotten.
+# At most this many keys are remembered; beyond it the least recently used are forgotten.
 MAX_KEYS = 100_000
 
 
@@ -57,8 +58,8 @@ class FailureLimiter:
         self.attempts = attempts
         self.window = window
         self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._failures: LRUCache[str, deque[float]] = LRUCache(maxsize=MAX_KEYS)
+        self._lock = threading.Lock()  # an LRUCache is not thread-safe
 
     def retry_after(self, keys: Iterable[str]) -> int | None:
         """Seconds until the most blocked of ``keys`` may try again; None if none is blocked."""
@@ -82,9 +83,6 @@ class FailureLimiter:
                 times.append(now)
                 while len(times) > self.attempts:  # older failures no longer decide anything
                     times.popleft()
-                self._failures.move_to_end(key)
-            while len(self._failures) > MAX_KEYS:
-                self._failures.popitem(last=False)
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.auth import ratelimit
 from services.auth.ratelimit import (
     FailureLimiter,
     SharedFailureLimiter,
@@ -174,3 +175,14 @@ def test_token_service_replicas_share_counts_through_the_cache_redis(shared_redi
     finally:
         for berth in replicas:
             berth.stop()
+
+
+def test_the_per_process_limiter_forgets_the_least_recently_used_keys_beyond_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "MAX_KEYS", 3)
+    limiter = FailureLimiter(attempts=1, window=60, clock=lambda: 100.0)
+    for key in ("a", "b", "c"):
+        limiter.record_failure([key])
+    assert limiter.retry_after(["a"]) == 60  # a is now the most recently used
+    limiter.record_failure(["d"])  # evicts b, the least recently used
+    assert limiter.retry_after(["b"]) is None
+    assert all(limiter.retry_after([key]) == 60 for key in ("a", "c", "d"))

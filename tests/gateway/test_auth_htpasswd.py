@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cachetools import TTLCache
 
 from services.common.config import HtpasswdAuthSettings
-from services.gateway.access.htpasswd import HtpasswdAccessController
+from services.gateway.access.htpasswd import CACHE_SIZE, SUCCESS_TTL, HtpasswdAccessController
 from tests.images import single_image
 from tests.support.auth import basic, write_htpasswd
 from tests.support.processes import Berth
@@ -183,3 +184,19 @@ def test_skopeo_pushes_with_dest_creds_and_fails_with_a_wrong_password(registry:
         r = c.head("/v2/auth/skopeo/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert r.status_code == 200
         assert r.headers["docker-content-digest"] == image.manifest_digests[0]
+
+
+def test_a_cached_success_is_checked_again_after_its_ttl(tmp_path: Path) -> None:
+    write_htpasswd(tmp_path / "htpasswd", {"alice": "pw"}, rounds=4)
+    controller = HtpasswdAccessController(HtpasswdAuthSettings(path=str(tmp_path / "htpasswd")))
+    now = [1000.0]
+    controller._good = TTLCache(maxsize=CACHE_SIZE, ttl=SUCCESS_TTL, timer=lambda: now[0])
+
+    async def scenario() -> None:
+        assert await controller.check("alice", "pw") and controller.bcrypt_checks == 1
+        now[0] += SUCCESS_TTL - 1
+        assert await controller.check("alice", "pw") and controller.bcrypt_checks == 1
+        now[0] += 2
+        assert await controller.check("alice", "pw") and controller.bcrypt_checks == 2
+
+    asyncio.run(scenario())

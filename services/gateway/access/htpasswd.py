@@ -16,10 +16,10 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Sequence
 
 import bcrypt
+from cachetools import TTLCache
 from starlette.requests import Request
 
 from services.common import basic_auth
@@ -48,7 +48,9 @@ class HtpasswdAccessController:
         self.settings = settings
         self.file = HtpasswdFile(settings.path)
         self._pepper = secrets.token_bytes(32)
-        self._good: dict[tuple[str, bytes, bytes], float] = {}
+        # Accounts whose password checked out lately: bcrypt costs tens of ms, a pull makes dozens
+        # of requests. Keyed by the stored hash too, so a changed password is checked again.
+        self._good: TTLCache[tuple[str, bytes, bytes], bool] = TTLCache(maxsize=CACHE_SIZE, ttl=SUCCESS_TTL)
         self._running: dict[tuple[str, bytes, bytes], asyncio.Future[bool]] = {}
         self.bcrypt_checks = 0
 
@@ -69,9 +71,7 @@ class HtpasswdAccessController:
             await self._bcrypt(secret[:72], _DUMMY_HASH)
             return False
         key = (user, hashed, hmac.new(self._pepper, secret, hashlib.sha256).digest())
-        now = time.monotonic()
-        until = self._good.get(key)
-        if until is not None and now < until:
+        if key in self._good:
             return True
         running = self._running.get(key)
         if running is None:
@@ -80,17 +80,8 @@ class HtpasswdAccessController:
             running.add_done_callback(lambda _: self._running.pop(key, None))
         ok = await asyncio.shield(running)
         if ok:
-            self._remember(key, time.monotonic() + SUCCESS_TTL)
+            self._good[key] = True  # the event loop is this cache's only user: no lock
         return ok
-
-    def _remember(self, key: tuple[str, bytes, bytes], until: float) -> None:
-        if len(self._good) >= CACHE_SIZE:
-            now = time.monotonic()
-            for stale in [k for k, t in self._good.items() if t <= now]:
-                del self._good[stale]
-            if len(self._good) >= CACHE_SIZE:
-                self._good.clear()
-        self._good[key] = until
 
     async def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
         self.bcrypt_checks += 1
