@@ -16,10 +16,10 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
+from services.common import metadata_cache as scripts
 from services.common import redis_clients
 from services.common.config import LRUCacheSettings
-from services.gateway.cache import scripts
-from services.gateway.cache.store import PREFIX
+from services.common.metadata_cache import PREFIX
 
 # (repository, "blob" or "manifest", digest)
 Removal = tuple[str, str, str]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from services.gateway.cache.store import PREFIX
+from services.common.metadata_cache import PREFIX
 from tests.blobstore.test_gc import blob_exists, garbage_collect, pull, store
 from tests.images import OCI_MANIFEST, sha256
 from tests.support.processes import Berth, free_port

@@ -24,10 +24,10 @@ import redis
 from starlette.testclient import TestClient
 
 from services.common import config
+from services.common.metadata_cache import PREFIX
 from services.common.rpc import blobstore_pb2 as pb
 from services.gateway.app import create_app
 from services.gateway.cache import MetadataCache, outage
-from services.gateway.cache.store import PREFIX
 from tests.images import sha256
 from tests.support.processes import Berth
 from tests.support.redis import RedisServer, TCPProxy, start_redis

@@ -13,14 +13,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from services.common import digests, redis_clients
+from services.common import metadata_cache as scripts
 from services.common.config import LRUCacheSettings
+from services.common.metadata_cache import PREFIX
 from services.common.metrics import CACHE_REQUESTS
 from services.common.rpc import blobstore_pb2 as pb
-from services.gateway.cache import scripts
 from services.gateway.cache.outage import Invalidation, Outage
 
-# Bump the version when what a key holds changes: old entries are then never read, only evicted.
-PREFIX = "berth:c1:"
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 

@@ -1,4 +1,7 @@
-"""The cache's Redis side, as Lua scripts: each lookup, fill and invalidation is one atomic round trip.
+"""The gateways' metadata cache in Redis (``cache_lru``), its side in Redis: the key prefix and the
+Lua scripts, each lookup, fill and invalidation one atomic round trip. Shared code because two
+services speak it: the gateway's cache (``services/gateway/cache/``) and the blobstore's garbage
+collection, which clears what it removed (``services/blobstore/gc_cache.py``).
 
 Key names are built here and nowhere else. Every script takes the same first four arguments: the key
 prefix, the repository, a token (a fresh one for lookups and invalidations, the one a lookup returned
@@ -6,6 +9,10 @@ for fills) and ``mutable_ttl``.
 """
 
 from __future__ import annotations
+
+# Every key starts with it. Bump the version when what a key holds changes: old entries are then
+# never read, only evicted.
+PREFIX = "berth:c1:"
 
 _COMMON = """
 local P, repo, token, mutable_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
