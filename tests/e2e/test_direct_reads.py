@@ -181,3 +181,27 @@ def test_skopeo_pulls_large_layers_through_the_blobstore(berth: Berth, tmp_path:
     for digest in layout_blob_digests(tmp_path / "back"):
         assert sha256((tmp_path / "back" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()) == digest
     assert _direct_read_bytes(berth) - before >= 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("secret", "status"), [("test-secret", 200), ("another-secret", 403)])
+def test_a_url_one_blobstore_signed_is_served_by_a_replica_sharing_the_secret(
+    berth: Berth, tmp_path: Path, secret: str, status: int
+) -> None:
+    replica = Berth(tmp_path / "replica")
+    replica.workdir.mkdir()
+    replica.env.update(
+        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=str(berth.data_dir),  # the same storage
+        REGISTRY_HTTP_SECRET=secret,
+        REGISTRY_BLOBSTORE_PUBLIC_URL=f"http://127.0.0.1:{replica.blobstore_http_port}",
+    )
+    replica.start("blobstore")
+    try:
+        with berth.client() as client:
+            _push(client, "e2e/direct", BIG, BIG_DIGEST)
+            location = client.get(f"/v2/e2e/direct/blobs/{BIG_DIGEST}").headers["Location"]
+        elsewhere = location.replace(f":{berth.blobstore_http_port}/", f":{replica.blobstore_http_port}/")
+        answer = httpx.get(elsewhere, timeout=30)
+        assert answer.status_code == status
+        assert (answer.content == BIG) is (status == 200)
+    finally:
+        replica.stop()
