@@ -35,6 +35,7 @@ def metrics_for(s: Settings) -> list[Metric]:
     rows = [
         Metric("large_push", "large", f"large push ({s.large_mb:g} MiB, {s.chunk_mb:g} MiB chunks)", "MiB/s", True),
         Metric("large_pull", "large", f"large pull ({s.large_mb:g} MiB, sha256 checked)", "MiB/s", True),
+        Metric("large_raw_pull", "large", f"large raw pull ({s.large_mb:g} MiB, curl, redirects followed)", "MiB/s", True),
         Metric("small_push", "small", f"small push ({small})", "img/s", True),
         Metric("small_pull", "small", f"small pull ({small})", "img/s", True),
     ]

@@ -5,7 +5,9 @@ target gets exactly the same work; set-up and clean-up (``Trash``) stay outside 
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -162,7 +164,28 @@ def bench_large(ctx: RunContext) -> dict[str, float]:
     pull_verified(ctx.client, ctx.base, repo, digest, blob.size)
     pull_s = time.perf_counter() - t0
     mib = blob.size / MiB
-    return {"large_push": mib / push_s, "large_pull": mib / pull_s}
+    out = {"large_push": mib / push_s, "large_pull": mib / pull_s}
+    if shutil.which("curl"):
+        out["large_raw_pull"] = mib / raw_pull_seconds(f"{ctx.base}/v2/{repo}/blobs/{digest}", blob.size)
+    return out
+
+
+def raw_pull_seconds(url: str, size: int) -> float:
+    """One GET by curl into /dev/null, redirects followed: what the registry can send, where the
+    Python client (which also hashes) would measure itself first."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        ["curl", "-sS", "-L", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0
+    status, _, got = done.stdout.partition(" ")
+    if done.returncode != 0 or status != "200" or got != str(size):
+        raise BenchError(f"curl GET {url}: exit {done.returncode}, {done.stdout!r} {done.stderr.strip()[:200]}")
+    return seconds
 
 
 def detect_upload_mode(client: httpx.Client, base: str, repo: str, run_id: str, trash: Trash) -> str:

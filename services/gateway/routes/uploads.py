@@ -44,15 +44,18 @@ def _has_body(request: Request, length: int | None) -> bool:
 
 
 async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
-    """The request body in pieces of about ``size`` bytes."""
-    buffer = bytearray()
+    """The request body in messages of ``size`` bytes or a little more (the last may be shorter):
+    what the server read is gathered and joined once per message, with no other copy."""
+    parts: list[bytes] = []
+    held = 0
     async for piece in request.stream():
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+        parts.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 @dataclass(frozen=True)
