@@ -320,12 +320,7 @@ class S3Driver(StorageDriver):
         if keys:
             # Uploads first: a marker deleted before its upload would leave the parts unfindable.
             abort_uploads(self._objects, prefix)
-            for start in range(0, len(keys), DELETE_BATCH):
-                batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
-                reply = self._objects.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
-                if reply.get("Errors"):
-                    first = reply["Errors"][0]
-                    raise StorageError(f"s3 delete_objects: {first.get('Code')} on {first.get('Key')}")
+            self._delete_keys(keys)
             return
         key = self._key(path)
         head = self._objects.head(key)
@@ -338,7 +333,10 @@ class S3Driver(StorageDriver):
     def _delete_files(self, paths: list[str]) -> None:
         """DeleteObjects, up to 1000 keys a request; only for plain files (no marker of a
         file being written: blobs and links are never appended to)."""
-        keys = [self._key(p) for p in paths]
+        self._delete_keys([self._key(p) for p in paths])
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        """DeleteObjects, DELETE_BATCH keys a request; the first key S3 could not delete fails it."""
         for start in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": k} for k in keys[start : start + DELETE_BATCH]]
             reply = self._objects.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
