@@ -162,13 +162,8 @@ class Uploads:
                 actual = self._rehash(data_path, wanted.algorithm)
             if actual != wanted.hex:
                 self._remove(repository, upload_id)
-                raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
-            # Moved even when the content is there already (same bytes, atomic replace): that
-            # makes the blob young again, so garbage collection's delay protects it until this
-            # push's manifest arrives, however long ago it was last referenced.
-            self.driver.move(data_path, layout.blob_data(digest))
-            self.blobs.stored(digest, size)
-            self.blobs.link(repository, digest)
+                raise _mismatch(digest)
+            self._place(repository, data_path, digest, size)
             self._observe_duration(repository, upload_id, session)
             self._remove(repository, upload_id)
             return BlobInfo(digest, size)
@@ -199,15 +194,22 @@ class Uploads:
             if expected_length >= 0 and received != expected_length:
                 raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
             if hasher.hexdigest() != wanted.hex:
-                raise RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
-            self.driver.move(data_path, layout.blob_data(digest))  # as in commit: the blob is young again
-            self.blobs.stored(digest, received)
-            self.blobs.link(repository, digest)
+                raise _mismatch(digest)
+            self._place(repository, data_path, digest, received)
             UPLOAD_DURATION.observe(max(0.0, time.time() - started))
             return BlobInfo(digest, received)
         finally:
             with contextlib.suppress(PathNotFound):
                 self.driver.delete(layout.upload_dir(repository, upload_id))
+
+    def _place(self, repository: str, data_path: str, digest: str, size: int) -> None:
+        """Moves verified bytes to the digest's path and links them into the repository. Moved
+        even when the content is there already (same bytes, atomic replace): that makes the blob
+        young again, so garbage collection's delay protects it until this push's manifest
+        arrives, however long ago it was last referenced."""
+        self.driver.move(data_path, layout.blob_data(digest))
+        self.blobs.stored(digest, size)
+        self.blobs.link(repository, digest)
 
     def cancel(self, repository: str, upload_id: str) -> None:
         self.status(repository, upload_id)
@@ -241,3 +243,7 @@ class Uploads:
             while chunk := reader.read(_REHASH_CHUNK):
                 hasher.update(chunk)
         return hasher.hexdigest()
+
+
+def _mismatch(digest: str) -> RegistryError:
+    return RegistryError(DIGEST_INVALID, {"digest": digest, "reason": "content does not match"})
