@@ -176,18 +176,25 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise RegistryError(UNKNOWN, {"reason": "WriteUpload must start with a header"})
-        head = first.header
+        try:
+            return self._write(first.header, (message.data for message in request_iterator))
+        except BaseException as exc:
+            if not isinstance(exc, grpc.RpcError):
+                _drain(request_iterator)
+            raise
+
+    @_errors_to_status
+    def WriteUploadUnary(self, request: pb.WriteUploadUnaryRequest, context: grpc.ServicerContext) -> pb.UploadInfo:
+        return self._write(request.header, iter((request.data,) if request.data else ()))
+
+    def _write(self, head: pb.WriteUploadHeader, chunks: Iterator[bytes]) -> pb.UploadInfo:
+        """What both write calls do with their header and data."""
         upload_id = head.upload_id
-        created = False
-        data = _counted(message.data for message in request_iterator)
+        data = _counted(chunks)
         if not upload_id and head.commit_digest:  # a whole blob in one call: no session needed
-            try:
-                blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length)
-            except BaseException as exc:
-                if not isinstance(exc, grpc.RpcError):
-                    _drain(request_iterator)
-                raise
+            blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length)
             return pb.UploadInfo(size=blob.size, digest=blob.digest, started_at=int(time.time()))
+        created = False
         try:
             algorithm = _streaming_algorithm(head)
             if not upload_id:
@@ -197,13 +204,11 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
             if head.commit_digest:
                 blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
                 return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
-        except BaseException as exc:
+        except BaseException:
             if created:
                 # A session made for this call (a single-POST upload) has no URL anyone could
                 # resume it by: whatever went wrong, it must not stay behind.
                 self.uploads.discard(head.repository, upload_id)
-            if not isinstance(exc, grpc.RpcError):
-                _drain(request_iterator)
             raise
         return pb.UploadInfo(upload_id=upload_id, size=info.size, started_at=info.started_at)
 

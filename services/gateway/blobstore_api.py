@@ -71,13 +71,14 @@ class BlobstoreAPI(Protocol):
         repository: str,
         upload_id: str,
         offset: int,
-        data: AsyncIterator[bytes],
+        data: AsyncIterator[bytes] | bytes,
         *,
         commit_digest: str = "",
         expected_length: int = -1,
         digest_algorithm: str = "",
     ) -> pb.UploadInfo:
-        """Streams ``data`` into an upload (a new one when ``upload_id`` is empty)."""
+        """Writes ``data`` into an upload (a new one when ``upload_id`` is empty): bytes (a body
+        that fits in one message) in one short call, an iterator as a stream."""
 
     @abstractmethod
     async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo: ...
@@ -163,7 +164,7 @@ class ForwardingBlobstore(BlobstoreAPI):
         repository: str,
         upload_id: str,
         offset: int,
-        data: AsyncIterator[bytes],
+        data: AsyncIterator[bytes] | bytes,
         *,
         commit_digest: str = "",
         expected_length: int = -1,

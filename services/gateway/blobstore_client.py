@@ -200,13 +200,14 @@ class BlobstoreClient(BlobstoreAPI):
         repository: str,
         upload_id: str,
         offset: int,
-        data: AsyncIterator[bytes],
+        data: AsyncIterator[bytes] | bytes,
         *,
         commit_digest: str = "",
         expected_length: int = -1,
         digest_algorithm: str = "",
     ) -> pb.UploadInfo:
-        """Streams ``data`` into an upload (a new one when ``upload_id`` is empty)."""
+        """Writes ``data`` into an upload (a new one when ``upload_id`` is empty): bytes in one
+        short call, an iterator as a stream."""
         header = pb.WriteUploadHeader(
             repository=repository,
             upload_id=upload_id,
@@ -215,6 +216,8 @@ class BlobstoreClient(BlobstoreAPI):
             expected_length=expected_length,
             digest_algorithm=digest_algorithm,
         )
+        if isinstance(data, bytes):
+            return await self._unary("WriteUploadUnary", pb.WriteUploadUnaryRequest(header=header, data=data))
 
         source_failure: list[Exception] = []
 

@@ -104,15 +104,17 @@ def test_metrics_count_calls_and_uploads(tmp_path: Path) -> None:
     berth = Berth(tmp_path).start()
     try:
         with berth.client() as client:
-            push_blob(client, "metrics/test", b"x" * 5000)
+            push_blob(client, "metrics/test", b"x" * 5000)  # one message: the unary write
+            push_blob(client, "metrics/test", b"y" * (3 << 20))  # streamed
             assert client.get("/v2/_catalog").status_code == 200
         response = _http(berth, "/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         text = response.text
+        assert _sample(text, 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="WriteUploadUnary",side="server"}') >= 1
         assert _sample(text, 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="WriteUpload",side="server"}') >= 1
         assert _sample(text, 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="ListRepositories",side="server"}') >= 1
-        assert _sample(text, "berth_upload_bytes_total ") >= 5000
+        assert _sample(text, "berth_upload_bytes_total ") >= 5000 + (3 << 20)
         assert _sample(text, "berth_upload_duration_seconds_count ") >= 1
         # A failed call keeps its code.
         with grpc.insecure_channel(f"127.0.0.1:{berth.grpc_port}") as channel, pytest.raises(grpc.RpcError):

@@ -647,21 +647,23 @@ def test_interrupted_patch_can_be_resumed(berth, client, repo):
 
 
 def test_abandoned_single_post_leaves_no_session_and_no_error(fresh_berth):
-    """A single-POST upload has no URL to resume by: when its client hangs up, its session goes."""
+    """A single-POST upload has no URL to resume by: when its client hangs up, its session goes.
+    The body is larger than one message, so it is streamed (a smaller one is read whole first)."""
     fresh_berth.start()
+    data = os.urandom((1 << 20) + 4096)
     uploads = fresh_berth.data_dir / "docker/registry/v2/repositories/test_uploads/abandoned/_uploads"
     sessions = lambda: list(uploads.iterdir()) if uploads.exists() else []  # noqa: E731
     send_and_abandon(
         fresh_berth.http_port,
         "POST",
-        f"/v2/test_uploads/abandoned/blobs/uploads/?digest={sha256(DATA)}",
-        len(DATA),
-        DATA[:10],
+        f"/v2/test_uploads/abandoned/blobs/uploads/?digest={sha256(data)}",
+        len(data),
+        data[:10],
         until=lambda: len(sessions()) == 1,
     )
     eventually(lambda: sessions() == [])
     with checked_client(fresh_berth.url) as client:
-        assert client.head(f"/v2/test_uploads/abandoned/blobs/{sha256(DATA)}").status_code == 404
+        assert client.head(f"/v2/test_uploads/abandoned/blobs/{sha256(data)}").status_code == 404
     for service in ("gateway", "blobstore"):
         assert "Traceback" not in fresh_berth.log(service), fresh_berth.log(service)
 

@@ -1,9 +1,10 @@
 """Blob uploads: ``/v2/<name>/blobs/uploads/[<id>]`` — monolithic, chunked, resumable, mounts.
 
-Bytes are never held whole: the request body is re-cut into chunk-size messages and streamed to
-the blobstore, which hashes and verifies them: with the ``digest-algorithm`` the client announced
-when it started (newest spec; only a hint: the closing digest may use another algorithm, which is
-then verified by re-reading the upload), else sha256.
+Bytes are never held beyond one message: a body that fits in one (``blobstore.chunk_size``) goes
+in one short call, a larger one is re-cut into messages and streamed. The blobstore hashes and
+verifies them: with the ``digest-algorithm`` the client announced when it started (newest spec;
+only a hint: the closing digest may use another algorithm, which is then verified by re-reading
+the upload), else sha256.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
             parts, held = [], 0
     if parts:
         yield b"".join(parts)
+
+
+async def _body(request: Request, length: int | None, size: int) -> AsyncIterator[bytes] | bytes:
+    """The body for the blobstore: whole when its declared length fits in one message (a short
+    call instead of a stream: most of a small push's cost), else cut into messages as it arrives."""
+    if length is not None and length <= size:
+        return await request.body()
+    return _chunks(request, size)
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ async def start_upload(request: Request, name: str) -> Response:
             name,
             "",
             0,
-            _chunks(request, gw.settings.blobstore.chunk_size),
+            await _body(request, length, gw.settings.blobstore.chunk_size),
             commit_digest=digest,
             expected_length=-1 if length is None else length,
         )
@@ -191,7 +200,7 @@ async def _write_chunk(session: _Session, request: Request, commit_digest: str =
             session.name,
             session.upload_id,
             offset,
-            _chunks(request, session.gw.settings.blobstore.chunk_size),
+            await _body(request, _content_length(request), session.gw.settings.blobstore.chunk_size),
             commit_digest=commit_digest,
             expected_length=expected,
             digest_algorithm=session.algorithm,
