@@ -90,8 +90,16 @@ class Blobs:
         self.link(repository, digest)
         return info
 
-    def redirect_url(self, repository: str, digest: str, method: str) -> str | None:
-        self.stat(repository, digest)
+    def content(self, info: BlobInfo) -> bytes:
+        """The whole blob (one ``stat`` found and its caller checked): for small ones only."""
+        try:
+            return self.driver.get_content(layout.blob_data(info.digest))
+        except PathNotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": info.digest}) from None
+
+    def url(self, digest: str, method: str) -> str | None:
+        """The storage driver's URL for the blob's data (a presigned one), None when it has none;
+        the caller has checked the repository's link (``stat``)."""
         return self.driver.redirect_url(layout.blob_data(digest), method)
 
     def delete(self, repository: str, digest: str) -> None:

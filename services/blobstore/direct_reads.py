@@ -35,7 +35,7 @@ class DirectReads:
     def url(self, repository: str, digest: str) -> str:
         """A URL for a read of the blob here; "" for one better streamed by the gateway (small, or
         not on local storage). The caller has checked that the repository links the blob
-        (``Blobs.redirect_url``): the size comes from memory, with no second look at storage."""
+        (``Blobs.stat``): the size comes from memory, with no second look at storage."""
         found = self.blobs.stat_global(digest)
         if found is None or found.size < MIN_REDIRECT_SIZE or self.blobs.driver.local_file(layout.blob_data(digest)) is None:
             return ""

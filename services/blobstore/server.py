@@ -158,11 +158,19 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         return pb.BlobInfo(digest=info.digest, size=info.size)
 
     @_errors_to_status
-    def BlobURL(self, request: pb.BlobURLRequest, context: grpc.ServicerContext) -> pb.BlobURLResponse:
-        url = self.blobs.redirect_url(request.repository, request.digest, request.method or "GET")
-        if url is None and self.direct_reads is not None and request.method in ("", "GET"):
-            url = self.direct_reads.url(request.repository, request.digest)
-        return pb.BlobURLResponse(url=url or "", unsupported=url is None)
+    def OpenBlob(self, request: pb.OpenBlobRequest, context: grpc.ServicerContext) -> pb.OpenBlobResponse:
+        info = self.blobs.stat(request.repository, request.digest)  # the one link check
+        unsupported = False
+        if request.method:
+            url = self.blobs.url(request.digest, request.method)
+            if url is None and self.direct_reads is not None and request.method == "GET":
+                url = self.direct_reads.url(request.repository, request.digest)
+            if url:
+                return pb.OpenBlobResponse(size=info.size, url=url)
+            unsupported = url is None
+        if info.size <= request.inline_limit:
+            return pb.OpenBlobResponse(size=info.size, data=self.blobs.content(info), inline=True, urls_unsupported=unsupported)
+        return pb.OpenBlobResponse(size=info.size, urls_unsupported=unsupported)
 
     # Uploads
 

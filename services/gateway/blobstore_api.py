@@ -56,9 +56,9 @@ class BlobstoreAPI(Protocol):
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo: ...
 
     @abstractmethod
-    async def blob_url(self, repository: str, digest: str, method: str) -> str | None:
-        """Where the client can fetch the blob itself; "" when it is to be streamed here, None when
-        the store never has such URLs."""
+    async def open_blob(self, repository: str, digest: str, method: str, inline_limit: int) -> pb.OpenBlobResponse:
+        """How to serve a blob: a URL for ``method`` the client can fetch it from (none asked for
+        when ``method`` is empty), else its bytes when at most ``inline_limit``, else its size."""
 
     # Uploads
 
@@ -153,8 +153,8 @@ class ForwardingBlobstore(BlobstoreAPI):
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo:
         return await self.client.mount_blob(repository, digest, from_repository)
 
-    async def blob_url(self, repository: str, digest: str, method: str) -> str | None:
-        return await self.client.blob_url(repository, digest, method)
+    async def open_blob(self, repository: str, digest: str, method: str, inline_limit: int) -> pb.OpenBlobResponse:
+        return await self.client.open_blob(repository, digest, method, inline_limit)
 
     async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo:
         return await self.client.start_upload(repository, digest_algorithm)

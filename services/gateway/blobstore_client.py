@@ -186,9 +186,10 @@ class BlobstoreClient(BlobstoreAPI):
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> pb.BlobInfo:
         return await self._unary("MountBlob", pb.MountRequest(repository=repository, digest=digest, from_repository=from_repository))
 
-    async def blob_url(self, repository: str, digest: str, method: str) -> str | None:
-        reply = await self._unary("BlobURL", pb.BlobURLRequest(repository=repository, digest=digest, method=method))
-        return None if reply.unsupported else reply.url
+    async def open_blob(self, repository: str, digest: str, method: str, inline_limit: int) -> pb.OpenBlobResponse:
+        return await self._unary(
+            "OpenBlob", pb.OpenBlobRequest(repository=repository, digest=digest, method=method, inline_limit=inline_limit)
+        )
 
     # Uploads
 

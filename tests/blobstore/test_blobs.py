@@ -163,10 +163,13 @@ def test_delete_of_an_unknown_blob(blobs: Blobs) -> None:
     assert code_of(lambda: blobs.delete(REPO, DIGEST)) is BLOB_UNKNOWN
 
 
-def test_redirect_url_checks_the_link_first(driver: StorageDriver, blobs: Blobs) -> None:
-    assert code_of(lambda: blobs.redirect_url(REPO, DIGEST, "GET")) is BLOB_UNKNOWN
+def test_content_and_url_of_a_stored_blob(driver: StorageDriver, blobs: Blobs) -> None:
     put(driver, blobs)
-    assert blobs.redirect_url(REPO, DIGEST, "GET") is None  # the in-memory driver has no URLs
+    info = blobs.stat(REPO, DIGEST)
+    assert blobs.content(info) == DATA
+    assert blobs.url(DIGEST, "GET") is None  # the in-memory driver has no URLs
+    driver.delete(layout.blob_data(DIGEST))  # gone meanwhile (garbage collection)
+    assert code_of(lambda: blobs.content(info)) is BLOB_UNKNOWN
 
 
 def test_missing_names_each_unreadable_digest_once_in_order(driver: StorageDriver, blobs: Blobs) -> None:

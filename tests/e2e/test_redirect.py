@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,27 +76,38 @@ def test_blob_get_redirects_to_the_store_and_skopeo_pulls_through_it(s3_berth: B
 
 
 def test_redirect_on_a_driver_without_urls_streams_the_blob(fresh_berth: Berth) -> None:
+    """No URL to give: a small blob comes back in the one short call that asked (OpenBlob), a
+    larger one is streamed after it (ReadBlob)."""
     fresh_berth.env["REGISTRY_STORAGE_REDIRECT"] = "true"
     fresh_berth.start()
-    data = b"streamed, not redirected"
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    small = b"streamed, not redirected"
+    large = os.urandom((1 << 20) + 1)  # one byte over blobstore.chunk_size
     with fresh_berth.client() as client:
-        pushed = client.post(
-            "/v2/e2e/plain/blobs/uploads/", params={"digest": digest}, content=data, headers={"Content-Type": "application/octet-stream"}
-        )
-        assert pushed.status_code == 201
-        answer = client.get(f"/v2/e2e/plain/blobs/{digest}")
-        assert answer.status_code == 200
-        assert answer.content == data
-        assert answer.headers["Docker-Content-Digest"] == digest
-        # The first GET showed the driver has no URLs: later ones do not ask the blobstore again.
-        before = _blob_url_calls(fresh_berth)
-        for _ in range(3):
-            assert client.get(f"/v2/e2e/plain/blobs/{digest}").content == data
-        assert _blob_url_calls(fresh_berth) == before == 1
+        for data in (small, large):
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            pushed = client.post(
+                "/v2/e2e/plain/blobs/uploads/",
+                params={"digest": digest},
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert pushed.status_code == 201
+            before = _calls(fresh_berth)
+            for _ in range(3):
+                answer = client.get(f"/v2/e2e/plain/blobs/{digest}")
+                assert answer.status_code == 200
+                assert answer.content == data
+                assert answer.headers["Docker-Content-Digest"] == digest
+                assert answer.headers["Content-Length"] == str(len(data))
+            after = _calls(fresh_berth)
+            assert after["OpenBlob"] - before["OpenBlob"] == 3
+            assert after["ReadBlob"] - before["ReadBlob"] == (0 if data is small else 3)
 
 
-def _blob_url_calls(berth: Berth) -> float:
+def _calls(berth: Berth) -> dict[str, float]:
     text = httpx.get(f"http://127.0.0.1:{berth.blobstore_http_port}/metrics").text
-    prefix = 'berth_blobstore_rpc_duration_seconds_count{code="OK",method="BlobURL",side="server"} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    counts = {"OpenBlob": 0.0, "ReadBlob": 0.0}
+    for method in counts:
+        prefix = f'berth_blobstore_rpc_duration_seconds_count{{code="OK",method="{method}",side="server"}} '
+        counts[method] = sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    return counts

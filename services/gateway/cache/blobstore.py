@@ -34,7 +34,7 @@ class CachedBlobstore(ForwardingBlobstore):
         {
             "read_blob",
             "mount_blob",
-            "blob_url",
+            "open_blob",
             "start_upload",
             "write_upload",
             "upload_status",

@@ -75,18 +75,21 @@ async def get_blob(request: Request, name: str, digest: str) -> Response:
 
 async def _serve(request: Request, gw: app_state.GatewayState, name: str, digest: str) -> Response:
     client = gw.blobstore
-    if gw.redirects and "range" not in request.headers:
-        # The store serves the bytes itself when it can sign a URL (s3's presigned URLs, or the
-        # blobstore's own listener with blobstore.public_url); ranged reads stay here.
-        url = await client.blob_url(name, digest, "GET")
-        if url:
-            return Response(status_code=307, headers={"Location": url, "Docker-Content-Digest": digest, "Content-Length": "0"})
-        if url is None:
+    if "range" not in request.headers:
+        # One short call says how: the store serves the bytes itself when it can sign a URL (s3's
+        # presigned URLs, or the blobstore's own listener with blobstore.public_url); a small blob
+        # comes in the answer; a large one is streamed.
+        opened = await client.open_blob(name, digest, "GET" if gw.redirects else "", gw.settings.blobstore.chunk_size)
+        if opened.url:
+            return Response(status_code=307, headers={"Location": opened.url, "Docker-Content-Digest": digest, "Content-Length": "0"})
+        if opened.urls_unsupported:
             gw.redirects = False  # the store has no URLs: stop asking
-    wanted = None
-    if "range" in request.headers:
-        size = (await client.stat_blob(name, digest)).size
-        wanted = parse_range(request.headers["range"], size)
+        if opened.inline:
+            return Response(opened.data, status_code=200, headers=_blob_headers(digest, opened.size))
+        stream = await client.read_blob(name, digest)
+        return StreamingResponse(stream.chunks, status_code=200, headers=_blob_headers(digest, stream.size))
+    size = (await client.stat_blob(name, digest)).size
+    wanted = parse_range(request.headers["range"], size)
     if wanted is None:
         stream = await client.read_blob(name, digest)
         return StreamingResponse(stream.chunks, status_code=200, headers=_blob_headers(digest, stream.size))
