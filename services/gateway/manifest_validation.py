@@ -44,6 +44,8 @@ class Descriptor:
 class ParsedManifest:
     media_type: str
     blobs: list[str] = field(default_factory=list)
+    # The sizes an image manifest declares for its blobs (what a mirror's prefetch goes by).
+    blob_sizes: dict[str, int] = field(default_factory=dict)
     manifests: list[str] = field(default_factory=list)
     # An index's children by digest: (os, architecture, variant) where the child names a platform.
     platforms: dict[str, tuple[str, str, str]] = field(default_factory=dict)
@@ -141,11 +143,13 @@ def _parse_image(doc: dict[str, Any], parsed: ParsedManifest) -> None:
     if not isinstance(layers, list):
         raise _invalid("layers must be a list")
     parsed.blobs.append(config.digest)
+    parsed.blob_sizes[config.digest] = config.size
     for i, raw in enumerate(layers):
         layer = _descriptor(raw, f"layers[{i}]")
         if layer.media_type in _FOREIGN_LAYER_TYPES or layer.urls:
             continue
         parsed.blobs.append(layer.digest)
+        parsed.blob_sizes[layer.digest] = layer.size
     # The referrers API names an image by its artifactType, or else by its config's media type.
     parsed.artifact_type = config.media_type
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from services.common.config.schema import ProxySettings
-from services.common.errors import DIGEST_INVALID, RegistryError
+from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_UNKNOWN, RegistryError
 from services.gateway.proxy import Mirror
 from services.gateway.proxy.upstream import UpstreamError
 
@@ -25,6 +26,8 @@ NAME = "hub/team/app"
 PIECES = [bytes([n]) * 300_000 for n in range(8)]
 BLOB = b"".join(PIECES)
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+# Blobs up to this size are fetched whole (BLOB is larger: streamed).
+WHOLE_LIMIT = 1 << 20
 
 
 class FakeStore:
@@ -34,6 +37,19 @@ class FakeStore:
         self.uploads: dict[str, bytearray] = {}
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.touched: list[Any] = []
+        self.writes: list[str] = []
+        self.manifests: list[Any] = []
+
+    async def stat_blob(self, name: str, digest: str) -> Any:
+        if (name, digest) not in self.blobs:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
+        return SimpleNamespace(digest=digest, size=len(self.blobs[(name, digest)]))
+
+    async def get_manifest(self, name: str, reference: str) -> Any:
+        raise RegistryError(MANIFEST_UNKNOWN, {"reference": reference})
+
+    async def put_manifest(self, request: Any) -> Any:
+        self.manifests.append(request)
 
     async def start_upload(self, name: str) -> Any:
         upload_id = uuid.uuid4().hex
@@ -41,15 +57,19 @@ class FakeStore:
         return SimpleNamespace(upload_id=upload_id)
 
     async def write_upload(
-        self, name: str, upload_id: str, offset: int, data: AsyncIterator[bytes], *, commit_digest: str, expected_length: int
+        self, name: str, upload_id: str, offset: int, data: AsyncIterator[bytes] | bytes, *, commit_digest: str, expected_length: int
     ) -> Any:
+        self.writes.append("whole" if isinstance(data, bytes) else "stream")
         created = not upload_id
         if created:  # as the blobstore does: a session of the call's own, gone if the call fails
             upload_id = (await self.start_upload(name)).upload_id
         buf = self.uploads[upload_id]
         try:
-            async for chunk in data:
-                buf += chunk
+            if isinstance(data, bytes):
+                buf += data
+            else:
+                async for chunk in data:
+                    buf += chunk
         except BaseException:
             if created:
                 self.uploads.pop(upload_id, None)
@@ -92,7 +112,7 @@ class Upstream:
 
 
 def mirror(store: FakeStore, upstream: Upstream) -> Mirror:
-    m = Mirror(ProxySettings(upstreams=[{"prefix": "hub/", "remoteurl": "http://upstream.test"}]), store, 1 << 20)
+    m = Mirror(ProxySettings(upstreams=[{"prefix": "hub/", "remoteurl": "http://upstream.test"}]), store, 1 << 20, WHOLE_LIMIT)
     up = m.upstreams[0]
     up.client = httpx.AsyncClient(base_url=up.url, transport=httpx.MockTransport(upstream.handler))
     return m
@@ -168,23 +188,36 @@ def test_a_download_failing_part_way_leaves_nothing_and_every_client_hears_of_it
 
 
 def test_content_that_does_not_match_its_digest_is_never_visible() -> None:
-    async def scenario() -> None:
-        store, upstream = FakeStore(), Upstream(body=[b"not", b"the", b"blob"])
+    """Streamed: the first client's response breaks off. Read whole (small): no client gets a byte,
+    every one hears 502 at once."""
+
+    async def scenario(body: list[bytes]) -> None:
+        store, upstream = FakeStore(), Upstream(body=body)
         m = mirror(store, upstream)
         up = m.upstreams[0]
-        first = await m.fetch_blob(up, NAME, DIGEST)
-        assert first is not None
-        waiter = asyncio.ensure_future(m.fetch_blob(up, NAME, DIGEST))
-        upstream.release(3)
-        with pytest.raises(RegistryError):
-            await drain(first[1])
+        if sum(map(len, body)) > WHOLE_LIMIT:
+            first = await m.fetch_blob(up, NAME, DIGEST)
+            assert first is not None
+            waiter = asyncio.ensure_future(m.fetch_blob(up, NAME, DIGEST))
+            upstream.release(len(body))
+            with pytest.raises(RegistryError):
+                await drain(first[1])
+        else:
+            starting = asyncio.ensure_future(m.fetch_blob(up, NAME, DIGEST))
+            await settle()
+            waiter = asyncio.ensure_future(m.fetch_blob(up, NAME, DIGEST))
+            upstream.release(len(body))
+            with pytest.raises(RegistryError) as refused:
+                await starting
+            assert refused.value.status == 502
         with pytest.raises(RegistryError) as joined:
             await waiter
         assert joined.value.status == 502  # the upstream's fault
         assert not store.blobs and not store.uploads
         await m.aclose()
 
-    asyncio.run(scenario())
+    asyncio.run(scenario(PIECES[::-1]))
+    asyncio.run(scenario([b"not", b"the", b"blob"]))
 
 
 def test_the_blob_is_stored_when_the_first_client_goes_away() -> None:
@@ -223,6 +256,73 @@ def test_a_ranged_read_waits_for_the_stored_blob() -> None:
         upstream.release(len(PIECES))
         assert await ranged is None
         assert store.blobs[(NAME, DIGEST)] == BLOB
+        await m.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_small_blob_is_fetched_whole_stored_in_one_call_and_handed_to_every_client() -> None:
+    async def scenario() -> None:
+        pieces = [b"small ", b"blob"]
+        blob = b"".join(pieces)
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        store, upstream = FakeStore(), Upstream(body=pieces)
+        m = mirror(store, upstream)
+        up = m.upstreams[0]
+        clients = [asyncio.ensure_future(m.fetch_blob(up, NAME, digest)) for _ in range(4)]
+        upstream.release(1)
+        await settle()
+        assert not any(c.done() for c in clients)  # nobody answered before the whole blob is there
+        upstream.release(1)
+        for answer in await asyncio.gather(*clients):  # the bytes themselves: no read from the store
+            assert answer is not None and answer[0] == len(blob) and await drain(answer[1]) == blob
+        await settle()
+        assert store.blobs[(NAME, digest)] == blob and store.writes == ["whole"] and upstream.gets == 1
+        await m.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_image_fetched_cold_starts_fetching_its_small_blobs_before_they_are_asked_for() -> None:
+    """The manifest's config and small layer are fetched and stored with no client asking; the
+    layer larger than one message, and a blob the store holds already, are not."""
+    config, layer, big, held = b'{"config": 1}', b"small layer", b"L" * (WHOLE_LIMIT + 1), b"held layer"
+    sha = lambda data: "sha256:" + hashlib.sha256(data).hexdigest()  # noqa: E731
+    blobs = {sha(b): b for b in (config, layer, big, held)}
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(b), "size": len(b)} for b in (layer, big, held)
+            ],
+        }
+    ).encode()
+    asked: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if "/manifests/" in request.url.path:
+            return httpx.Response(200, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, content=manifest)
+        return httpx.Response(200, content=blobs[request.url.path.rsplit("/", 1)[1]])
+
+    async def scenario() -> None:
+        store = FakeStore()
+        store.blobs[(NAME, sha(held))] = held
+        m = Mirror(ProxySettings(upstreams=[{"prefix": "hub/", "remoteurl": "http://upstream.test"}]), store, 1 << 20, WHOLE_LIMIT)
+        up = m.upstreams[0]
+        up.client = httpx.AsyncClient(base_url=up.url, transport=httpx.MockTransport(handler))
+        await m.get_manifest(up, NAME, sha(manifest))
+        for _ in range(100):
+            if (NAME, sha(layer)) in store.blobs and (NAME, sha(config)) in store.blobs and not m.fetches.inflight:
+                break
+            await asyncio.sleep(0.01)
+        assert store.blobs[(NAME, sha(config))] == config and store.blobs[(NAME, sha(layer))] == layer
+        assert (NAME, sha(big)) not in store.blobs
+        assert sorted(asked) == sorted(
+            f"/v2/team/app/{kind}/{d}" for kind, d in [("manifests", sha(manifest)), ("blobs", sha(config)), ("blobs", sha(layer))]
+        )
         await m.aclose()
 
     asyncio.run(scenario())

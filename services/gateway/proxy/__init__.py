@@ -13,6 +13,8 @@ the blobstore when it holds them and fetched from the upstream when it does not.
   is trusted only when this gateway's own pull record keeps it from expiring (``_vouched``).
 - Fetched manifests are stored through the blobstore like pushes (sparse: their blobs may come
   later); fetched blobs are written into an upload committed against their digest (``blobfetch``).
+  An image manifest fetched from the upstream starts the fetch of its small blobs at once
+  (``_prefetch``): its client asks for them next, and finds them under way or stored.
 - Every pull of mirrored content records when it happened in the blobstore (``TouchMirror``), at
   most once per item per ``touch_interval`` per gateway; the blobstore removes what was not pulled
   within the upstream's ``ttl``.
@@ -24,7 +26,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from cachetools import LRUCache
@@ -58,6 +60,8 @@ _UNKNOWN = (MANIFEST_UNKNOWN, NAME_UNKNOWN)
 # Pull records this gateway remembers writing, (repository, "m" or "b", digest) -> monotonic time;
 # each entry carries its own time, so keeping one longer never makes it vouch for more.
 _TOUCHED_MAX = 100_000
+# Small blobs of one fetched image manifest fetched ahead of its client's requests.
+PREFETCH_MAX = 16
 
 
 def _unknown(exc: RegistryError) -> bool:
@@ -65,26 +69,29 @@ def _unknown(exc: RegistryError) -> bool:
 
 
 class Mirror:
-    def __init__(self, settings: ProxySettings, blobstore: BlobstoreAPI, manifest_limit: int) -> None:
+    def __init__(self, settings: ProxySettings, blobstore: BlobstoreAPI, manifest_limit: int, whole_limit: int) -> None:
         self.settings = settings
         self.blobstore = blobstore
         self.manifest_limit = manifest_limit
         self.upstreams = [Upstream(u, settings.timeout) for u in settings.all_upstreams()]
-        self.fetches = BlobFetches(blobstore)
+        # Blobs up to whole_limit (one blobstore message) are fetched whole, and prefetched.
+        self.fetches = BlobFetches(blobstore, whole_limit)
         # The store without the metadata cache in front, for answers the cache cannot vouch for.
         self._store = blobstore.client if isinstance(blobstore, CachedBlobstore) else blobstore
         # Only the event loop's thread touches it: no lock.
         self._touched: LRUCache[tuple[str, str, str], float] = LRUCache(maxsize=_TOUCHED_MAX)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Fetched manifests being stored, (repository, digest) -> manifest: answered from here.
+        self._storing: dict[tuple[str, str], pb.Manifest] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, blobstore: Any) -> Mirror | None:
         if not settings.proxy.enabled:
             return None
-        return cls(settings.proxy, blobstore, settings.limits.manifest_size)
+        return cls(settings.proxy, blobstore, settings.limits.manifest_size, settings.blobstore.chunk_size)
 
     async def aclose(self) -> None:
-        if self._tasks:  # pull records still being written
+        if self._tasks:  # manifests and pull records still being written
             await asyncio.wait(set(self._tasks), timeout=5)
         for up in self.upstreams:
             await up.aclose()
@@ -157,6 +164,9 @@ class Mirror:
         """What the store holds. An answer of the metadata cache (cache_lru) is trusted only for a
         manifest this gateway recorded a pull of recently enough that the purge cannot have removed
         it (the purge runs in the blobstore and tells no cache); otherwise the store is asked."""
+        pending = self._storing.get((name, reference))
+        if pending is not None:
+            return pending
         try:
             found: pb.Manifest = await self.blobstore.get_manifest(name, reference)
             if self._store is not self.blobstore and not self._vouched(up, name, found.digest):
@@ -196,7 +206,7 @@ class Mirror:
             bad = UpstreamError("invalid", f"{up.url} sent a manifest that does not hash to {digest}")
             self._failed(up, bad)
             raise self._unavailable(up, bad, f"{name}@{digest}")
-        await self._store_fetched(up, name, digest, payload, content_type, tags=[])
+        self._store_fetched(up, name, digest, payload, content_type, tags=[])
         return pb.Manifest(digest=digest, payload=payload)
 
     async def _head(self, up: Upstream, name: str, tag: str) -> str | NotFound | UpstreamError:
@@ -256,7 +266,7 @@ class Mirror:
             self._failed(up, bad)
             raise self._unavailable(up, bad, f"{name}:{tag}")
         MIRROR_REQUESTS.labels(up.label, "manifest", "miss").inc()
-        await self._store_fetched(up, name, computed, payload, content_type, tags=[tag])
+        self._store_fetched(up, name, computed, payload, content_type, tags=[tag])
         return pb.Manifest(digest=computed, payload=payload)
 
     def _stale(self, up: Upstream, name: str, tag: str, local: pb.Manifest, why: str) -> pb.Manifest:
@@ -265,26 +275,54 @@ class Mirror:
         log.warning("serving %s:%s (%s) from the cache: %s", name, tag, local.digest, why)
         return local
 
-    async def _store_fetched(self, up: Upstream, name: str, digest: str, payload: bytes, content_type: str, tags: list[str]) -> None:
-        """Stores a fetched manifest like a push, sparse (its blobs and children come when pulled)."""
+    def _store_fetched(self, up: Upstream, name: str, digest: str, payload: bytes, content_type: str, tags: list[str]) -> None:
+        """Stores a fetched (and verified) manifest like a push, sparse (its blobs and children
+        come when pulled), after its client is answered: the store's writes and fsyncs cost more
+        than the fetch. Until then this gateway answers from memory for it; a store that fails
+        only logs, and the next pull fetches again."""
         try:
             parsed = mv.parse(payload, content_type or None)
         except RegistryError as exc:
             log.warning("not caching %s@%s from %s: %s", name, digest, up.url, exc)
             return
         descriptor = parsed.referrer_descriptor(digest, len(payload)) if parsed.subject else None
-        await self.blobstore.put_manifest(
-            pb.PutManifestRequest(
-                repository=name,
-                digest=digest,
-                payload=payload,
-                tags=tags,
-                subject=parsed.subject,
-                referrer_descriptor=json.dumps(descriptor).encode() if descriptor else b"",
-            )
+        request = pb.PutManifestRequest(
+            repository=name,
+            digest=digest,
+            payload=payload,
+            tags=tags,
+            subject=parsed.subject,
+            referrer_descriptor=json.dumps(descriptor).encode() if descriptor else b"",
         )
-        # Recorded while the client is answered (a write with its fsync in the store).
-        self._background(self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags and up.tag_ttl > 0 else "", force=True))
+        key = (name, digest)
+        self._storing[key] = pb.Manifest(digest=digest, payload=payload)
+
+        async def store() -> None:
+            try:
+                await self.blobstore.put_manifest(request)
+            except RegistryError as exc:
+                log.warning("could not cache %s@%s from %s: %s", name, digest, up.url, exc)
+                return
+            finally:
+                self._storing.pop(key, None)
+            await self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags and up.tag_ttl > 0 else "", force=True)
+
+        self._background(store())
+        small = [d for d, size in parsed.blob_sizes.items() if 0 <= size <= self.fetches.whole_limit][:PREFETCH_MAX]
+        if small:
+            self._background(self._prefetch(up, name, small))
+
+    async def _prefetch(self, up: Upstream, name: str, wanted: list[str]) -> None:
+        """Starts fetching the small blobs of an image just fetched (config, small layers) while
+        its client reads the manifest: the client asks for them next, and then joins a fetch
+        under way or finds them stored. Large layers wait for a client to stream them."""
+        wanted = [d for d in wanted if self.fetches.running(name, d) is None]
+        held = await asyncio.gather(*(self.blobstore.stat_blob(name, d) for d in wanted), return_exceptions=True)
+        for digest, answer in zip(wanted, held, strict=True):
+            if not isinstance(answer, RegistryError) or answer.code not in (BLOB_UNKNOWN, NAME_UNKNOWN):
+                continue  # held already (or the store is failing: the client's own request will say so)
+            if self.fetches.running(name, digest) is None:  # a client may have started it meanwhile
+                self.fetches.start(up, name, digest, self._stored_blob(up, name, digest), listening=False)
 
     def _background(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -292,6 +330,14 @@ class Mirror:
         task.add_done_callback(self._tasks.discard)
 
     # Blobs
+
+    def _stored_blob(self, up: Upstream, name: str, digest: str) -> Callable[[int], Awaitable[None]]:
+        """What a fetch does once its blob is stored: records the pull."""
+
+        async def stored(size: int) -> None:
+            await self.touch(up, name, blobs=(digest,), force=True)
+
+        return stored
 
     async def blob_size(self, up: Upstream, name: str, digest: str) -> int:
         """For a HEAD of a blob the cache lacks: the upstream's answer, nothing stored."""
@@ -313,17 +359,16 @@ class Mirror:
             MIRROR_REQUESTS.labels(up.label, "blob", "hit").inc()
             try:
                 await _shielded(running.done)
+                if follow and running.body is not None:
+                    return len(running.body), _once(running.body)
+                await _shielded(running.stored)
             except NotFound:
                 raise RegistryError(BLOB_UNKNOWN, {"digest": digest, "upstream": up.url}) from None
             except (UpstreamError, RegistryError) as exc:
                 raise self._unavailable(up, _as_upstream(exc), f"{name}@{digest}") from None
             return None
         MIRROR_REQUESTS.labels(up.label, "blob", "miss").inc()
-
-        async def stored(size: int) -> None:
-            await self.touch(up, name, blobs=(digest,), force=True)
-
-        fetch = self.fetches.start(up, name, digest, stored)
+        fetch = self.fetches.start(up, name, digest, self._stored_blob(up, name, digest))
         try:
             size = await _shielded(fetch.size)
         except NotFound:
@@ -331,14 +376,21 @@ class Mirror:
         except UpstreamError as exc:
             self._failed(up, exc)
             raise self._unavailable(up, exc, f"{name}@{digest}") from None
-        if not follow:
+        whole = 0 <= size <= self.fetches.whole_limit
+        if not follow or whole:
             fetch.stop_listening()
             try:
-                await _shielded(fetch.done)
+                await _shielded(fetch.done if follow else fetch.stored)
             except (UpstreamError, RegistryError) as exc:
                 raise self._unavailable(up, _as_upstream(exc), f"{name}@{digest}") from None
+            if follow and fetch.body is not None:  # read whole and checked: answered like a stored blob
+                return size, _once(fetch.body)
             return None
         return size, fetch.follow()
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 async def refuse_mirrored_writes(request: Request) -> None:
