@@ -326,6 +326,57 @@ def test_token_auth_upstream(tmp_path: Path) -> None:
         auth.stop()
 
 
+def test_replicas_sharing_redis_download_a_blob_once(upstream: GoRegistry, tmp_path: Path) -> None:
+    """Two mirroring gateways (each with its blobstore) on one store and one Redis: clients of
+    both ask for one uncached blob at once; one replica downloads it while holding the blob's
+    lease, the other waits for it to be stored, and every client gets the blob."""
+    data = random.Random(20261207).randbytes(64 << 20)
+    digest = sha256(data)
+    with httpx.Client(base_url=upstream.url, auth=(USER, PASSWORD), timeout=60) as up:
+        started = up.post("/v2/team/shared/blobs/uploads/")
+        assert started.status_code == 202, started.text
+        location = started.headers["location"]
+        done = up.put(location + ("&" if "?" in location else "?") + f"digest={digest}", content=data)
+        assert done.status_code == 201, done.text
+    redis = start_redis(tmp_path / "redis")
+    config = mirror_config(tmp_path / "berth.yml", [{"prefix": "hub/", "remoteurl": upstream.url, "username": USER, "password": PASSWORD}])
+    shared = {
+        "DOCKER_REGISTRY_CONFIG": str(config),
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "shared-store"),
+        **redis.env,
+    }
+    replicas = [Berth(tmp_path / name, env=dict(shared)) for name in ("one", "two")]
+    try:
+        for replica in replicas:
+            replica.workdir.mkdir()
+            replica.start()
+        results: list[str | BaseException] = []
+
+        def fetch(replica: Berth) -> None:
+            try:
+                h = hashlib.sha256()
+                with httpx.stream("GET", f"{replica.url}/v2/hub/team/shared/blobs/{digest}", timeout=120, follow_redirects=True) as r:
+                    assert r.status_code == 200, r.read()
+                    for chunk in r.iter_bytes(1 << 20):
+                        h.update(chunk)
+                results.append("sha256:" + h.hexdigest())
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                results.append(exc)
+
+        threads = [threading.Thread(target=fetch, args=(replicas[n % 2],)) for n in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert results == [digest] * CLIENTS, results
+        assert upstream.requests("GET", f"/blobs/{digest}", 200) == 1
+        assert not redis.client().keys("berth:fetch1:*")  # the lease went with the fetch
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis.stop()
+
+
 def test_the_redis_cache_never_answers_for_a_purged_manifest(upstream: GoRegistry, tmp_path: Path) -> None:
     """cache_lru in front of the store: the purge (in the blobstore) tells Redis nothing, so the
     gateway trusts a cached manifest of a mirrored repository only while its own pull record keeps

@@ -51,7 +51,8 @@ from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import manifest_validation as mv
 from services.gateway.blobstore_api import BlobstoreAPI
 from services.gateway.cache import CachedBlobstore
-from services.gateway.proxy.blobfetch import BlobFetches
+from services.gateway.proxy.blobfetch import BlobFetches, Fetch
+from services.gateway.proxy.fetch_leases import FetchLeases
 from services.gateway.proxy.upstream import NotFound, Upstream, UpstreamError
 
 log = logging.getLogger("berth.gateway.proxy")
@@ -69,8 +70,12 @@ def _unknown(exc: RegistryError) -> bool:
 
 
 class Mirror:
-    def __init__(self, settings: ProxySettings, blobstore: BlobstoreAPI, manifest_limit: int, whole_limit: int) -> None:
+    def __init__(
+        self, settings: ProxySettings, blobstore: BlobstoreAPI, manifest_limit: int, whole_limit: int, leases: FetchLeases | None = None
+    ) -> None:
         self.settings = settings
+        # One download per blob across replicas (with Redis); None: per gateway only.
+        self.leases = leases
         self.blobstore = blobstore
         self.manifest_limit = manifest_limit
         self.upstreams = [Upstream(u, settings.timeout) for u in settings.all_upstreams()]
@@ -88,7 +93,8 @@ class Mirror:
     def from_settings(cls, settings: Any, blobstore: Any) -> Mirror | None:
         if not settings.proxy.enabled:
             return None
-        return cls(settings.proxy, blobstore, settings.limits.manifest_size, settings.blobstore.chunk_size)
+        leases = FetchLeases(blobstore.cache.redis) if isinstance(blobstore, CachedBlobstore) else None
+        return cls(settings.proxy, blobstore, settings.limits.manifest_size, settings.blobstore.chunk_size, leases)
 
     async def aclose(self) -> None:
         if self._tasks:  # manifests and pull records still being written
@@ -321,8 +327,16 @@ class Mirror:
         for digest, answer in zip(wanted, held, strict=True):
             if not isinstance(answer, RegistryError) or answer.code not in (BLOB_UNKNOWN, NAME_UNKNOWN):
                 continue  # held already (or the store is failing: the client's own request will say so)
-            if self.fetches.running(name, digest) is None:  # a client may have started it meanwhile
-                self.fetches.start(up, name, digest, self._stored_blob(up, name, digest), listening=False)
+            if self.fetches.running(name, digest) is not None:  # a client started it meanwhile
+                continue
+            lease = None
+            if self.leases is not None:
+                lease = await self.leases.take(name, digest)
+                if lease is None or self.fetches.running(name, digest) is not None:
+                    if lease is not None:
+                        await lease.release()
+                    continue  # another replica fetches it (or a client here started meanwhile)
+            self.fetches.start(up, name, digest, self._stored_blob(up, name, digest), listening=False, lease=lease)
 
     def _background(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -353,22 +367,23 @@ class Mirror:
         """Starts or joins the fetch of a blob the cache lacks. The client that started it gets
         (size, the bytes as they arrive; size -1 when the upstream did not say); a client that
         joined, or one that does not ``follow`` (a ranged read), gets None once the blob is
-        stored, and reads it from the blobstore."""
+        stored, and reads it from the blobstore. With fetch leases, a blob another replica is
+        fetching is waited for, and read from the store too."""
         running = self.fetches.running(name, digest)
         if running is not None:
-            MIRROR_REQUESTS.labels(up.label, "blob", "hit").inc()
-            try:
-                await _shielded(running.done)
-                if follow and running.body is not None:
-                    return len(running.body), _once(running.body)
-                await _shielded(running.stored)
-            except NotFound:
-                raise RegistryError(BLOB_UNKNOWN, {"digest": digest, "upstream": up.url}) from None
-            except (UpstreamError, RegistryError) as exc:
-                raise self._unavailable(up, _as_upstream(exc), f"{name}@{digest}") from None
-            return None
+            return await self._join(up, running, name, digest, follow)
+        lease = None
+        if self.leases is not None:
+            lease = await self.leases.claim(name, digest, lambda: self._held(name, digest))
+            if lease is None:  # stored by another replica
+                MIRROR_REQUESTS.labels(up.label, "blob", "hit").inc()
+                return None
+            running = self.fetches.running(name, digest)  # started here while the lease was taken
+            if running is not None:
+                await lease.release()
+                return await self._join(up, running, name, digest, follow)
         MIRROR_REQUESTS.labels(up.label, "blob", "miss").inc()
-        fetch = self.fetches.start(up, name, digest, self._stored_blob(up, name, digest))
+        fetch = self.fetches.start(up, name, digest, self._stored_blob(up, name, digest), lease=lease)
         try:
             size = await _shielded(fetch.size)
         except NotFound:
@@ -387,6 +402,28 @@ class Mirror:
                 return size, _once(fetch.body)
             return None
         return size, fetch.follow()
+
+    async def _join(self, up: Upstream, running: Fetch, name: str, digest: str, follow: bool) -> tuple[int, AsyncIterator[bytes]] | None:
+        """A client of a fetch this gateway runs: the bytes of a blob read whole, else None once stored."""
+        MIRROR_REQUESTS.labels(up.label, "blob", "hit").inc()
+        try:
+            await _shielded(running.done)
+            if follow and running.body is not None:
+                return len(running.body), _once(running.body)
+            await _shielded(running.stored)
+        except NotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest, "upstream": up.url}) from None
+        except (UpstreamError, RegistryError) as exc:
+            raise self._unavailable(up, _as_upstream(exc), f"{name}@{digest}") from None
+        return None
+
+    async def _held(self, name: str, digest: str) -> bool:
+        """Whether the store holds the blob for the repository (asked of the store itself)."""
+        try:
+            await self._store.stat_blob(name, digest)
+        except RegistryError:
+            return False
+        return True
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

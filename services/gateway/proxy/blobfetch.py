@@ -14,8 +14,9 @@ its digest checked here; every client of the fetch waits for that and is handed 
 second read would cost more than its bytes. A fetch may also start with nobody listening (the
 mirror's prefetch of an image's small blobs).
 
-In-flight fetches are per gateway process; gateways that race on the same blob each download it,
-and the blobstore's atomic, digest-checked commit makes that harmless.
+In-flight fetches are per gateway process. Replicas sharing Redis hold a lease while they fetch
+(``fetch_leases.py``), so only one downloads; without it, gateways that race on the same blob each
+download it, and the blobstore's atomic, digest-checked commit makes that harmless.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import httpx
 
 from services.common import digests
 from services.common.metrics import MIRROR_UPSTREAM_BYTES
+from services.gateway.proxy.fetch_leases import Lease
 from services.gateway.proxy.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("berth.gateway.proxy")
@@ -91,20 +93,39 @@ class BlobFetches:
     def running(self, name: str, digest: str) -> Fetch | None:
         return self.inflight.get((name, digest))
 
-    def start(self, upstream: Upstream, name: str, digest: str, on_stored: Callable[[int], Any], *, listening: bool = True) -> Fetch:
-        """Starts the fetch of a blob (the caller checked none runs) and returns it."""
+    def start(
+        self,
+        upstream: Upstream,
+        name: str,
+        digest: str,
+        on_stored: Callable[[int], Any],
+        *,
+        listening: bool = True,
+        lease: Lease | None = None,
+    ) -> Fetch:
+        """Starts the fetch of a blob (the caller checked none runs) and returns it; the fetch
+        releases ``lease`` (fetch_leases.py) when it ends."""
         loop = asyncio.get_running_loop()
         fetch = Fetch(size=loop.create_future(), done=loop.create_future(), stored=loop.create_future(), listening=listening)
         key = (name, digest)
         self.inflight[key] = fetch
-        fetch.task = asyncio.create_task(self._run(fetch, upstream, name, digest, on_stored))
+        fetch.task = asyncio.create_task(self._run(fetch, upstream, name, digest, on_stored, lease))
         fetch.task.add_done_callback(lambda _: self.inflight.pop(key, None))
         # Nobody may be waiting on these when the fetch fails: mark their exceptions retrieved.
         for future in (fetch.size, fetch.done, fetch.stored):
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return fetch
 
-    async def _run(self, fetch: Fetch, upstream: Upstream, name: str, digest: str, on_stored: Callable[[int], Any]) -> None:
+    async def _run(
+        self, fetch: Fetch, upstream: Upstream, name: str, digest: str, on_stored: Callable[[int], Any], lease: Lease | None
+    ) -> None:
+        try:
+            await self._fetch(fetch, upstream, name, digest, on_stored)
+        finally:
+            if lease is not None:
+                await lease.release()
+
+    async def _fetch(self, fetch: Fetch, upstream: Upstream, name: str, digest: str, on_stored: Callable[[int], Any]) -> None:
         label = upstream.label
         try:
             async with upstream.open_blob(name, digest) as response:
