@@ -52,7 +52,7 @@ class Fetch:
     queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE_CHUNKS))
     listening: bool = True
     task: asyncio.Task[None] | None = None
-    # The whole blob once stored, for one read whole (at most whole_limit).
+    # The whole blob once verified, for one read whole (at most whole_limit).
     body: bytes | None = None
 
     def stop_listening(self) -> None:
