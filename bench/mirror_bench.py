@@ -10,6 +10,10 @@ ways, one after the other:
 * warm: the same pull through Berth again, now served from its store (a pull by tag still asks
   the upstream for the tag's digest with a HEAD, as registry:2 does with ``tag_ttl`` 0).
 
+With a ``peer`` (the Go registry itself configured as a pull-through cache of the same upstream,
+``proxy.remoteurl``), its cold and warm pulls are timed the same way, for comparison: what the
+reference mirror achieves on the same machine.
+
 Two images shapes: one large image (config and one ``large_mb`` layer, MiB/s, sha256 checked on
 the fly) and ``mirror_small`` small images (img/s: manifest by tag and its two blobs each).
 Ratios are Berth's speed over the direct pull, >1.00x = Berth faster; the issue's targets are
@@ -31,7 +35,7 @@ from bench import distribution_client as distribution
 from bench import image_content, ratio_table, registry_bench, registry_workloads
 
 ACCEPT = {"Accept": image_content.OCI_MANIFEST}
-MODES = ("direct", "cold", "warm")
+PEER_MODES = ("peer_cold", "peer_warm")
 
 
 @dataclass(frozen=True)
@@ -97,25 +101,29 @@ def timed(client: httpx.Client, base: str, images: Sequence[Image]) -> float:
     return time.perf_counter() - t0
 
 
-def one_round(client: httpx.Client, upstream: str, mirror: str, large_mb: float, small: int, run_id: str) -> dict[str, float]:
+def one_round(
+    client: httpx.Client, upstream: str, mirror: str, large_mb: float, small: int, run_id: str, peer: str | None = None
+) -> dict[str, float]:
     out: dict[str, float] = {}
     large = push_large(client, upstream, f"bench/mirror-large-{run_id}", large_mb, run_id)
     smalls = push_small(client, upstream, f"bench/mirror-small-{run_id}", small, run_id)
-    for mode in MODES:
-        base = upstream if mode == "direct" else mirror
+    bases = {"direct": upstream, "cold": mirror, "warm": mirror}
+    if peer:
+        bases.update(peer_cold=peer, peer_warm=peer)
+    for mode, base in bases.items():
         registry_bench.log(f"[mirror] round {run_id.rsplit('-', 1)[-1]}: {mode} ...")
         out[f"large_{mode}"] = large.size / image_content.MiB / timed(client, base, [large])
         out[f"small_{mode}"] = len(smalls) / timed(client, base, smalls)
     return out
 
 
-def run(upstream: str, mirror: str, large_mb: float, small: int, rounds: int) -> dict[str, list[float]]:
-    """Every round's figures per key (large_direct, large_cold, ..., small_warm)."""
+def run(upstream: str, mirror: str, large_mb: float, small: int, rounds: int, peer: str | None = None) -> dict[str, list[float]]:
+    """Every round's figures per key (large_direct, large_cold, ..., small_peer_warm)."""
     run_id = uuid.uuid4().hex[:10]
     samples: dict[str, list[float]] = {}
     with registry_workloads.make_client(registry_workloads.Settings()) as client:
         for r in range(rounds):
-            for key, value in one_round(client, upstream, mirror, large_mb, small, f"{run_id}-{r + 1}").items():
+            for key, value in one_round(client, upstream, mirror, large_mb, small, f"{run_id}-{r + 1}", peer).items():
                 samples.setdefault(key, []).append(value)
     return samples
 
@@ -129,19 +137,27 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
         spread = (max(vals) - min(vals)) / 2 / med if len(vals) > 1 and med else None
         return ratio_table.fmt_value(med, unit, spread)
 
-    rows = [["mirror workload", "berth (mirror)", "upstream direct", "berth/direct", "target"]]
+    def ratio(key: str, direct: list[float]) -> tuple[float | None, str]:
+        vals = samples.get(key, [])
+        value = statistics.median(vals) / statistics.median(direct) if vals and direct else None
+        noisy = ratio_table.overlaps(vals, direct)
+        return value, "n/a" if value is None else f"{value:.2f}x" + ("*" if noisy else " ")
+
+    peer = any(k.endswith(PEER_MODES) for k in samples)
+    head = ["mirror workload", "berth (mirror)", "upstream direct", "berth/direct", "target"]
+    rows = [head + (["registry2 proxy", "registry2 proxy/direct"] if peer else [])]
     for shape, title, unit in (
         ("large", f"large image ({large_mb:g} MiB layer)", "MiB/s"),
         ("small", f"small images ({small} x manifest + 2 blobs)", "img/s"),
     ):
         direct = samples.get(f"{shape}_direct", [])
         for mode, target in (("cold", 0.8), ("warm", 1.0)):
-            vals = samples.get(f"{shape}_{mode}", [])
-            ratio = statistics.median(vals) / statistics.median(direct) if vals and direct else None
-            noisy = ratio_table.overlaps(vals, direct)
-            shown = "n/a" if ratio is None else f"{ratio:.2f}x" + ("*" if noisy else " ")
-            verdict = "" if ratio is None else (">= " if ratio >= target else "MISSES ") + f"{target:.1f}x"
-            rows.append([f"{title}, {mode} pull", cell(f"{shape}_{mode}", unit), cell(f"{shape}_direct", unit), shown, verdict])
+            value, shown = ratio(f"{shape}_{mode}", direct)
+            verdict = "" if value is None else (">= " if value >= target else "MISSES ") + f"{target:.1f}x"
+            row = [f"{title}, {mode} pull", cell(f"{shape}_{mode}", unit), cell(f"{shape}_direct", unit), shown, verdict]
+            if peer:
+                row += [cell(f"{shape}_peer_{mode}", unit), ratio(f"{shape}_peer_{mode}", direct)[1]]
+            rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
@@ -154,7 +170,8 @@ def render(samples: dict[str, list[float]], large_mb: float, small: int) -> str:
         (
             f"Mirror: Berth with proxy.remoteurl = the Go registry, pulled through (cold: nothing cached; warm: "
             f"again) against the same pulls straight from the Go registry; medians of {rounds} rounds, "
-            ">1.00x = Berth faster; * = ranges overlap."
+            ">1.00x = faster than direct; * = ranges overlap."
+            + (" registry2 proxy: the Go registry itself as a pull-through cache of the same upstream, timed the same way." if peer else "")
         ),
     ]
     return "\n".join(lines)

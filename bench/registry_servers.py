@@ -42,6 +42,12 @@ http:
 """
 
 
+def proxy_config(remoteurl: str) -> Callable[[int, Path], str]:
+    """The Go registry's configuration as a pull-through cache of ``remoteurl`` (registry:2's
+    ``proxy`` section)."""
+    return lambda port, root: CONFIG_TEMPLATE.format(root=root, port=port) + f"proxy:\n  remoteurl: {remoteurl}\n"
+
+
 @dataclass
 class Reference:
     """A Go registry this runner started and therefore must stop."""
@@ -60,13 +66,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp: Path, port: int, render: Callable[[int], str] | None = None) -> Path:
-    """Config file plus empty storage dir, both inside `tmp`; ``render(port)`` gives another
-    configuration (the S3 rows')."""
+def write_config(tmp: Path, port: int, render: Callable[[int, Path], str] | None = None) -> Path:
+    """Config file plus empty storage dir, both inside `tmp`; ``render(port, storage dir)`` gives
+    another configuration (the S3 rows', the mirror row's proxy)."""
     root = tmp / "storage"
     root.mkdir()
     config = tmp / "config.yml"
-    text = render(port) if render is not None else CONFIG_TEMPLATE.format(root=root, port=port)
+    text = render(port, root) if render is not None else CONFIG_TEMPLATE.format(root=root, port=port)
     config.write_text(text, encoding="utf-8")
     return config
 
@@ -87,7 +93,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
     raise RuntimeError(f"registry did not answer GET {url}/v2/ within {timeout:.0f}s")
 
 
-def start_reference(binary: str, render: Callable[[int], str] | None = None) -> Reference:
+def start_reference(binary: str, render: Callable[[int, Path], str] | None = None) -> Reference:
     """Start `binary serve CONFIG` on a free loopback port, wait for it."""
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-registry2-"))
     port = free_port()

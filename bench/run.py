@@ -60,6 +60,7 @@ from bench.registry_servers import (
     Reference,
     berth_pids,
     free_port,
+    proxy_config,
     start_berth,
     start_reference,
     stop_berth,
@@ -211,14 +212,17 @@ def run_mirror_row(args: argparse.Namespace, ref: Reference) -> int:
         f"({'blob bytes through the gateway' if args.mirror_streamed else 'direct blob reads'})",
         file=sys.stderr,
     )
+    peer = start_reference(args.registry_bin, proxy_config(ref.url))
+    print(f"the Go registry as a pull-through cache of {ref.url}: {peer.url}", file=sys.stderr)
     try:
-        samples = mirror_bench.run(ref.url, mirror.url, float(s["large_mb"]), small, int(s["rounds"]))
+        samples = mirror_bench.run(ref.url, mirror.url, float(s["large_mb"]), small, int(s["rounds"]), peer.url)
     except (BenchError, httpx.HTTPError) as exc:
         tail = (mirror.tmp / "berth.log").read_text(errors="replace")[-2000:]
         print(f"mirror row failed: {type(exc).__name__}: {exc}\nBerth's log ends with:\n{tail}")
         return 1
     finally:
         stop_berth(mirror)
+        stop_reference(peer, args.keep_tmp)
     print()
     print(mirror_bench.render(samples, float(s["large_mb"]), small))
     return 0
@@ -287,7 +291,7 @@ def run_s3_rows(args: argparse.Namespace, extra: Sequence[str]) -> int:
         bucket = moto.new_bucket("registry2")
         ref: Reference | None = None
         try:
-            ref = start_reference(args.registry_bin, lambda port: s3_rows.registry2_config(moto, bucket, port))
+            ref = start_reference(args.registry_bin, lambda port, _root: s3_rows.registry2_config(moto, bucket, port))
             print(f"S3 rows on {moto.endpoint}: berth at {berth.url}, registry2 at {ref.url}", file=sys.stderr)
             argv = bench_argv(args, [f"{BERTH_LABEL}-s3={berth.url}", f"{REFERENCE_LABEL}-s3={ref.url}"], f"{REFERENCE_LABEL}-s3", extra)
             argv += ["--large-mb", str(min(64.0, float(sizes(args)["large_mb"])))]
