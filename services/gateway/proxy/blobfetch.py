@@ -34,6 +34,7 @@ from services.common import digests
 from services.common.metrics import MIRROR_UPSTREAM_BYTES
 from services.gateway.proxy.fetch_leases import Lease
 from services.gateway.proxy.upstream import Upstream, UpstreamError
+from services.gateway.read_ahead import read_ahead
 
 log = logging.getLogger("berth.gateway.proxy")
 
@@ -138,7 +139,12 @@ class BlobFetches:
                     MIRROR_UPSTREAM_BYTES.labels(label).inc(len(body))
                 else:
                     info = await self.blobstore.write_upload(
-                        name, "", 0, self._streamed(fetch, upstream, response, digest), commit_digest=digest, expected_length=size
+                        name,
+                        "",
+                        0,
+                        read_ahead(self._streamed(fetch, upstream, response, digest)),
+                        commit_digest=digest,
+                        expected_length=size,
                     )
                     # One call opens, fills and commits the upload; one that fails or is cancelled
                     # part-way is discarded by the blobstore, so nothing is left to cancel here.

@@ -22,6 +22,7 @@ from services.common.rpc import blobstore_pb2 as pb
 from services.gateway import app_state
 from services.gateway.app_state import GatewayState
 from services.gateway.events import emit
+from services.gateway.read_ahead import read_ahead
 
 router = APIRouter()
 
@@ -64,7 +65,7 @@ async def _body(request: Request, length: int | None, size: int) -> AsyncIterato
     call instead of a stream: most of a small push's cost), else cut into messages as it arrives."""
     if length is not None and length <= size:
         return await request.body()
-    return _chunks(request, size)
+    return read_ahead(_chunks(request, size))
 
 
 @dataclass(frozen=True)
