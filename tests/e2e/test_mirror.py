@@ -78,6 +78,30 @@ def metric(berth: Berth, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + "{", name + " ")))
 
 
+def pull_at_once(urls: list[str]) -> list[str | BaseException]:
+    """GETs every URL at the same time (a thread each, redirects followed): the sha256 digest of
+    each body, or what went wrong."""
+    results: list[str | BaseException] = []
+
+    def fetch(url: str) -> None:
+        try:
+            h = hashlib.sha256()
+            with httpx.stream("GET", url, timeout=120, follow_redirects=True) as r:
+                assert r.status_code == 200, r.read()
+                for chunk in r.iter_bytes(1 << 20):
+                    h.update(chunk)
+            results.append("sha256:" + h.hexdigest())
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            results.append(exc)
+
+    threads = [threading.Thread(target=fetch, args=(url,)) for url in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoRegistry]:
     up = GoRegistry(tmp_path_factory.mktemp("upstream"), users={USER: PASSWORD}).start()
@@ -238,26 +262,9 @@ def test_concurrent_pulls_of_one_uncached_blob_cause_one_upstream_download(upstr
     layout.write_index({"mediaType": OCI_MANIFEST, "digest": layout.blob(manifest), "size": len(manifest)})
     push_upstream(upstream, f"oci:{tmp_path / 'big'}:latest", "team/big:v1")
 
-    results: list[str | BaseException] = []
-
-    def fetch() -> None:
-        try:
-            h = hashlib.sha256()
-            with httpx.stream("GET", f"{mirror.url}/v2/hub/team/big/blobs/{digest}", timeout=120) as r:
-                assert r.status_code == 200, r.read()
-                for chunk in r.iter_bytes(1 << 20):
-                    h.update(chunk)
-            results.append("sha256:" + h.hexdigest())
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            results.append(exc)
-
-    threads = [threading.Thread(target=fetch) for _ in range(CLIENTS)]
     started = time.monotonic()
     with PeakRSS({"gateway": mirror.pid("gateway"), "blobstore": mirror.pid("blobstore")}) as rss:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        results = pull_at_once([f"{mirror.url}/v2/hub/team/big/blobs/{digest}"] * CLIENTS)
     elapsed = time.monotonic() - started
     assert results == [digest] * CLIENTS, results
     assert upstream.requests("GET", f"/blobs/{digest}", 200) == 1  # one download (after one 401 challenge)
@@ -350,24 +357,7 @@ def test_replicas_sharing_redis_download_a_blob_once(upstream: GoRegistry, tmp_p
         for replica in replicas:
             replica.workdir.mkdir()
             replica.start()
-        results: list[str | BaseException] = []
-
-        def fetch(replica: Berth) -> None:
-            try:
-                h = hashlib.sha256()
-                with httpx.stream("GET", f"{replica.url}/v2/hub/team/shared/blobs/{digest}", timeout=120, follow_redirects=True) as r:
-                    assert r.status_code == 200, r.read()
-                    for chunk in r.iter_bytes(1 << 20):
-                        h.update(chunk)
-                results.append("sha256:" + h.hexdigest())
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                results.append(exc)
-
-        threads = [threading.Thread(target=fetch, args=(replicas[n % 2],)) for n in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        results = pull_at_once([f"{replicas[n % 2].url}/v2/hub/team/shared/blobs/{digest}" for n in range(CLIENTS)])
         assert results == [digest] * CLIENTS, results
         assert upstream.requests("GET", f"/blobs/{digest}", 200) == 1
         assert not redis.client().keys("berth:fetch1:*")  # the lease went with the fetch
