@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--upload-mode",
         choices=UPLOAD_MODES,
         default=d.upload_mode,
-        help="small-image blob uploads: single POST ?digest=, POST+PUT, or auto-detect (%(default)s)",
+        help="small-image blob uploads: single POST ?digest=, POST+PUT (every registry takes it: the same "
+        "requests for all), or the fastest each registry takes (auto) (%(default)s)",
     )
     p.add_argument("--workloads", type=parse_workloads, default=d.workloads, metavar="LIST", help="comma list of large,small,rate (all)")
     p.add_argument(
