@@ -86,10 +86,9 @@ async def _serve(request: Request, gw: app_state.GatewayState, name: str, digest
             gw.redirects = False  # the store has no URLs: stop asking
         if opened.inline:
             return Response(opened.data, status_code=200, headers=_blob_headers(digest, opened.size))
-        stream = await client.read_blob(name, digest)
-        return StreamingResponse(stream.chunks, status_code=200, headers=_blob_headers(digest, stream.size))
-    size = (await client.stat_blob(name, digest)).size
-    wanted = parse_range(request.headers["range"], size)
+        wanted = None
+    else:
+        wanted = parse_range(request.headers["range"], (await client.stat_blob(name, digest)).size)
     if wanted is None:
         stream = await client.read_blob(name, digest)
         return StreamingResponse(stream.chunks, status_code=200, headers=_blob_headers(digest, stream.size))
