@@ -19,7 +19,7 @@ import pytest
 
 from services.common.config.schema import ProxySettings
 from services.common.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_UNKNOWN, RegistryError
-from services.gateway.proxy import Mirror
+from services.gateway.proxy import PREFETCH_BUSY, Mirror
 from services.gateway.proxy.upstream import UpstreamError
 
 NAME = "hub/team/app"
@@ -307,13 +307,22 @@ def test_an_image_fetched_cold_starts_fetching_its_small_blobs_before_they_are_a
             return httpx.Response(200, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, content=manifest)
         return httpx.Response(200, content=blobs[request.url.path.rsplit("/", 1)[1]])
 
-    async def scenario() -> None:
+    async def scenario(busy: int) -> None:
+        asked.clear()
         store = FakeStore()
         store.blobs[(NAME, sha(held))] = held
         m = Mirror(ProxySettings(upstreams=[{"prefix": "hub/", "remoteurl": "http://upstream.test"}]), store, 1 << 20, WHOLE_LIMIT)
         up = m.upstreams[0]
         up.client = httpx.AsyncClient(base_url=up.url, transport=httpx.MockTransport(handler))
+        for n in range(busy):  # fetches of other blobs under way in this gateway
+            m.fetches.inflight[("other/repo", f"sha256:{n:064x}")] = SimpleNamespace()
         await m.get_manifest(up, NAME, sha(manifest))
+        if busy:
+            await settle()
+            assert asked == [f"/v2/team/app/manifests/{sha(manifest)}"]  # nothing fetched ahead
+            assert (NAME, sha(config)) not in store.blobs
+            await m.aclose()
+            return
         for _ in range(100):
             if (NAME, sha(layer)) in store.blobs and (NAME, sha(config)) in store.blobs and not m.fetches.inflight:
                 break
@@ -325,4 +334,5 @@ def test_an_image_fetched_cold_starts_fetching_its_small_blobs_before_they_are_a
         )
         await m.aclose()
 
-    asyncio.run(scenario())
+    asyncio.run(scenario(busy=0))
+    asyncio.run(scenario(busy=PREFETCH_BUSY))  # a gateway fetching this much already fetches nothing ahead

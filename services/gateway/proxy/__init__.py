@@ -63,6 +63,8 @@ _UNKNOWN = (MANIFEST_UNKNOWN, NAME_UNKNOWN)
 _TOUCHED_MAX = 100_000
 # Small blobs of one fetched image manifest fetched ahead of its client's requests.
 PREFETCH_MAX = 16
+# No prefetch starts while this many fetches run in the gateway: each holds up to one message.
+PREFETCH_BUSY = 32
 
 
 def _unknown(exc: RegistryError) -> bool:
@@ -329,6 +331,8 @@ class Mirror:
                 continue  # held already (or the store is failing: the client's own request will say so)
             if self.fetches.running(name, digest) is not None:  # a client started it meanwhile
                 continue
+            if len(self.fetches.inflight) >= PREFETCH_BUSY:
+                return  # busy enough: the rest waits for its clients (and memory stays bounded)
             lease = None
             if self.leases is not None:
                 lease = await self.leases.take(name, digest)
