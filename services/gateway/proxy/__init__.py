@@ -316,7 +316,7 @@ class Mirror:
             await self.touch(up, name, manifests=(digest,), checked_tag=tags[0] if tags and up.tag_ttl > 0 else "", force=True)
 
         self._background(store())
-        small = [d for d, size in parsed.blob_sizes.items() if 0 <= size <= self.fetches.whole_limit][:PREFETCH_MAX]
+        small = [d for d, size in parsed.blob_sizes.items() if self.fetches.reads_whole(size)][:PREFETCH_MAX]
         if small:
             self._background(self._prefetch(up, name, small))
 
@@ -395,26 +395,24 @@ class Mirror:
         except UpstreamError as exc:
             self._failed(up, exc)
             raise self._unavailable(up, exc, f"{name}@{digest}") from None
-        whole = 0 <= size <= self.fetches.whole_limit
-        if not follow or whole:
+        if not follow or self.fetches.reads_whole(size):
             fetch.stop_listening()
-            try:
-                await _shielded(fetch.done if follow else fetch.stored)
-            except (UpstreamError, RegistryError) as exc:
-                raise self._unavailable(up, _as_upstream(exc), f"{name}@{digest}") from None
-            if follow and fetch.body is not None:  # read whole and checked: answered like a stored blob
-                return size, _once(fetch.body)
-            return None
+            return await self._outcome(up, fetch, name, digest, follow)
         return size, fetch.follow()
 
     async def _join(self, up: Upstream, running: Fetch, name: str, digest: str, follow: bool) -> tuple[int, AsyncIterator[bytes]] | None:
-        """A client of a fetch this gateway runs: the bytes of a blob read whole, else None once stored."""
+        """A client of a fetch this gateway runs already."""
         MIRROR_REQUESTS.labels(up.label, "blob", "hit").inc()
+        return await self._outcome(up, running, name, digest, follow)
+
+    async def _outcome(self, up: Upstream, fetch: Fetch, name: str, digest: str, follow: bool) -> tuple[int, AsyncIterator[bytes]] | None:
+        """What a client that does not stream the fetch gets: the bytes of a blob read whole (and
+        checked), else None once the blob is stored (read it from the store)."""
         try:
-            await _shielded(running.done)
-            if follow and running.body is not None:
-                return len(running.body), _once(running.body)
-            await _shielded(running.stored)
+            await _shielded(fetch.done)
+            if follow and fetch.body is not None:
+                return len(fetch.body), _once(fetch.body)
+            await _shielded(fetch.stored)
         except NotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest, "upstream": up.url}) from None
         except (UpstreamError, RegistryError) as exc:

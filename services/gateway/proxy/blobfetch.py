@@ -91,6 +91,10 @@ class BlobFetches:
         self.whole_limit = whole_limit
         self.inflight: dict[tuple[str, str], Fetch] = {}
 
+    def reads_whole(self, size: int) -> bool:
+        """Whether a blob of ``size`` bytes (-1: not said) is read whole rather than streamed."""
+        return 0 <= size <= self.whole_limit
+
     def running(self, name: str, digest: str) -> Fetch | None:
         return self.inflight.get((name, digest))
 
@@ -133,7 +137,7 @@ class BlobFetches:
                 declared = response.headers.get("content-length", "")
                 size = int(declared) if declared.isdigit() else -1
                 fetch.size.set_result(size)
-                if 0 <= size <= self.whole_limit:
+                if self.reads_whole(size):
                     with _reading(upstream, digest):
                         body = await response.aread()
                     MIRROR_UPSTREAM_BYTES.labels(label).inc(len(body))
