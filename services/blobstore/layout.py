@@ -84,6 +84,13 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_ended(name: str, upload_id: str) -> str:
+    """Left when a session is committed or cancelled, so that its first URL (a fresh one:
+    services/blobstore/uploads.py) cannot bring it back. Next to the session folders, not in one
+    (no folder to make); upload purging removes it by its age, as it does folders."""
+    return f"{upload_dir(name, upload_id)}.ended"
+
+
 def referrers_dir(name: str, subject: str) -> str:
     alg, hex_ = _split(subject)
     return f"{repository(name)}/_referrers/{alg}/{hex_}"

@@ -39,7 +39,7 @@ from services.blobstore.purging import Periodic, purge_uploads
 from services.blobstore.uploads import Uploads
 from services.common import digests
 from services.common.config import ConfigError, Settings
-from services.common.errors import NAME_INVALID, UNKNOWN, RegistryError
+from services.common.errors import NAME_INVALID, RANGE_INVALID, UNKNOWN, RegistryError
 from services.common.memory import limit_malloc_arenas
 from services.common.metrics import UPLOAD_BYTES
 from services.common.rpc import blobstore_pb2 as pb
@@ -123,12 +123,14 @@ def _counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class BlobstoreService(pb_grpc.BlobstoreServicer):
-    def __init__(self, driver: StorageDriver, chunk_size: int, signer: BlobURLSigner | None = None) -> None:
+    def __init__(
+        self, driver: StorageDriver, chunk_size: int, signer: BlobURLSigner | None = None, fresh_uploads_lifetime: float | None = None
+    ) -> None:
         self.chunk_size = chunk_size
         self.blobs = Blobs(driver)
         # Large blob reads by signed URL from the HTTP listener (blobstore.public_url); None: off.
         self.direct_reads = DirectReads(self.blobs, signer) if signer is not None else None
-        self.uploads = Uploads(driver, self.blobs)
+        self.uploads = Uploads(driver, self.blobs, fresh_uploads_lifetime)
         self.manifests = Manifests(driver, self.blobs)
         self.catalog = Catalog(driver)
         self.mirror = MirrorRecords(driver, self.manifests, self.blobs, self.catalog)
@@ -175,11 +177,6 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
     # Uploads
 
     @_errors_to_status
-    def StartUpload(self, request: pb.StartUploadRequest, context: grpc.ServicerContext) -> pb.UploadInfo:
-        info = self.uploads.start(request.repository, request.digest_algorithm or digests.CANONICAL)
-        return pb.UploadInfo(upload_id=info.upload_id, size=0, started_at=info.started_at)
-
-    @_errors_to_status
     def WriteUpload(self, request_iterator: Iterator[pb.WriteUploadRequest], context: grpc.ServicerContext) -> pb.UploadInfo:
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
@@ -199,40 +196,35 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         """What both write calls do with their header and data."""
         upload_id = head.upload_id
         data = _counted(chunks)
-        if not upload_id and head.commit_digest:  # a whole blob in one call: no session needed
-            blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length)
+        if head.commit_digest and (not upload_id or self.uploads.unstored(head.repository, upload_id, head.fresh_since)):
+            # A whole blob in one call (a monolithic push, or a fresh session's only write): no
+            # session in storage needed.
+            if head.offset > 0:
+                raise RegistryError(RANGE_INVALID, {"size": 0, "offset": head.offset})
+            blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length, upload_id)
             return pb.UploadInfo(size=blob.size, digest=blob.digest, started_at=int(time.time()))
-        created = False
-        try:
-            algorithm = _streaming_algorithm(head)
-            if not upload_id:
-                upload_id = self.uploads.start(head.repository, algorithm).upload_id
-                created = True
-            info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length, algorithm)
-            if head.commit_digest:
-                blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
-                return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
-        except BaseException:
-            if created:
-                # A session made for this call (a single-POST upload) has no URL anyone could
-                # resume it by: whatever went wrong, it must not stay behind.
-                self.uploads.discard(head.repository, upload_id)
-            raise
+        if not upload_id:
+            raise RegistryError(UNKNOWN, {"reason": "a write without an upload id must commit"})
+        algorithm = _streaming_algorithm(head)
+        info = self.uploads.write(head.repository, upload_id, head.offset, data, head.expected_length, algorithm, head.fresh_since)
+        if head.commit_digest:
+            blob = self.uploads.commit(head.repository, upload_id, head.commit_digest)
+            return pb.UploadInfo(upload_id=upload_id, size=blob.size, digest=blob.digest, started_at=info.started_at)
         return pb.UploadInfo(upload_id=upload_id, size=info.size, started_at=info.started_at)
 
     @_errors_to_status
     def UploadStatus(self, request: pb.UploadRef, context: grpc.ServicerContext) -> pb.UploadInfo:
-        info = self.uploads.status(request.repository, request.upload_id)
+        info = self.uploads.status(request.repository, request.upload_id, request.fresh_since)
         return pb.UploadInfo(upload_id=info.upload_id, size=info.size, started_at=info.started_at)
 
     @_errors_to_status
     def CancelUpload(self, request: pb.UploadRef, context: grpc.ServicerContext) -> pb.Empty:
-        self.uploads.cancel(request.repository, request.upload_id)
+        self.uploads.cancel(request.repository, request.upload_id, request.fresh_since)
         return pb.Empty()
 
     @_errors_to_status
     def CommitUpload(self, request: pb.CommitUploadRequest, context: grpc.ServicerContext) -> pb.BlobInfo:
-        info = self.uploads.commit(request.repository, request.upload_id, request.digest)
+        info = self.uploads.commit(request.repository, request.upload_id, request.digest, request.fresh_since)
         return pb.BlobInfo(digest=info.digest, size=info.size)
 
     # Manifests, tags, repositories
@@ -379,7 +371,8 @@ def build(settings: Settings) -> Blobstore:
         ],
     )
     signer = BlobURLSigner(config.public_url, signing_key(settings), config.url_expiry) if config.public_url else None
-    service = BlobstoreService(driver, config.chunk_size, signer)
+    purging = settings.storage.maintenance.uploadpurging
+    service = BlobstoreService(driver, config.chunk_size, signer, purging.age if purging.enabled else None)
     pb_grpc.add_BlobstoreServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):

@@ -5,6 +5,14 @@ digest. Then the content is hashed and compared, and only verified content is mo
 content-addressed path, atomically; a mismatch removes the session and stores nothing. A reader
 can therefore never see a partial or unverified blob.
 
+A session reaches storage with its first bytes, not when it starts: the gateway names and signs a
+new session itself and marks its URL *fresh* (``fresh_since``, the start time). A fresh session
+absent from storage is an empty one; any other absent session is unknown (404). So an ended session
+(committed or cancelled) leaves a marker that keeps its fresh URL from bringing it back, and a fresh
+session older than upload purging's age is unknown too. A small push (POST, then PUT with the whole
+blob) thereby costs one blobstore call and no session files: the PUT finds its fresh session empty
+and stores the blob as a monolithic push does (``store``), then leaves the marker.
+
 Hashing happens while bytes stream in, with the algorithm the client announced (its
 ``digest-algorithm``, or the digest of a write that also commits), else sha256, the digest nearly
 every client uses. The running hash lives in this process; when a session moved here from another
@@ -63,9 +71,12 @@ class _Session:
 
 
 class Uploads:
-    def __init__(self, driver: StorageDriver, blobs: Blobs) -> None:
+    def __init__(self, driver: StorageDriver, blobs: Blobs, fresh_lifetime: float | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
+        # How long a fresh session absent from storage stays valid: upload purging's age (a
+        # stored one would be purged then too); None when nothing is purged.
+        self.fresh_lifetime = fresh_lifetime
         self._sessions: LRUCache[str, _Session] = LRUCache(maxsize=_MAX_SESSIONS)
         self._sessions_lock = threading.Lock()  # an LRUCache is not thread-safe
 
@@ -81,32 +92,51 @@ class Uploads:
             self._sessions.pop(upload_id, None)
 
     def start(self, repository: str, algorithm: str = digests.CANONICAL) -> UploadInfo:
-        """A new session, its bytes hashed with ``algorithm`` as they arrive (DIGEST_INVALID if unsupported)."""
+        """A new session in storage at once, its bytes hashed with ``algorithm`` as they arrive
+        (DIGEST_INVALID if unsupported). Gateways start sessions without the blobstore (fresh
+        ones); this is what a resumed or restarted session looks like, for tests and tools."""
         session_hasher = digests.hasher(algorithm)
         upload_id = str(uuid.uuid4())
         started = int(time.time())
-        self.driver.put_content(layout.upload_started_at(repository, upload_id), str(started).encode())
+        self._create(repository, upload_id, started)
         self.driver.writer(layout.upload_data(repository, upload_id)).commit()
         session = self._session(upload_id)
         session.hasher = session_hasher
-        session.started_at = started
         return UploadInfo(upload_id, 0, started)
 
-    def status(self, repository: str, upload_id: str) -> UploadInfo:
+    def _create(self, repository: str, upload_id: str, started: int) -> None:
+        """Puts a session in storage (its data file comes with its first write)."""
+        self.driver.put_content(layout.upload_started_at(repository, upload_id), str(started).encode())
+        self._session(upload_id).started_at = started
+
+    def status(self, repository: str, upload_id: str, fresh_since: int = 0) -> UploadInfo:
+        size = self._stored_size(repository, upload_id, fresh_since)
+        if size is None:
+            return UploadInfo(upload_id, 0, fresh_since)
         try:
             started = int(self.driver.get_content(layout.upload_started_at(repository, upload_id)) or 0)
-            size = self.driver.stat(layout.upload_data(repository, upload_id)).size
         except (PathNotFound, ValueError):
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}) from None
         return UploadInfo(upload_id, size, started)
 
-    def _size(self, repository: str, upload_id: str) -> int:
-        """Bytes received so far: one request, where ``status`` needs two (writes and commits, the
-        hot path, do not need the start time)."""
+    def unstored(self, repository: str, upload_id: str, fresh_since: int) -> bool:
+        """Whether the session is a fresh one that has nothing in storage yet; BLOB_UPLOAD_UNKNOWN
+        when it is neither stored nor fresh."""
+        return self._stored_size(repository, upload_id, fresh_since) is None
+
+    def _stored_size(self, repository: str, upload_id: str, fresh_since: int) -> int | None:
+        """Bytes received so far, None for a fresh session not in storage yet (one request for a
+        stored session: writes and commits, the hot path, need nothing else)."""
         size = self.driver.file_size(layout.upload_data(repository, upload_id))
-        if size is None:
-            raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
-        return size
+        if size is not None:
+            return size
+        if (
+            fresh_since > 0
+            and (self.fresh_lifetime is None or fresh_since >= time.time() - self.fresh_lifetime)
+            and self.driver.file_size(layout.upload_ended(repository, upload_id)) is None
+        ):
+            return None
+        raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
 
     def write(
         self,
@@ -116,6 +146,7 @@ class Uploads:
         data: Iterable[bytes],
         expected_length: int = -1,
         algorithm: str = digests.CANONICAL,
+        fresh_since: int = 0,
     ) -> UploadInfo:
         """Appends ``data`` at ``offset``, which must be where the upload ends now (negative: anywhere).
 
@@ -125,9 +156,12 @@ class Uploads:
         """
         session = self._session(upload_id)
         with session.lock:
-            current = self._size(repository, upload_id)
+            stored = self._stored_size(repository, upload_id, fresh_since)
+            current = stored or 0
             if offset >= 0 and offset != current:
                 raise RegistryError(RANGE_INVALID, {"size": current, "offset": offset})
+            if stored is None:
+                self._create(repository, upload_id, fresh_since)
             if current == 0:
                 session.hasher, session.hashed = digests.hasher(algorithm), 0
             elif session.hashed != current:
@@ -149,35 +183,38 @@ class Uploads:
                 raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
             return UploadInfo(upload_id, current + received, session.started_at)
 
-    def commit(self, repository: str, upload_id: str, digest: str) -> BlobInfo:
+    def commit(self, repository: str, upload_id: str, digest: str, fresh_since: int = 0) -> BlobInfo:
         """Verifies the upload against ``digest`` and moves it into place; DIGEST_INVALID otherwise."""
         wanted = digests.parse(digest)
         session = self._session(upload_id)
         with session.lock:
-            size = self._size(repository, upload_id)
+            size = self._stored_size(repository, upload_id, fresh_since)
+            if size is None:  # a fresh session with nothing written: the empty blob, or a mismatch
+                return self.store(repository, (), digest, upload_id=upload_id)
             data_path = layout.upload_data(repository, upload_id)
             if session.hasher is not None and session.hasher.name == wanted.algorithm and session.hashed == size:
                 actual = session.hasher.hexdigest()
             else:
                 actual = self._rehash(data_path, wanted.algorithm)
             if actual != wanted.hex:
-                self._remove(repository, upload_id)
+                self._end(repository, upload_id)
                 raise _mismatch(digest)
             self._place(repository, data_path, digest, size)
             self._observe_duration(repository, upload_id, session)
-            self._remove(repository, upload_id)
+            self._end(repository, upload_id)
             return BlobInfo(digest, size)
 
-    def store(self, repository: str, data: Iterable[bytes], digest: str, expected_length: int = -1) -> BlobInfo:
-        """A whole blob in one call (a monolithic push, a mirror's fetch): written, hashed as it
-        arrives, verified and moved into place, like a session's commit, but with nothing a
-        resumable session needs (no start-time file, no per-process state): two fewer file writes
-        and fsyncs on the hot path of small pushes. Nothing stays behind when it fails; a process
-        killed meanwhile leaves a folder that upload purging removes by its age."""
+    def store(self, repository: str, data: Iterable[bytes], digest: str, expected_length: int = -1, upload_id: str = "") -> BlobInfo:
+        """A whole blob in one call (a monolithic push, a mirror's fetch, the only write of a fresh
+        session named by ``upload_id``): written, hashed as it arrives, verified and moved into
+        place, like a session's commit, but with nothing a resumable session needs (no start-time
+        file, no per-process state). Nothing is stored when it fails (a fresh session stays fresh,
+        unless the content did not match: that ends it, as it ends a stored one); a process killed
+        meanwhile leaves a folder that upload purging removes by its age."""
         wanted = digests.parse(digest)
         hasher = digests.hasher(wanted.algorithm)
-        upload_id = str(uuid.uuid4())
-        data_path = layout.upload_data(repository, upload_id)
+        staging_id = str(uuid.uuid4())  # the fresh session stays empty meanwhile
+        data_path = layout.upload_data(repository, staging_id)
         started = time.time()
         received = 0
         try:
@@ -194,13 +231,17 @@ class Uploads:
             if expected_length >= 0 and received != expected_length:
                 raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
             if hasher.hexdigest() != wanted.hex:
+                if upload_id:  # a failed commit ends a session, as it does a stored one's
+                    self._end(repository, upload_id)
                 raise _mismatch(digest)
             self._place(repository, data_path, digest, received)
             UPLOAD_DURATION.observe(max(0.0, time.time() - started))
-            return BlobInfo(digest, received)
         finally:
             with contextlib.suppress(PathNotFound):
-                self.driver.delete(layout.upload_dir(repository, upload_id))
+                self.driver.delete(layout.upload_dir(repository, staging_id))
+        if upload_id:
+            self._end(repository, upload_id)
+        return BlobInfo(digest, received)
 
     def _place(self, repository: str, data_path: str, digest: str, size: int) -> None:
         """Moves verified bytes to the digest's path and links them into the repository. Moved
@@ -211,9 +252,16 @@ class Uploads:
         self.blobs.stored(digest, size)
         self.blobs.link(repository, digest)
 
-    def cancel(self, repository: str, upload_id: str) -> None:
-        self.status(repository, upload_id)
+    def cancel(self, repository: str, upload_id: str, fresh_since: int = 0) -> None:
+        with self._session(upload_id).lock:
+            self._stored_size(repository, upload_id, fresh_since)
+            self._end(repository, upload_id)
+
+    def _end(self, repository: str, upload_id: str) -> None:
+        """Removes the session and leaves the marker that no URL of it, fresh ones included, gets
+        past (upload purging removes the marker in time)."""
         self._remove(repository, upload_id)
+        self.driver.put_marker(layout.upload_ended(repository, upload_id))
 
     def discard(self, repository: str, upload_id: str) -> None:
         """Removes an upload whether or not it (still) exists."""

@@ -63,9 +63,6 @@ class BlobstoreAPI(Protocol):
     # Uploads
 
     @abstractmethod
-    async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo: ...
-
-    @abstractmethod
     async def write_upload(
         self,
         repository: str,
@@ -76,18 +73,20 @@ class BlobstoreAPI(Protocol):
         commit_digest: str = "",
         expected_length: int = -1,
         digest_algorithm: str = "",
+        fresh_since: int = 0,
     ) -> pb.UploadInfo:
-        """Writes ``data`` into an upload (a new one when ``upload_id`` is empty): bytes (a body
-        that fits in one message) in one short call, an iterator as a stream."""
+        """Writes ``data`` into an upload (a whole blob, committed at once, when ``upload_id`` is
+        empty): bytes (a body that fits in one message) in one short call, an iterator as a
+        stream. ``fresh_since``: the session may not be in storage yet (UploadRef in the proto)."""
 
     @abstractmethod
-    async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo: ...
+    async def upload_status(self, repository: str, upload_id: str, fresh_since: int = 0) -> pb.UploadInfo: ...
 
     @abstractmethod
-    async def cancel_upload(self, repository: str, upload_id: str) -> None: ...
+    async def cancel_upload(self, repository: str, upload_id: str, fresh_since: int = 0) -> None: ...
 
     @abstractmethod
-    async def commit_upload(self, repository: str, upload_id: str, digest: str) -> pb.BlobInfo: ...
+    async def commit_upload(self, repository: str, upload_id: str, digest: str, fresh_since: int = 0) -> pb.BlobInfo: ...
 
     # Manifests and tags
 
@@ -156,9 +155,6 @@ class ForwardingBlobstore(BlobstoreAPI):
     async def open_blob(self, repository: str, digest: str, method: str, inline_limit: int) -> pb.OpenBlobResponse:
         return await self.client.open_blob(repository, digest, method, inline_limit)
 
-    async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo:
-        return await self.client.start_upload(repository, digest_algorithm)
-
     async def write_upload(
         self,
         repository: str,
@@ -169,6 +165,7 @@ class ForwardingBlobstore(BlobstoreAPI):
         commit_digest: str = "",
         expected_length: int = -1,
         digest_algorithm: str = "",
+        fresh_since: int = 0,
     ) -> pb.UploadInfo:
         return await self.client.write_upload(
             repository,
@@ -178,16 +175,17 @@ class ForwardingBlobstore(BlobstoreAPI):
             commit_digest=commit_digest,
             expected_length=expected_length,
             digest_algorithm=digest_algorithm,
+            fresh_since=fresh_since,
         )
 
-    async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:
-        return await self.client.upload_status(repository, upload_id)
+    async def upload_status(self, repository: str, upload_id: str, fresh_since: int = 0) -> pb.UploadInfo:
+        return await self.client.upload_status(repository, upload_id, fresh_since)
 
-    async def cancel_upload(self, repository: str, upload_id: str) -> None:
-        await self.client.cancel_upload(repository, upload_id)
+    async def cancel_upload(self, repository: str, upload_id: str, fresh_since: int = 0) -> None:
+        await self.client.cancel_upload(repository, upload_id, fresh_since)
 
-    async def commit_upload(self, repository: str, upload_id: str, digest: str) -> pb.BlobInfo:
-        return await self.client.commit_upload(repository, upload_id, digest)
+    async def commit_upload(self, repository: str, upload_id: str, digest: str, fresh_since: int = 0) -> pb.BlobInfo:
+        return await self.client.commit_upload(repository, upload_id, digest, fresh_since)
 
     async def put_manifest(self, request: pb.PutManifestRequest) -> pb.ManifestInfo:
         return await self.client.put_manifest(request)

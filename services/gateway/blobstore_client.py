@@ -193,9 +193,6 @@ class BlobstoreClient(BlobstoreAPI):
 
     # Uploads
 
-    async def start_upload(self, repository: str, digest_algorithm: str = "") -> pb.UploadInfo:
-        return await self._unary("StartUpload", pb.StartUploadRequest(repository=repository, digest_algorithm=digest_algorithm))
-
     async def write_upload(
         self,
         repository: str,
@@ -206,9 +203,10 @@ class BlobstoreClient(BlobstoreAPI):
         commit_digest: str = "",
         expected_length: int = -1,
         digest_algorithm: str = "",
+        fresh_since: int = 0,
     ) -> pb.UploadInfo:
-        """Writes ``data`` into an upload (a new one when ``upload_id`` is empty): bytes in one
-        short call, an iterator as a stream."""
+        """Writes ``data`` into an upload (a whole blob, committed at once, when ``upload_id`` is
+        empty): bytes in one short call, an iterator as a stream."""
         header = pb.WriteUploadHeader(
             repository=repository,
             upload_id=upload_id,
@@ -216,6 +214,7 @@ class BlobstoreClient(BlobstoreAPI):
             commit_digest=commit_digest,
             expected_length=expected_length,
             digest_algorithm=digest_algorithm,
+            fresh_since=fresh_since,
         )
         if isinstance(data, bytes):
             return await self._unary("WriteUploadUnary", pb.WriteUploadUnaryRequest(header=header, data=data))
@@ -251,14 +250,15 @@ class BlobstoreClient(BlobstoreAPI):
         finally:
             _observe("WriteUpload", code, started)
 
-    async def upload_status(self, repository: str, upload_id: str) -> pb.UploadInfo:
-        return await self._unary("UploadStatus", pb.UploadRef(repository=repository, upload_id=upload_id))
+    async def upload_status(self, repository: str, upload_id: str, fresh_since: int = 0) -> pb.UploadInfo:
+        return await self._unary("UploadStatus", pb.UploadRef(repository=repository, upload_id=upload_id, fresh_since=fresh_since))
 
-    async def cancel_upload(self, repository: str, upload_id: str) -> None:
-        await self._unary("CancelUpload", pb.UploadRef(repository=repository, upload_id=upload_id))
+    async def cancel_upload(self, repository: str, upload_id: str, fresh_since: int = 0) -> None:
+        await self._unary("CancelUpload", pb.UploadRef(repository=repository, upload_id=upload_id, fresh_since=fresh_since))
 
-    async def commit_upload(self, repository: str, upload_id: str, digest: str) -> pb.BlobInfo:
-        return await self._unary("CommitUpload", pb.CommitUploadRequest(repository=repository, upload_id=upload_id, digest=digest))
+    async def commit_upload(self, repository: str, upload_id: str, digest: str, fresh_since: int = 0) -> pb.BlobInfo:
+        request = pb.CommitUploadRequest(repository=repository, upload_id=upload_id, digest=digest, fresh_since=fresh_since)
+        return await self._unary("CommitUpload", request)
 
     # Manifests, tags, repositories, referrers
 

@@ -2,7 +2,10 @@
 repository or forge a session; any gateway replica with the same ``http.secret`` can check it.
 
 The state also carries the digest algorithm the client announced when it started the upload
-(``digest-algorithm``), so whichever blobstore takes the next chunk hashes it with that algorithm.
+(``digest-algorithm``), so whichever blobstore takes the next chunk hashes it with that algorithm,
+and, in the URL a POST answers with, when the session started: the gateway starts sessions without
+asking the blobstore, which stores one only with its first bytes (services/blobstore/uploads.py),
+and until then knows it only from this signed *fresh* mark.
 """
 
 from __future__ import annotations
@@ -19,21 +22,25 @@ from services.common.errors import BLOB_UPLOAD_INVALID, RegistryError
 
 @dataclass(frozen=True)
 class UploadState:
-    """What a genuine token says: the bytes received when it was issued, and the announced
-    algorithm (empty when the client announced none, as in every token before it was added)."""
+    """What a genuine token says: the bytes received when it was issued, the announced algorithm
+    (empty when the client announced none, as in every token before it was added), and when the
+    session started if nothing of it was stored yet (0 otherwise)."""
 
     offset: int
     algorithm: str = ""
+    fresh_since: int = 0
 
 
 class UploadStateSigner:
     def __init__(self, secret: str) -> None:
         self._key = secret.encode() if secret else secrets.token_bytes(32)
 
-    def pack(self, name: str, upload_id: str, offset: int, algorithm: str = "") -> str:
+    def pack(self, name: str, upload_id: str, offset: int, algorithm: str = "", fresh_since: int = 0) -> str:
         state: dict[str, str | int] = {"n": name, "u": upload_id, "o": offset}
         if algorithm:
             state["a"] = algorithm
+        if fresh_since:
+            state["f"] = fresh_since
         body = base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode())
         return f"{body.decode()}.{self._sign(body)}"
 
@@ -49,7 +56,7 @@ class UploadStateSigner:
             state = json.loads(base64.urlsafe_b64decode(body.encode()))
             if state["n"] != name or state["u"] != upload_id:
                 raise ValueError
-            return UploadState(int(state["o"]), str(state.get("a", "")))
+            return UploadState(int(state["o"]), str(state.get("a", "")), int(state.get("f", 0)))
         except (ValueError, KeyError, TypeError):
             raise RegistryError(BLOB_UPLOAD_INVALID, {"reason": "upload state does not match this upload"}) from None
 

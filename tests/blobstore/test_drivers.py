@@ -114,6 +114,13 @@ def test_put_content_replaces_longer_content_entirely(driver: StorageDriver) -> 
     assert driver.stat("/f").size == 5
 
 
+def test_a_marker_is_an_empty_file_in_new_folders_and_can_be_put_again(driver: StorageDriver) -> None:
+    driver.put_marker("/a/b/mark")
+    driver.put_marker("/a/b/mark")
+    assert driver.get_content("/a/b/mark") == b""
+    assert [(i.path, i.is_dir) for i in driver.walk("/")] == [("/a", True), ("/a/b", True), ("/a/b/mark", False)]
+
+
 def test_put_content_creates_parent_directories(driver: StorageDriver) -> None:
     driver.put_content("/a/b/c/file", b"x")
     assert [(i.path, i.is_dir) for i in driver.walk("/")] == [
@@ -640,6 +647,7 @@ KEEP = "/keep/file"
 OPERATIONS: dict[str, Operation] = {
     "get_content": lambda d, p: d.get_content(p),
     "put_content": lambda d, p: d.put_content(p, b"data"),
+    "put_marker": lambda d, p: d.put_marker(p),
     "reader": lambda d, p: d.reader(p).close(),
     "writer": lambda d, p: d.writer(p).commit(),
     "writer-append": lambda d, p: d.writer(p, append=True).commit(),

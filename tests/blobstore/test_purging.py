@@ -4,6 +4,7 @@ upload's URL answers 404 BLOB_UPLOAD_UNKNOWN through a running registry."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -49,6 +50,22 @@ def stale_upload(uploads: Uploads, repository: str, size: int) -> str:
     info = uploads.start(repository)
     uploads.write(repository, info.upload_id, 0, [b"x" * size])
     return info.upload_id
+
+
+def test_the_marks_of_ended_sessions_go_with_their_age(driver: StorageDriver) -> None:
+    """Committed and cancelled sessions leave a marker (services/blobstore/uploads.py): purged by
+    age as sessions are, and until then kept."""
+    uploads = Uploads(driver, Blobs(driver))
+    committed = stale_upload(uploads, "purge/a", 10)
+    uploads.commit("purge/a", committed, "sha256:" + hashlib.sha256(b"x" * 10).hexdigest())
+    cancelled = stale_upload(uploads, "purge/a", 10)
+    uploads.cancel("purge/a", cancelled)
+    left = sorted({f.rsplit("/", 1)[1] for f in everything(driver) if "_uploads" in f})
+    assert left == sorted(layout.upload_ended("purge/a", u).rsplit("/", 1)[1] for u in (committed, cancelled))
+    assert purge_uploads(uploads, age=3600).kept == 2
+    report = purge_uploads(uploads, age=3600, now=time.time() + 7200)
+    assert len(report.uploads) == 2
+    assert [f for f in everything(driver) if "_uploads" in f] == []
 
 
 def test_stale_uploads_go_whole_and_fresh_ones_stay(driver: StorageDriver) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,7 +109,12 @@ def blob_bytes(uploads: Uploads, digest: str) -> bytes:
 
 
 def upload_files(uploads: Uploads, upload_id: str) -> list[str]:
-    return [p for p in uploads.driver._files if f"/_uploads/{upload_id}" in p]  # type: ignore[attr-defined]
+    """The session's files (its folder), not the marker an ended session leaves."""
+    return [p for p in uploads.driver._files if f"/_uploads/{upload_id}/" in p]  # type: ignore[attr-defined]
+
+
+def ended(uploads: Uploads, upload_id: str) -> bool:
+    return uploads.driver.file_size(layout.upload_ended(REPO, upload_id)) is not None
 
 
 def test_start_records_the_session(uploads: Uploads) -> None:
@@ -186,7 +192,7 @@ def test_a_digest_mismatch_stores_nothing_and_ends_the_session(uploads: Uploads,
         uploads.commit(REPO, upload_id, wrong)
     assert caught.value.code is DIGEST_INVALID and caught.value.detail["digest"] == wrong
     assert code_of(lambda: uploads.status(REPO, upload_id)) is BLOB_UPLOAD_UNKNOWN
-    assert upload_files(uploads, upload_id) == []
+    assert upload_files(uploads, upload_id) == [] and ended(uploads, upload_id)
     for digest in (wrong, digest_of(algorithm)):
         assert uploads.blobs.stat_global(digest) is None
         assert code_of(lambda: uploads.blobs.stat(REPO, digest)) is BLOB_UNKNOWN  # noqa: B023 - called at once
@@ -206,7 +212,7 @@ def test_a_commit_links_the_blob_and_removes_the_session(uploads: Uploads) -> No
     uploads.commit(REPO, upload_id, digest_of("sha256"))
     assert uploads.blobs.stat(REPO, digest_of("sha256")).size == len(DATA)
     assert code_of(lambda: uploads.blobs.stat("uploads/other", digest_of("sha256"))) is BLOB_UNKNOWN
-    assert upload_files(uploads, upload_id) == []
+    assert upload_files(uploads, upload_id) == [] and ended(uploads, upload_id)
     for call in (
         lambda: uploads.status(REPO, upload_id),
         lambda: uploads.write(REPO, upload_id, -1, [b"x"]),
@@ -220,7 +226,7 @@ def test_cancel_removes_the_session_and_its_bytes(uploads: Uploads) -> None:
     upload_id = uploads.start(REPO).upload_id
     uploads.write(REPO, upload_id, 0, [DATA])
     uploads.cancel(REPO, upload_id)
-    assert upload_files(uploads, upload_id) == []
+    assert upload_files(uploads, upload_id) == [] and ended(uploads, upload_id)
     assert code_of(lambda: uploads.cancel(REPO, upload_id)) is BLOB_UPLOAD_UNKNOWN
     assert code_of(lambda: uploads.write(REPO, upload_id, 0, [DATA])) is BLOB_UPLOAD_UNKNOWN
     assert code_of(lambda: uploads.commit(REPO, upload_id, digest_of("sha256"))) is BLOB_UPLOAD_UNKNOWN
@@ -369,3 +375,76 @@ def test_store_whose_bytes_break_off_stores_nothing(uploads: Uploads) -> None:
         uploads.store(REPO, broken(), digest_of("sha256"))
     assert uploads.driver.file_size(layout.blob_data(digest_of("sha256"))) is None
     assert _leftovers(uploads) == []
+
+
+# Fresh sessions: started by a gateway, in storage only from their first bytes.
+
+
+def fresh_id() -> tuple[str, int]:
+    return str(uuid.uuid4()), int(time.time())
+
+
+def test_a_fresh_session_is_empty_until_written_and_costs_no_storage(uploads: Uploads) -> None:
+    upload_id, since = fresh_id()
+    assert uploads.status(REPO, upload_id, since) == UploadInfo(upload_id, 0, since)
+    assert not uploads.driver._files  # type: ignore[attr-defined]
+    assert code_of(lambda: uploads.status(REPO, upload_id)) is BLOB_UPLOAD_UNKNOWN  # only its fresh URL knows it
+    assert code_of(lambda: uploads.write(REPO, upload_id, 3, [DATA], fresh_since=since)) is RANGE_INVALID
+    assert uploads.write(REPO, upload_id, 0, [DATA[:10]], fresh_since=since).size == 10
+    # Stored now: any URL of it finds it, with the start time the gateway signed.
+    assert uploads.status(REPO, upload_id) == UploadInfo(upload_id, 10, since)
+    uploads.write(REPO, upload_id, 10, [DATA[10:]])
+    assert uploads.commit(REPO, upload_id, digest_of("sha256"), since).size == len(DATA)
+    assert blob_bytes(uploads, digest_of("sha256")) == DATA
+
+
+def test_a_fresh_session_stored_whole_leaves_only_its_end_marker(uploads: Uploads) -> None:
+    upload_id, since = fresh_id()
+    assert uploads.unstored(REPO, upload_id, since)
+    assert uploads.store(REPO, [DATA], digest_of("sha256"), upload_id=upload_id).size == len(DATA)
+    assert uploads.blobs.stat(REPO, digest_of("sha256")).size == len(DATA)
+    assert upload_files(uploads, upload_id) == [] and ended(uploads, upload_id)
+    for call in (
+        lambda: uploads.unstored(REPO, upload_id, since),
+        lambda: uploads.status(REPO, upload_id, since),
+        lambda: uploads.write(REPO, upload_id, 0, [DATA], fresh_since=since),
+        lambda: uploads.commit(REPO, upload_id, digest_of("sha256"), since),
+        lambda: uploads.cancel(REPO, upload_id, since),
+    ):
+        assert code_of(call) is BLOB_UPLOAD_UNKNOWN  # its first URL cannot bring it back
+
+
+def test_a_fresh_session_stays_fresh_after_a_failed_store_but_not_after_a_mismatch(uploads: Uploads) -> None:
+    upload_id, since = fresh_id()
+    assert code_of(lambda: uploads.store(REPO, [DATA], digest_of("sha256"), len(DATA) + 1, upload_id)) is SIZE_INVALID
+    assert uploads.status(REPO, upload_id, since).size == 0 and not uploads.driver._files  # type: ignore[attr-defined]
+    assert code_of(lambda: uploads.store(REPO, [DATA], digest_of("sha256", b"other"), upload_id=upload_id)) is DIGEST_INVALID
+    assert code_of(lambda: uploads.status(REPO, upload_id, since)) is BLOB_UPLOAD_UNKNOWN
+    assert uploads.blobs.stat_global(digest_of("sha256")) is None
+
+
+def test_committing_a_fresh_session_with_nothing_written(uploads: Uploads) -> None:
+    """POST, then PUT without a body: the empty blob, or a mismatch that ends the session."""
+    upload_id, since = fresh_id()
+    empty = digest_of("sha256", b"")
+    assert uploads.commit(REPO, upload_id, empty, since).size == 0
+    assert uploads.blobs.stat(REPO, empty).size == 0
+    other, since = fresh_id()
+    assert code_of(lambda: uploads.commit(REPO, other, digest_of("sha256"), since)) is DIGEST_INVALID
+    assert code_of(lambda: uploads.status(REPO, other, since)) is BLOB_UPLOAD_UNKNOWN
+
+
+def test_a_cancelled_fresh_session_stays_cancelled(uploads: Uploads) -> None:
+    upload_id, since = fresh_id()
+    uploads.cancel(REPO, upload_id, since)
+    assert code_of(lambda: uploads.write(REPO, upload_id, 0, [DATA], fresh_since=since)) is BLOB_UPLOAD_UNKNOWN
+    assert code_of(lambda: uploads.unstored(REPO, upload_id, since)) is BLOB_UPLOAD_UNKNOWN
+    assert upload_files(uploads, upload_id) == []
+
+
+def test_a_fresh_session_expires_with_upload_purging_age(uploads: Uploads) -> None:
+    bounded = Uploads(uploads.driver, uploads.blobs, fresh_lifetime=3600)
+    upload_id = str(uuid.uuid4())
+    assert bounded.status(REPO, upload_id, int(time.time()) - 3500).size == 0
+    assert code_of(lambda: bounded.status(REPO, upload_id, int(time.time()) - 3700)) is BLOB_UPLOAD_UNKNOWN
+    assert code_of(lambda: bounded.write(REPO, upload_id, 0, [DATA], fresh_since=int(time.time()) - 3700)) is BLOB_UPLOAD_UNKNOWN

@@ -77,7 +77,6 @@ def test_blobstore_down_is_503_without_internal_addresses(fresh_berth: Berth) ->
         digest = "sha256:" + "0" * 64
         for method, path in (
             ("GET", "/v2/a/manifests/v1"),
-            ("POST", "/v2/a/blobs/uploads/"),
             ("GET", "/v2/_catalog"),
             ("GET", f"/v2/a/blobs/{digest}"),
             ("POST", f"/v2/a/blobs/uploads/?digest={digest}"),
@@ -86,6 +85,12 @@ def test_blobstore_down_is_503_without_internal_addresses(fresh_berth: Berth) ->
             assert r.status_code == 503, r.text
             assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
             assert str(fresh_berth.grpc_port) not in r.text
+        # Starting an upload asks nothing of the blobstore (services/blobstore/uploads.py): its
+        # first bytes find it down.
+        r = client.post("/v2/a/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        r = client.put(f"{r.headers['location']}&digest=sha256:{hashlib.sha256(b'x').hexdigest()}", content=b"x")
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
     # Back at once: the gateway reconnects within about a second (its backoff's ceiling) and waits
     # for it; each try below is bounded by the 1 s call timeout.
     fresh_berth.start("blobstore")

@@ -534,28 +534,50 @@ def _flip(ch: str) -> str:
     return "A" if ch != "A" else "B"
 
 
+def _stored_upload(client: httpx.Client, repo: str) -> str:
+    """A session with bytes in storage (its first chunk, DATA[:4]): the Location after them."""
+    r = patch(client, start_upload(client, repo), DATA[:4], start=0)
+    assert r.status_code == 202, r.text
+    return r.headers["location"]
+
+
 def test_tampered_state_signature_is_400(client, repo):
-    location = start_upload(client, repo)
+    location = _stored_upload(client, repo)
     state = state_of(location)
     tampered = state[:-1] + _flip(state[-1])
-    assert_error(patch(client, with_state(location, tampered), DATA, start=0), 400, "BLOB_UPLOAD_INVALID")
-    assert_progress(client.get(location), 204, 0, upload_id(location))  # nothing was written
+    assert_error(patch(client, with_state(location, tampered), DATA[4:], start=4), 400, "BLOB_UPLOAD_INVALID")
+    assert_progress(client.get(location), 204, 4, upload_id(location))  # nothing more was written
 
 
 def test_tampered_state_body_is_400(client, repo):
-    location = start_upload(client, repo)
+    location = _stored_upload(client, repo)
     state = state_of(location)
     tampered = _flip(state[0]) + state[1:]
     assert_error(client.get(with_state(location, tampered)), 400, "BLOB_UPLOAD_INVALID")
 
 
 def test_state_of_another_upload_is_400(client, repo):
-    first, second = start_upload(client, repo), start_upload(client, repo)
+    first, second = _stored_upload(client, repo), start_upload(client, repo)
     swapped = with_state(first, state_of(second))
-    assert_error(patch(client, swapped, DATA, start=0), 400, "BLOB_UPLOAD_INVALID")
-    assert_error(client.put(finish(swapped, sha256(DATA)), content=DATA), 400, "BLOB_UPLOAD_INVALID")
+    assert_error(patch(client, swapped, DATA[4:], start=4), 400, "BLOB_UPLOAD_INVALID")
+    assert_error(client.put(finish(swapped, sha256(DATA)), content=DATA[4:]), 400, "BLOB_UPLOAD_INVALID")
     assert_error(client.delete(swapped), 400, "BLOB_UPLOAD_INVALID")
-    assert_progress(client.get(first), 204, 0, upload_id(first))
+    assert_progress(client.get(first), 204, 4, upload_id(first))
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
+def test_a_wrong_state_for_a_session_with_nothing_stored_is_404(client, repo, method):
+    """Until its first bytes, a session lives only in its signed URL (the blobstore has no trace
+    of it): reached with a broken state, it cannot be told from a made-up one, so it is unknown."""
+    location = start_upload(client, repo)
+    state = state_of(location)
+    for broken in (None, state[:-1] + _flip(state[-1])):
+        url = with_state(location, broken)
+        if method == "PUT":
+            url += ("&" if "?" in url else "?") + urlencode({"digest": sha256(DATA)})
+        r = client.request(method, url, content=DATA if method in ("PATCH", "PUT") else b"")
+        assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_progress(client.get(location), 204, 0, upload_id(location))  # still there, still empty
 
 
 def test_upload_of_another_repository_is_unknown_here(client, repo):
@@ -571,7 +593,7 @@ def test_upload_of_another_repository_is_unknown_here(client, repo):
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
 def test_missing_state_is_400(client, repo, method):
     """The session exists: the request reaching it without its state is what is wrong."""
-    location = start_upload(client, repo)
+    location = _stored_upload(client, repo)
     url = with_state(location, None) + (f"?digest={sha256(DATA)}" if method == "PUT" else "")
     assert_error(client.request(method, url, content=b""), 400, "BLOB_UPLOAD_INVALID")
 

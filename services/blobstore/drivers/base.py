@@ -140,6 +140,7 @@ class StorageDriver(abc.ABC):
         {
             "get_content",
             "put_content",
+            "put_marker",
             "reader",
             "writer",
             "stat",
@@ -173,6 +174,11 @@ class StorageDriver(abc.ABC):
     def put_content(self, path: str, data: bytes) -> None:
         """Replaces the content at path atomically."""
         self._put_content(check_path(path), data)
+
+    def put_marker(self, path: str) -> None:
+        """An empty file that only has to exist, and whose loss in a crash is harmless: without
+        the atomic replace and the sync of ``put_content`` where skipping them is cheaper."""
+        self._put_marker(check_path(path))
 
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
         """A file object positioned at ``offset``; the caller closes it."""
@@ -251,6 +257,9 @@ class StorageDriver(abc.ABC):
 
     @abc.abstractmethod
     def _put_content(self, path: str, data: bytes) -> None: ...
+
+    def _put_marker(self, path: str) -> None:
+        self._put_content(path, b"")
 
     @abc.abstractmethod
     def _reader(self, path: str, offset: int) -> BinaryIO: ...

@@ -80,6 +80,7 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, rootdirectory: str | os.PathLike[str]) -> None:
         self.root = Path(rootdirectory).resolve()
+        self._root_str = str(self.root)
         self._clean_dirs: set[str] = set()
         self._thread_locks = ThreadLocks()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -92,14 +93,26 @@ class FilesystemDriver(StorageDriver):
         # The base class's grammar check already rules out "..": what is left to refuse, as
         # defence in depth, is a symlink planted inside the root. Resolving every path costs a
         # syscall per component (most of a manifest GET), so directories found clean are
-        # remembered and only the last component is checked.
+        # remembered and only the components below the nearest of them are looked at.
         parent = os.path.dirname(full)
         if parent not in self._clean_dirs:
-            self._check_inside(Path(parent), path)
-            self._remember(parent)
+            self._check_below_clean(parent, path)
         if os.path.islink(full):
             self._check_inside(full, path)
         return full
+
+    def _check_below_clean(self, directory: str, path: str) -> None:
+        """Checks the components of ``directory`` that lie below the nearest directory known
+        clean (the root, at worst): one lstat each, and a full resolve only for a symlink. A
+        component that does not exist yet is clean (it is about to be made as a folder)."""
+        unknown = []
+        while directory not in self._clean_dirs and directory != self._root_str:
+            unknown.append(directory)
+            directory = os.path.dirname(directory)
+        for component in reversed(unknown):
+            if os.path.islink(component):
+                self._check_inside(Path(component), path)
+            self._remember(component)
 
     def _check_inside(self, full: Path, path: str) -> None:
         resolved = full.resolve()
@@ -140,6 +153,17 @@ class FilesystemDriver(StorageDriver):
                     raise
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def _put_marker(self, path: str) -> None:
+        full = self._full(path)
+        for attempt in range(_RACE_RETRIES):
+            try:
+                full.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+                return
+            except (FileNotFoundError, FileExistsError):  # the folder went meanwhile (see put_content)
+                if attempt == _RACE_RETRIES - 1:
+                    raise
 
     def _reader(self, path: str, offset: int) -> BinaryIO:
         full = self._full(path)

@@ -35,7 +35,6 @@ class CachedBlobstore(ForwardingBlobstore):
             "read_blob",
             "mount_blob",
             "open_blob",
-            "start_upload",
             "write_upload",
             "upload_status",
             "cancel_upload",

@@ -9,6 +9,8 @@ the upload), else sha256.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -70,19 +72,22 @@ async def _body(request: Request, length: int | None, size: int) -> AsyncIterato
 
 @dataclass(frozen=True)
 class _Session:
-    """An upload session as the gateway knows it: from the blobstore's answer to a POST, or from
-    the signed state of a later request's URL."""
+    """An upload session as the gateway knows it: started by a POST, or from the signed state of a
+    later request's URL."""
 
     gw: GatewayState
     name: str
     upload_id: str
     # The announced digest-algorithm; empty when the client announced none.
     algorithm: str
+    # When a POST started it, while nothing of it may be stored yet (services/gateway/upload_state.py).
+    fresh_since: int = 0
 
-    def progress_headers(self, request: Request, size: int) -> dict[str, str]:
-        """Where the upload stands. No Content-Length: these headers also go on 204s (which must
-        not carry one) and on 416 errors (whose JSON body has its own)."""
-        state = self.gw.signer.pack(self.name, self.upload_id, size, self.algorithm)
+    def progress_headers(self, request: Request, size: int, fresh: bool = False) -> dict[str, str]:
+        """Where the upload stands (``fresh``: still nothing stored). No Content-Length: these
+        headers also go on 204s (which must not carry one) and on 416 errors (whose JSON body has
+        its own)."""
+        state = self.gw.signer.pack(self.name, self.upload_id, size, self.algorithm, self.fresh_since if fresh else 0)
         return {
             "Location": self.gw.urls.upload(request, self.name, self.upload_id, state),
             "Range": f"0-{max(size - 1, 0)}",
@@ -151,9 +156,10 @@ async def start_upload(request: Request, name: str) -> Response:
         emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
 
-    info = await gw.blobstore.start_upload(name, algorithm)
-    session = _Session(gw, name, info.upload_id, algorithm)
-    return Response(status_code=202, headers=session.progress_headers(request, 0))
+    # No blobstore call: the session reaches storage with its first bytes (a small push's PUT
+    # stores the whole blob at once, with no session files at all).
+    session = _Session(gw, name, str(uuid.uuid4()), algorithm, int(time.time()))
+    return Response(status_code=202, headers=session.progress_headers(request, 0, fresh=True))
 
 
 async def _checked_upload(request: Request, name: str, upload_id: str) -> _Session:
@@ -171,14 +177,14 @@ async def _checked_upload(request: Request, name: str, upload_id: str) -> _Sessi
     except RegistryError:
         await gw.blobstore.upload_status(name, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
         raise
-    return _Session(gw, name, upload_id, upload_state.algorithm)
+    return _Session(gw, name, upload_id, upload_state.algorithm, upload_state.fresh_since)
 
 
 @router.get("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def upload_status(request: Request, name: str, upload_id: str) -> Response:
     session = await _checked_upload(request, name, upload_id)
-    info = await session.gw.blobstore.upload_status(name, upload_id)
-    return Response(status_code=204, headers=session.progress_headers(request, info.size))
+    info = await session.gw.blobstore.upload_status(name, upload_id, session.fresh_since)
+    return Response(status_code=204, headers=session.progress_headers(request, info.size, fresh=info.size == 0))
 
 
 def _chunk_bounds(request: Request) -> tuple[int, int]:
@@ -205,6 +211,7 @@ async def _write_chunk(session: _Session, request: Request, commit_digest: str =
             commit_digest=commit_digest,
             expected_length=expected,
             digest_algorithm=session.algorithm,
+            fresh_since=session.fresh_since,
         )
     except RegistryError as exc:
         if exc.code is RANGE_INVALID and isinstance(exc.detail, dict) and "size" in exc.detail:
@@ -228,7 +235,7 @@ async def finish_upload(request: Request, name: str, upload_id: str) -> Response
         info = await _write_chunk(session, request, commit_digest=digest)
         emit.blob_pushed(request, name, info.digest, info.size)
         return _created(gw, request, name, info.digest)
-    blob = await gw.blobstore.commit_upload(name, upload_id, digest)
+    blob = await gw.blobstore.commit_upload(name, upload_id, digest, session.fresh_since)
     emit.blob_pushed(request, name, blob.digest, blob.size)
     return _created(gw, request, name, blob.digest)
 
@@ -236,5 +243,5 @@ async def finish_upload(request: Request, name: str, upload_id: str) -> Response
 @router.delete("/v2/{name:path}/blobs/uploads/{upload_id}")
 async def cancel_upload(request: Request, name: str, upload_id: str) -> Response:
     session = await _checked_upload(request, name, upload_id)
-    await session.gw.blobstore.cancel_upload(name, upload_id)
+    await session.gw.blobstore.cancel_upload(name, upload_id, session.fresh_since)
     return Response(status_code=204)
