@@ -84,6 +84,13 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_staging(name: str, staging_id: str) -> str:
+    """Where a whole blob written in one call waits for its verification: a file next to the
+    session folders (none to make and remove), which upload purging removes by its age if a
+    killed process left it."""
+    return f"{upload_dir(name, staging_id)}.data"
+
+
 def upload_ended(name: str, upload_id: str) -> str:
     """Left when a session is committed or cancelled, so that its first URL (a fresh one:
     services/blobstore/uploads.py) cannot bring it back. Next to the session folders, not in one

@@ -210,11 +210,11 @@ class Uploads:
         place, like a session's commit, but with nothing a resumable session needs (no start-time
         file, no per-process state). Nothing is stored when it fails (a fresh session stays fresh,
         unless the content did not match: that ends it, as it ends a stored one); a process killed
-        meanwhile leaves a folder that upload purging removes by its age."""
+        meanwhile leaves a file that upload purging removes by its age."""
         wanted = digests.parse(digest)
         hasher = digests.hasher(wanted.algorithm)
-        staging_id = str(uuid.uuid4())  # the fresh session stays empty meanwhile
-        data_path = layout.upload_data(repository, staging_id)
+        # Not in the fresh session's own place: it stays empty meanwhile.
+        data_path = layout.upload_staging(repository, str(uuid.uuid4()))
         started = time.time()
         received = 0
         try:
@@ -235,10 +235,11 @@ class Uploads:
                     self._end(repository, upload_id)
                 raise _mismatch(digest)
             self._place(repository, data_path, digest, received)
-            UPLOAD_DURATION.observe(max(0.0, time.time() - started))
-        finally:
+        except BaseException:
             with contextlib.suppress(PathNotFound):
-                self.driver.delete(layout.upload_dir(repository, staging_id))
+                self.driver.delete(data_path)
+            raise
+        UPLOAD_DURATION.observe(max(0.0, time.time() - started))
         if upload_id:
             self._end(repository, upload_id)
         return BlobInfo(digest, received)

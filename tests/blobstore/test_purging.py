@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,23 @@ def stale_upload(uploads: Uploads, repository: str, size: int) -> str:
     return info.upload_id
 
 
-def test_the_marks_of_ended_sessions_go_with_their_age(driver: StorageDriver) -> None:
-    """Committed and cancelled sessions leave a marker (services/blobstore/uploads.py): purged by
-    age as sessions are, and until then kept."""
+def test_the_marks_of_ended_sessions_and_dead_stagings_go_with_their_age(driver: StorageDriver) -> None:
+    """Committed and cancelled sessions leave a marker (services/blobstore/uploads.py), and a
+    process killed while it stored a whole blob leaves its staging file: purged by age as sessions
+    are, and until then kept."""
     uploads = Uploads(driver, Blobs(driver))
+    driver.put_content(layout.upload_staging("purge/a", str(uuid.uuid4())), b"half a blob")
     committed = stale_upload(uploads, "purge/a", 10)
     uploads.commit("purge/a", committed, "sha256:" + hashlib.sha256(b"x" * 10).hexdigest())
     cancelled = stale_upload(uploads, "purge/a", 10)
     uploads.cancel("purge/a", cancelled)
     left = sorted({f.rsplit("/", 1)[1] for f in everything(driver) if "_uploads" in f})
-    assert left == sorted(layout.upload_ended("purge/a", u).rsplit("/", 1)[1] for u in (committed, cancelled))
-    assert purge_uploads(uploads, age=3600).kept == 2
+    assert [name for name in left if name.endswith(".ended")] == sorted(
+        layout.upload_ended("purge/a", u).rsplit("/", 1)[1] for u in (committed, cancelled)
+    )
+    assert len(left) == 3 and purge_uploads(uploads, age=3600).kept == 3
     report = purge_uploads(uploads, age=3600, now=time.time() + 7200)
-    assert len(report.uploads) == 2
+    assert len(report.uploads) == 3
     assert [f for f in everything(driver) if "_uploads" in f] == []
 
 
