@@ -338,11 +338,12 @@ class GarbageCollector:
             self.progress(f"{'would remove' if self.dry_run else 'removed'} blob {digest} ({size} bytes)")
 
     def _remove_if_empty(self, repository: str, report: Report) -> None:
-        """A repository without manifests, links or uploads in progress leaves the catalog."""
+        """A repository without manifests, links or uploads in progress leaves the catalog (what
+        ended uploads leave in ``_uploads`` stays for upload purging)."""
         base = layout.repository(repository)
         if self._digests_below(f"{base}/_manifests/revisions") or self._digests_below(f"{base}/_layers"):
             return
-        if self._list(f"{base}/_uploads"):
+        if any(not layout.is_upload_leftover(entry) for entry in self._list(f"{base}/_uploads")):
             return
         if self.dry_run:
             report.repositories_removed += 1

@@ -98,6 +98,15 @@ def upload_ended(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}.ended"
 
 
+_UPLOAD_LEFTOVERS = (".ended", ".data")
+
+
+def is_upload_leftover(entry: str) -> bool:
+    """Whether an entry of ``_uploads`` is an ended session's marker or a store's staging file,
+    not a session: neither keeps a repository in use."""
+    return entry.endswith(_UPLOAD_LEFTOVERS)
+
+
 def referrers_dir(name: str, subject: str) -> str:
     alg, hex_ = _split(subject)
     return f"{repository(name)}/_referrers/{alg}/{hex_}"

@@ -3,9 +3,15 @@ the blobstore's periodic maintenance.
 
 An upload session is ``repositories/<name>/_uploads/<id>/{data,startedat}``; one whose start is
 older than ``age`` is removed whole (on S3 with its multipart upload aborted), after which its URL
-answers 404 BLOB_UPLOAD_UNKNOWN. The same pass asks the driver for what a process killed mid-write
-left (the filesystem's ``.berth-tmp~*`` files, S3's incomplete multipart uploads) older than
-``age``. ``dryrun`` only logs.
+answers 404 BLOB_UPLOAD_UNKNOWN. Next to the sessions lie what ended ones leave (``<id>.ended``) and
+what a process killed while storing a whole blob left (``<id>.data``): removed when older than
+``age``, which is also how long a session's first URL stays valid (services/blobstore/uploads.py),
+so a marker is never needed past it. The same pass asks the driver for what a process killed
+mid-write left (the filesystem's ``.berth-tmp~*`` files, S3's incomplete multipart uploads) older
+than ``age``. ``dryrun`` only logs.
+
+With upload purging off, users' sessions stay, as in registry:2, but Berth's own leftovers are
+still removed (``sessions=False``): else every push would leave a file for good.
 """
 
 from __future__ import annotations
@@ -61,17 +67,35 @@ def _started(driver: StorageDriver, folder: str) -> float | None:
         return None  # gone meanwhile
 
 
-def purge_uploads(uploads: Uploads, age: float, dryrun: bool = False, now: float | None = None) -> PurgeReport:
+def _purge_leftover(driver: StorageDriver, path: str, cutoff: float, dryrun: bool, report: PurgeReport) -> None:
+    try:
+        if driver.stat(path).modified >= cutoff:
+            return
+        if not dryrun:
+            driver.delete(path)
+    except PathNotFound:
+        return  # gone meanwhile
+    report.temporary.append(path)
+
+
+def purge_uploads(uploads: Uploads, age: float, dryrun: bool = False, now: float | None = None, sessions: bool = True) -> PurgeReport:
+    """Removes what is older than ``age``: sessions (unless ``sessions`` is false), ended
+    sessions' markers, staging files and the driver's temporary files."""
     driver = uploads.driver
     now = time.time() if now is None else now
     cutoff = now - age
     report = PurgeReport()
     for repository, folder in upload_folders(driver):
         try:
-            sessions = driver.list(folder)
+            entries = driver.list(folder)
         except PathNotFound:
             continue
-        for session in sessions:
+        for session in entries:
+            if layout.is_upload_leftover(session):
+                _purge_leftover(driver, session, cutoff, dryrun, report)
+                continue
+            if not sessions:
+                continue
             started = _started(driver, session)
             if started is None:
                 continue
@@ -89,7 +113,7 @@ def purge_uploads(uploads: Uploads, age: float, dryrun: bool = False, now: float
                     driver.delete(session)
                 except PathNotFound:
                     pass
-    report.temporary = driver.purge_temporary(cutoff, dryrun)
+    report.temporary += driver.purge_temporary(cutoff, dryrun)
     verb = "would remove" if dryrun else "removed"
     if report.uploads or report.temporary or dryrun:
         log.info(

@@ -213,6 +213,12 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         return pb.UploadInfo(upload_id=upload_id, size=info.size, started_at=info.started_at)
 
     @_errors_to_status
+    def StartUpload(self, request: pb.StartUploadRequest, context: grpc.ServicerContext) -> pb.UploadInfo:
+        """Deprecated (the previous release's gateways): see the proto."""
+        info = self.uploads.start(request.repository, request.digest_algorithm or digests.CANONICAL)
+        return pb.UploadInfo(upload_id=info.upload_id, size=0, started_at=info.started_at)
+
+    @_errors_to_status
     def UploadStatus(self, request: pb.UploadRef, context: grpc.ServicerContext) -> pb.UploadInfo:
         info = self.uploads.status(request.repository, request.upload_id, request.fresh_since)
         return pb.UploadInfo(upload_id=info.upload_id, size=info.size, started_at=info.started_at)
@@ -371,8 +377,9 @@ def build(settings: Settings) -> Blobstore:
         ],
     )
     signer = BlobURLSigner(config.public_url, signing_key(settings), config.url_expiry) if config.public_url else None
-    purging = settings.storage.maintenance.uploadpurging
-    service = BlobstoreService(driver, config.chunk_size, signer, purging.age if purging.enabled else None)
+    # A session's first URL lives as long as an abandoned session would (the markers that guard
+    # it are purged then), purging or not; every replica must have the same age.
+    service = BlobstoreService(driver, config.chunk_size, signer, settings.storage.maintenance.uploadpurging.age)
     pb_grpc.add_BlobstoreServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -400,6 +407,8 @@ def maintenance_tasks(settings: Settings, service: BlobstoreService) -> list[Per
     purging = settings.storage.maintenance.uploadpurging
     if purging.enabled:
         tasks.append(Periodic("upload-purging", purging.interval, lambda: purge_uploads(service.uploads, purging.age, purging.dryrun)))
+    else:  # users' sessions stay, Berth's own leftovers (ended sessions' markers) do not
+        tasks.append(Periodic("upload-markers", purging.interval, lambda: purge_uploads(service.uploads, purging.age, sessions=False)))
     gc = settings.storage.maintenance.gc
     if gc.enabled:
         driver = service.blobs.driver

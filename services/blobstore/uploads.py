@@ -1,9 +1,10 @@
 """Upload sessions: where uploads are written, verified and moved into place.
 
 An upload's bytes live under the repository's ``_uploads/<id>/data`` until the client names the
-digest. Then the content is hashed and compared, and only verified content is moved to its
-content-addressed path, atomically; a mismatch removes the session and stores nothing. A reader
-can therefore never see a partial or unverified blob.
+digest (a whole blob written in one call: in ``_uploads/<uuid>.data``). Then the content is hashed
+and compared, and only verified content is moved to its content-addressed path, atomically; a
+mismatch ends the session and stores nothing. A reader can therefore never see a partial or
+unverified blob.
 
 A session reaches storage with its first bytes, not when it starts: the gateway names and signs a
 new session itself and marks its URL *fresh* (``fresh_since``, the start time). A fresh session
@@ -74,8 +75,8 @@ class Uploads:
     def __init__(self, driver: StorageDriver, blobs: Blobs, fresh_lifetime: float | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
-        # How long a fresh session absent from storage stays valid: upload purging's age (a
-        # stored one would be purged then too); None when nothing is purged.
+        # How long a fresh session absent from storage stays valid: upload purging's age, after
+        # which purging removes the markers that guard fresh URLs (None: for ever, tests only).
         self.fresh_lifetime = fresh_lifetime
         self._sessions: LRUCache[str, _Session] = LRUCache(maxsize=_MAX_SESSIONS)
         self._sessions_lock = threading.Lock()  # an LRUCache is not thread-safe
@@ -93,8 +94,8 @@ class Uploads:
 
     def start(self, repository: str, algorithm: str = digests.CANONICAL) -> UploadInfo:
         """A new session in storage at once, its bytes hashed with ``algorithm`` as they arrive
-        (DIGEST_INVALID if unsupported). Gateways start sessions without the blobstore (fresh
-        ones); this is what a resumed or restarted session looks like, for tests and tools."""
+        (DIGEST_INVALID if unsupported). This release's gateways start sessions without the
+        blobstore (fresh ones); the previous release's ask for this (StartUpload)."""
         session_hasher = digests.hasher(algorithm)
         upload_id = str(uuid.uuid4())
         started = int(time.time())
@@ -199,9 +200,12 @@ class Uploads:
             if actual != wanted.hex:
                 self._end(repository, upload_id)
                 raise _mismatch(digest)
+            # Marked before the data leaves: no moment shows a fresh URL neither (another
+            # replica would take the session for an empty one).
+            self._mark_ended(repository, upload_id)
             self._place(repository, data_path, digest, size)
             self._observe_duration(repository, upload_id, session)
-            self._end(repository, upload_id)
+            self._remove(repository, upload_id)
             return BlobInfo(digest, size)
 
     def store(self, repository: str, data: Iterable[bytes], digest: str, expected_length: int = -1, upload_id: str = "") -> BlobInfo:
@@ -259,9 +263,12 @@ class Uploads:
             self._end(repository, upload_id)
 
     def _end(self, repository: str, upload_id: str) -> None:
-        """Removes the session and leaves the marker that no URL of it, fresh ones included, gets
-        past (upload purging removes the marker in time)."""
+        self._mark_ended(repository, upload_id)
         self._remove(repository, upload_id)
+
+    def _mark_ended(self, repository: str, upload_id: str) -> None:
+        """Leaves the marker that no URL of the session, fresh ones included, gets past once its
+        data is gone (data in storage wins over it); upload purging removes it in time."""
         self.driver.put_marker(layout.upload_ended(repository, upload_id))
 
     def discard(self, repository: str, upload_id: str) -> None:

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -791,6 +792,21 @@ def test_filesystem_refuses_symlinks_out_of_root(
     assert disk_tree(outside) == OUTSIDE_CONTENT
     assert (fs_root / "legit").read_bytes() == b"legit"
     assert not (fs_root / "stolen").exists()
+
+
+def test_filesystem_refuses_new_folders_below_a_folder_swapped_for_a_symlink(
+    fs_driver: StorageDriver, fs_root: Path, outside: Path
+) -> None:
+    """A folder the driver has already used (and remembers as clean) is replaced by a symlink out
+    of the root: a write into a folder not made yet below it is still refused."""
+    fs_driver.put_content("/repo/known/file", b"x")
+    shutil.rmtree(fs_root / "repo")
+    (fs_root / "repo").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidPath):
+        fs_driver.put_content("/repo/known/new/file", b"pwned")
+    with pytest.raises(InvalidPath):
+        fs_driver.put_marker("/repo/other/mark")
+    assert disk_tree(outside) == OUTSIDE_CONTENT
 
 
 def test_filesystem_delete_of_tree_containing_outward_symlink_keeps_target(fs_driver: StorageDriver, fs_root: Path, outside: Path) -> None:

@@ -129,6 +129,11 @@ def build(client: httpx.Client) -> dict[str, Any]:
     # An untagged image in a repository of its own.
     untagged, _ = push_image(client, "gc/untagged", "tmp", layers=[b"only in the untagged image"])
     assert client.delete("/v2/gc/untagged/manifests/tmp").status_code == 202
+    # POST + PUT (of a layer it has) leaves an ended session's marker in _uploads, which keeps no
+    # repository alive.
+    layer = b"only in the untagged image"
+    location = client.post("/v2/gc/untagged/blobs/uploads/").headers["location"]
+    assert client.put(f"{location}&digest={sha256(layer)}", content=layer).status_code == 201
     return {
         "a": a,
         "b": b,

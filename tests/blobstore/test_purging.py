@@ -67,9 +67,11 @@ def test_the_marks_of_ended_sessions_and_dead_stagings_go_with_their_age(driver:
     assert [name for name in left if name.endswith(".ended")] == sorted(
         layout.upload_ended("purge/a", u).rsplit("/", 1)[1] for u in (committed, cancelled)
     )
-    assert len(left) == 3 and purge_uploads(uploads, age=3600).kept == 3
-    report = purge_uploads(uploads, age=3600, now=time.time() + 7200)
-    assert len(report.uploads) == 3
+    assert len(left) == 3
+    assert purge_uploads(uploads, age=3600).temporary == []  # young: kept
+    assert sorted({f.rsplit("/", 1)[1] for f in everything(driver) if "_uploads" in f}) == left
+    report = purge_uploads(uploads, age=3600, now=time.time() + 7200, sessions=False)  # as with purging off
+    assert report.uploads == [] and sorted(p.rsplit("/", 1)[1] for p in report.temporary) == left
     assert [f for f in everything(driver) if "_uploads" in f] == []
 
 

@@ -317,6 +317,16 @@ def test_large_rejected_chunks_keep_their_error(client, repo):
         assert_error(patch(client, finished, big, start=4), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
+def test_a_refused_first_chunk_leaves_a_url_to_resume_from(client, repo):
+    """Nothing is stored yet: the 416's Location still names the (fresh) session."""
+    r = patch(client, start_upload(client, repo), DATA, start=10)
+    assert_error(r, 416, "RANGE_INVALID")
+    r = patch(client, r.headers["location"], DATA, start=0)
+    assert r.status_code == 202, r.text
+    assert client.put(finish(r.headers["location"], sha256(DATA))).status_code == 201
+    assert_blob(client, repo, DATA)
+
+
 def test_first_chunk_not_at_zero_is_416(client, repo):
     location = start_upload(client, repo)
     assert_error(patch(client, location, DATA[:10], start=3), 416, "RANGE_INVALID")

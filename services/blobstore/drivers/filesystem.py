@@ -93,26 +93,36 @@ class FilesystemDriver(StorageDriver):
         # The base class's grammar check already rules out "..": what is left to refuse, as
         # defence in depth, is a symlink planted inside the root. Resolving every path costs a
         # syscall per component (most of a manifest GET), so directories found clean are
-        # remembered and only the components below the nearest of them are looked at.
+        # remembered and only the last component is checked.
         parent = os.path.dirname(full)
         if parent not in self._clean_dirs:
-            self._check_below_clean(parent, path)
+            self._check_directory(parent, path)
+            self._remember(parent)
         if os.path.islink(full):
             self._check_inside(full, path)
         return full
 
-    def _check_below_clean(self, directory: str, path: str) -> None:
-        """Checks the components of ``directory`` that lie below the nearest directory known
-        clean (the root, at worst): one lstat each, and a full resolve only for a symlink. A
-        component that does not exist yet is clean (it is about to be made as a folder)."""
-        unknown = []
-        while directory not in self._clean_dirs and directory != self._root_str:
-            unknown.append(directory)
-            directory = os.path.dirname(directory)
-        for component in reversed(unknown):
-            if os.path.islink(component):
-                self._check_inside(Path(component), path)
-            self._remember(component)
+    def _check_directory(self, directory: str, path: str) -> None:
+        """Refuses a directory that symlinks take out of the root. Its nearest existing ancestor
+        (itself, mostly) is resolved by the kernel, in three calls rather than one per component;
+        below it nothing exists yet but, perhaps, dangling symlinks."""
+        existing = directory
+        while True:
+            try:
+                fd = os.open(existing, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                break
+            except (FileNotFoundError, NotADirectoryError):  # not there (yet), or a file in the way
+                if os.path.islink(existing):  # a dangling symlink: where would it make things?
+                    self._check_inside(Path(existing), path)
+                existing = os.path.dirname(existing)
+        try:
+            resolved = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: resolve component by component
+            resolved = str(Path(existing).resolve())
+        finally:
+            os.close(fd)
+        if resolved != self._root_str and not resolved.startswith(self._root_str + os.sep):
+            raise InvalidPath(path)
 
     def _check_inside(self, full: Path, path: str) -> None:
         resolved = full.resolve()

@@ -83,11 +83,11 @@ class _Session:
     # When a POST started it, while nothing of it may be stored yet (services/gateway/upload_state.py).
     fresh_since: int = 0
 
-    def progress_headers(self, request: Request, size: int, fresh: bool = False) -> dict[str, str]:
-        """Where the upload stands (``fresh``: still nothing stored). No Content-Length: these
-        headers also go on 204s (which must not carry one) and on 416 errors (whose JSON body has
-        its own)."""
-        state = self.gw.signer.pack(self.name, self.upload_id, size, self.algorithm, self.fresh_since if fresh else 0)
+    def progress_headers(self, request: Request, size: int) -> dict[str, str]:
+        """Where the upload stands. No Content-Length: these headers also go on 204s (which must
+        not carry one) and on 416 errors (whose JSON body has its own). The next URL stays fresh
+        while nothing is stored: a refused first chunk must not leave the client a dead URL."""
+        state = self.gw.signer.pack(self.name, self.upload_id, size, self.algorithm, self.fresh_since if size == 0 else 0)
         return {
             "Location": self.gw.urls.upload(request, self.name, self.upload_id, state),
             "Range": f"0-{max(size - 1, 0)}",
@@ -159,7 +159,7 @@ async def start_upload(request: Request, name: str) -> Response:
     # No blobstore call: the session reaches storage with its first bytes (a small push's PUT
     # stores the whole blob at once, with no session files at all).
     session = _Session(gw, name, str(uuid.uuid4()), algorithm, int(time.time()))
-    return Response(status_code=202, headers=session.progress_headers(request, 0, fresh=True))
+    return Response(status_code=202, headers=session.progress_headers(request, 0))
 
 
 async def _checked_upload(request: Request, name: str, upload_id: str) -> _Session:
@@ -184,7 +184,7 @@ async def _checked_upload(request: Request, name: str, upload_id: str) -> _Sessi
 async def upload_status(request: Request, name: str, upload_id: str) -> Response:
     session = await _checked_upload(request, name, upload_id)
     info = await session.gw.blobstore.upload_status(name, upload_id, session.fresh_since)
-    return Response(status_code=204, headers=session.progress_headers(request, info.size, fresh=info.size == 0))
+    return Response(status_code=204, headers=session.progress_headers(request, info.size))
 
 
 def _chunk_bounds(request: Request) -> tuple[int, int]:

@@ -346,14 +346,17 @@ class S3Driver(StorageDriver):
 
     def purge_temporary(self, older_than: float, dryrun: bool = False) -> list[str]:
         """Incomplete multipart uploads under the root started before ``older_than``: what a
-        multipart copy that died leaves (billed storage, invisible to listings). Uploads below an
-        upload session's folder are left to the session's own purge, which goes by its start time
-        (and aborts them with the folder): a store's Initiated date is not always to be trusted
-        (moto reports a fixed one), a session's is."""
+        multipart copy that died leaves (billed storage, invisible to listings), or a whole blob's
+        staging file (``_uploads/<uuid>.data``) whose writer died. Uploads below an upload
+        session's folder are left to the session's own purge, which goes by its start time (and
+        aborts them with the folder): a store's Initiated date is not always to be trusted (moto
+        reports a fixed one), a session's is."""
         found = []
         for page in self._objects.pages("list_multipart_uploads", Prefix=self._dir_prefix("/")):
             for upload in page.get("Uploads", ()):
-                if "/_uploads/" in upload["Key"] or upload["Initiated"].timestamp() >= older_than:
+                # (A staging file is no session: layout.upload_staging.)
+                in_session = "/_uploads/" in upload["Key"] and not upload["Key"].endswith(".data")
+                if in_session or upload["Initiated"].timestamp() >= older_than:
                     continue
                 if not dryrun:
                     abort(self._objects, upload["Key"], upload["UploadId"])
