@@ -196,9 +196,11 @@ class BlobstoreService(pb_grpc.BlobstoreServicer):
         """What both write calls do with their header and data."""
         upload_id = head.upload_id
         data = _counted(chunks)
-        if head.commit_digest and (not upload_id or self.uploads.unstored(head.repository, upload_id, head.fresh_since)):
-            # A whole blob in one call (a monolithic push, or a fresh session's only write): no
-            # session in storage needed.
+        # A whole blob in one call (a monolithic push, or a fresh session's only write): no session
+        # in storage needed. (Only a fresh URL can name a session not stored: others go to write.)
+        if head.commit_digest and (
+            not upload_id or (head.fresh_since > 0 and self.uploads.unstored(head.repository, upload_id, head.fresh_since))
+        ):
             if head.offset > 0:
                 raise RegistryError(RANGE_INVALID, {"size": 0, "offset": head.offset})
             blob = self.uploads.store(head.repository, data, head.commit_digest, head.expected_length, upload_id)

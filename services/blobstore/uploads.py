@@ -236,7 +236,7 @@ class Uploads:
                 raise RegistryError(SIZE_INVALID, {"expected": expected_length, "received": received})
             if hasher.hexdigest() != wanted.hex:
                 if upload_id:  # a failed commit ends a session, as it does a stored one's
-                    self._end(repository, upload_id)
+                    self._mark_ended(repository, upload_id)
                 raise _mismatch(digest)
             self._place(repository, data_path, digest, received)
         except BaseException:
@@ -244,8 +244,8 @@ class Uploads:
                 self.driver.delete(data_path)
             raise
         UPLOAD_DURATION.observe(max(0.0, time.time() - started))
-        if upload_id:
-            self._end(repository, upload_id)
+        if upload_id:  # never stored (that is why it came here): only the mark to leave
+            self._mark_ended(repository, upload_id)
         return BlobInfo(digest, received)
 
     def _place(self, repository: str, data_path: str, digest: str, size: int) -> None:

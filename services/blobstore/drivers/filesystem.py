@@ -8,10 +8,10 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from services.blobstore.drivers.base import (
     FileInfo,
@@ -34,20 +34,15 @@ _TMP_PREFIX = ".berth-tmp~"
 # Attempts of a write or delete that a concurrent delete or write of the same folder disturbed.
 _RACE_RETRIES = 10
 
+T = TypeVar("T")
+
 # The lock files of lock(), directly under the root; never listed either.
 _LOCKS_DIR = ".berth-locks~"
 
 
 class _FileWriter(FileWriter):
     def __init__(self, full: Path, append: bool) -> None:
-        for attempt in range(_RACE_RETRIES):
-            try:
-                full.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(full, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
-                break
-            except (FileNotFoundError, FileExistsError):  # the folder went meanwhile (see put_content)
-                if attempt == _RACE_RETRIES - 1:
-                    raise
+        self._file = _in_folder(full, lambda: open(full, "ab" if append else "wb"))  # noqa: SIM115 - closed by close()
         self._full = full
         self._size = self._file.tell()
 
@@ -146,34 +141,23 @@ class FilesystemDriver(StorageDriver):
 
     def _put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
-        for attempt in range(_RACE_RETRIES):
+
+        def replace() -> None:
             tmp = full.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
             try:
-                full.parent.mkdir(parents=True, exist_ok=True)
                 with open(tmp, "wb") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, full)
-                return
-            except (FileNotFoundError, FileExistsError):
-                # A concurrent delete of an emptied folder (garbage collection) took the parent
-                # between mkdir and the write (or during mkdir itself): make it again.
-                if attempt == _RACE_RETRIES - 1:
-                    raise
             finally:
                 tmp.unlink(missing_ok=True)
 
+        _in_folder(full, replace)
+
     def _put_marker(self, path: str) -> None:
         full = self._full(path)
-        for attempt in range(_RACE_RETRIES):
-            try:
-                full.parent.mkdir(parents=True, exist_ok=True)
-                os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-                return
-            except (FileNotFoundError, FileExistsError):  # the folder went meanwhile (see put_content)
-                if attempt == _RACE_RETRIES - 1:
-                    raise
+        _in_folder(full, lambda: os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)))
 
     def _reader(self, path: str, offset: int) -> BinaryIO:
         full = self._full(path)
@@ -306,6 +290,20 @@ class FilesystemDriver(StorageDriver):
                 yield
             finally:
                 os.close(fd)  # releases the flock
+
+
+def _in_folder(full: Path, create: Callable[[], T]) -> T:
+    """Makes ``full``'s folder and runs ``create`` (which makes ``full``) in it; again when a
+    concurrent delete of an emptied folder (garbage collection) took the folder between the two,
+    or during the mkdir itself."""
+    for attempt in range(_RACE_RETRIES):
+        try:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            return create()
+        except (FileNotFoundError, FileExistsError):
+            if attempt == _RACE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _fsync_dir(directory: Path) -> None:
